@@ -1,0 +1,17 @@
+//! libaccel: everything in accel that touches the kernel.
+//!
+//! - [`queue`]: AF_XDP sockets on (interface, queue) with their UMEM and frame pool.
+//! - [`xdp`]: our XDP flow filter (C source in `bpf/`), shared by every accelerating process on an
+//!   interface, and the map API that says which flows go to which queue.
+//! - [`control`]: a mirror of the kernel's view of an interface (index, MAC, MTU, addresses,
+//!   routes, neighbours) kept current through netlink.
+//! - [`ports`]: kernel sockets that hold the ports accelerated sockets use.
+//!
+//! All unsafe code and FFI lives in [`sys`] (private); the rest is safe Rust over it.
+
+mod sys;
+
+pub mod control;
+pub mod ports;
+pub mod queue;
+pub mod xdp;

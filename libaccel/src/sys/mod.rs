@@ -1,0 +1,12 @@
+//! The only place in libaccel with `unsafe` code: the FFI to libbpf (our XDP program and its
+//! maps) and to xsk-rs (AF_XDP rings and UMEM).
+//!
+//! # Safety
+//!
+//! Each submodule wraps one kernel or C interface behind a safe API. Every `unsafe` block states
+//! the invariant it relies on in a `// SAFETY:` line; the invariants are local to the submodule
+//! (who owns an fd, which frames are in which ring) so a reader can check them in one file.
+#![allow(unsafe_code)]
+
+pub(crate) mod bpf;
+pub(crate) mod xsk;

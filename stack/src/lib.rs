@@ -1,0 +1,2 @@
+//! accel's userspace TCP/UDP stack (being written).
+pub mod link;

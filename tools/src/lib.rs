@@ -1,0 +1,1 @@
+//! accel tools library (being written).
