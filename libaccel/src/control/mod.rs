@@ -19,6 +19,7 @@ pub mod table;
 use std::collections::HashMap;
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{NetlinkPayload, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
@@ -98,6 +99,8 @@ pub struct ControlPlane {
     /// Dumps and resolution requests.
     requests: NlSocket,
     generation: u64,
+    /// Full re-reads after notification overruns.
+    resyncs: u64,
     /// When each address was last asked for (rate limit of [`request_resolution`]).
     asked: HashMap<Ipv4Addr, Instant>,
 }
@@ -124,6 +127,7 @@ impl ControlPlane {
             events,
             requests,
             generation: 0,
+            resyncs: 0,
             asked: HashMap::new(),
         };
         cp.dump_state()?;
@@ -228,6 +232,11 @@ impl ControlPlane {
         self.generation
     }
 
+    /// How many times notifications overran (ENOBUFS) and everything was re-read.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs
+    }
+
     /// Logs the errors the kernel returned for resolution requests.
     fn drain_request_replies(&mut self) {
         loop {
@@ -284,6 +293,7 @@ impl ControlPlane {
         self.table.clear();
         self.dump_state()?;
         self.generation += 1;
+        self.resyncs += 1;
         Ok(())
     }
 
@@ -300,6 +310,14 @@ impl ControlPlane {
             })?;
         }
         Ok(())
+    }
+}
+
+/// The notification socket: readable when [`ControlPlane::refresh`] has changes to apply, for
+/// callers that sleep in `poll`/`epoll` instead of refreshing on a timer.
+impl AsFd for ControlPlane {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
     }
 }
 

@@ -3,6 +3,7 @@
 //! notifications. Nothing here knows what the messages mean; the table does.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_DUMP_INTR,
@@ -31,6 +32,12 @@ pub(crate) enum Recv {
     Data,
     /// Nothing waiting (non-blocking).
     Empty,
+}
+
+impl AsFd for NlSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
 }
 
 impl NlSocket {
@@ -113,10 +120,7 @@ impl NlSocket {
     /// The messages of the last received datagram. Undecodable messages (a kernel newer than the
     /// parser) are logged and skipped: one odd attribute must not stop the mirror.
     pub(crate) fn messages(&self) -> Messages<'_> {
-        Messages {
-            buf: &self.buf,
-            off: 0,
-        }
+        Messages::new(&self.buf)
     }
 
     /// Sends a request and hands every reply message to `f` until the request completes (DONE

@@ -103,16 +103,93 @@ pub(crate) struct RouteEntry {
 }
 
 impl RouteEntry {
-    /// The kernel's identity of an IPv4 route within a table (what a replace or delete matches).
+    /// The kernel's identity of an IPv4 route within a table, besides its prefix (what a
+    /// replace or a delete matches).
     fn same_key(&self, other: &RouteEntry) -> bool {
-        self.dst == other.dst
-            && self.len == other.len
-            && self.tos == other.tos
-            && self.priority == other.priority
+        self.tos == other.tos && self.priority == other.priority
+    }
+}
+
+/// Routes by prefix length, then by (masked) destination: insert and delete are O(1), a lookup
+/// is one hash probe per prefix length in use, longest first. Hosts with thousands of routes (a
+/// /32 per container is common) stay cheap on the hot path, and lookups never allocate.
+#[derive(Clone, Debug, Default)]
+struct Fib {
+    /// Index = prefix length (0..=32).
+    by_len: Vec<HashMap<Ipv4Addr, Vec<RouteEntry>>>,
+    /// Bit `len` set when `by_len[len]` is not empty.
+    lens: u64,
+}
+
+impl Fib {
+    fn new() -> Fib {
+        Fib {
+            by_len: vec![HashMap::new(); 33],
+            lens: 0,
+        }
     }
 
-    fn matches(&self, dst: Ipv4Addr) -> bool {
-        prefix_contains(self.dst, self.len, dst)
+    fn clear(&mut self) {
+        self.by_len.iter_mut().for_each(HashMap::clear);
+        self.lens = 0;
+    }
+
+    /// Adds or replaces; returns whether the table changed.
+    fn insert(&mut self, e: RouteEntry) -> bool {
+        let len = usize::from(e.len);
+        let same = self.by_len[len].entry(e.dst).or_default();
+        self.lens |= 1 << len;
+        match same.iter_mut().find(|x| x.same_key(&e)) {
+            Some(x) if *x == e => false,
+            Some(x) => {
+                *x = e;
+                true
+            }
+            None => {
+                same.push(e);
+                true
+            }
+        }
+    }
+
+    /// Deletes; returns whether the table changed.
+    fn remove(&mut self, e: &RouteEntry) -> bool {
+        let len = usize::from(e.len);
+        let map = &mut self.by_len[len];
+        let Some(same) = map.get_mut(&e.dst) else {
+            return false;
+        };
+        let Some(i) = same.iter().position(|x| x.same_key(e)) else {
+            return false;
+        };
+        same.swap_remove(i);
+        if same.is_empty() {
+            map.remove(&e.dst);
+            if map.is_empty() {
+                self.lens &= !(1 << len);
+            }
+        }
+        true
+    }
+
+    /// The most specific route for a packet to `dst` with TOS 0 (what the stack sends), lowest
+    /// metric first among routes of that prefix.
+    fn lookup(&self, dst: Ipv4Addr) -> Option<&RouteEntry> {
+        let mut lens = self.lens;
+        while lens != 0 {
+            let len = 63 - lens.leading_zeros() as u8;
+            lens &= !(1 << len);
+            let net = Ipv4Addr::from(u32::from(dst) & mask(len));
+            let best = self.by_len[usize::from(len)].get(&net).and_then(|same| {
+                same.iter()
+                    .filter(|e| e.tos == 0)
+                    .min_by_key(|e| e.priority)
+            });
+            if best.is_some() {
+                return best;
+            }
+        }
+        None
     }
 }
 
@@ -154,7 +231,7 @@ pub enum Decision {
 #[derive(Clone, Debug)]
 pub struct Table {
     iface: InterfaceInfo,
-    routes: Vec<RouteEntry>,
+    routes: Fib,
     neighbours: HashMap<Ipv4Addr, [u8; 6]>,
     /// The interface was deleted; kept so callers see a clear "down" rather than stale data.
     gone: bool,
@@ -165,7 +242,7 @@ impl Table {
     pub fn new(iface: InterfaceInfo) -> Table {
         Table {
             iface,
-            routes: Vec::new(),
+            routes: Fib::new(),
             neighbours: HashMap::new(),
             gone: false,
         }
@@ -192,35 +269,27 @@ impl Table {
     /// must leave through this interface; a reject route (or a route through another interface)
     /// wins and gives `None`, as the kernel would not send it here.
     pub fn route(&self, dst: Ipv4Addr) -> Option<Route> {
-        // (prefix length, metric, entry)
-        let mut best: Option<(u8, u64, RouteEntry)> = None;
-        let mut consider = |len: u8, metric: u64, e: RouteEntry| match best {
-            Some((l, m, _)) if l > len || (l == len && m <= metric) => {}
-            _ => best = Some((len, metric, e)),
-        };
-        for e in &self.routes {
-            if e.matches(dst) {
-                consider(e.len, u64::from(e.priority), *e);
-            }
-        }
-        for &(addr, len) in &self.iface.addrs {
-            if prefix_contains(addr, len, dst) {
-                let net = Ipv4Addr::from(u32::from(addr) & mask(len));
-                let e = RouteEntry {
-                    dst: net,
-                    len,
-                    tos: 0,
-                    priority: u32::MAX,
-                    kind: RouteKind::Unicast,
-                    oif: Some(self.iface.index),
-                    gateway: None,
-                    src: Some(addr),
-                };
-                // Beyond any real metric: a kernel route of equal length wins.
-                consider(len, u64::from(u32::MAX) + 1, e);
-            }
-        }
-        let (_, _, e) = best?;
+        let kernel = self.routes.lookup(dst).copied();
+        // The on-link prefix of one of our addresses, if more specific than the kernel's route
+        // (a kernel route of equal length wins: it is usually that very prefix route).
+        let on_link = self
+            .iface
+            .addrs
+            .iter()
+            .filter(|&&(a, l)| prefix_contains(a, l, dst))
+            .max_by_key(|&&(_, l)| l)
+            .filter(|&&(_, l)| kernel.is_none_or(|k| l > k.len))
+            .map(|&(addr, len)| RouteEntry {
+                dst: Ipv4Addr::from(u32::from(addr) & mask(len)),
+                len,
+                tos: 0,
+                priority: u32::MAX,
+                kind: RouteKind::Unicast,
+                oif: Some(self.iface.index),
+                gateway: None,
+                src: Some(addr),
+            });
+        let e = on_link.or(kernel)?;
         if e.kind != RouteKind::Unicast || e.oif != Some(self.iface.index) {
             return None;
         }
@@ -341,22 +410,10 @@ impl Table {
         let Some(entry) = route_entry(m, self.iface.index) else {
             return false;
         };
-        let pos = self.routes.iter().position(|e| e.same_key(&entry));
-        match (add, pos) {
-            (true, Some(i)) if self.routes[i] == entry => false,
-            (true, Some(i)) => {
-                self.routes[i] = entry;
-                true
-            }
-            (true, None) => {
-                self.routes.push(entry);
-                true
-            }
-            (false, Some(i)) => {
-                self.routes.swap_remove(i);
-                true
-            }
-            (false, None) => false,
+        if add {
+            self.routes.insert(entry)
+        } else {
+            self.routes.remove(&entry)
         }
     }
 
@@ -623,6 +680,34 @@ mod tests {
         other.header.table = 100;
         assert!(!t.apply(&RouteNetlinkMessage::NewRoute(other)));
         assert!(t.route(ip("198.18.7.1")).is_some());
+    }
+
+    #[test]
+    fn many_host_routes_and_tos_routes() {
+        let mut t = table();
+        for i in 0..2000u32 {
+            let dst = Ipv4Addr::from(u32::from(ip("198.19.0.0")) + i);
+            let m = route_msg(&dst.to_string(), 32, IF, Some("198.18.0.7"), 0);
+            assert!(t.apply(&RouteNetlinkMessage::NewRoute(m)));
+        }
+        let r = t.route(ip("198.19.7.207")).unwrap();
+        assert_eq!(
+            (r.gateway, r.prefix),
+            (Some(ip("198.18.0.7")), (ip("198.19.7.207"), 32))
+        );
+        // Past the last host route: the default route.
+        assert_eq!(t.route(ip("198.19.7.208")).unwrap().prefix.1, 0);
+        for i in 0..2000u32 {
+            let dst = Ipv4Addr::from(u32::from(ip("198.19.0.0")) + i);
+            let m = route_msg(&dst.to_string(), 32, IF, Some("198.18.0.7"), 0);
+            assert!(t.apply(&RouteNetlinkMessage::DelRoute(m)));
+        }
+        assert_eq!(t.route(ip("198.19.7.207")).unwrap().prefix.1, 0);
+        // A TOS-specific route never matches what the stack sends (TOS 0).
+        let mut tos = route_msg("198.19.0.0", 16, IF, Some("198.18.0.9"), 0);
+        tos.header.tos = 0x10;
+        assert!(t.apply(&RouteNetlinkMessage::NewRoute(tos)));
+        assert_eq!(t.route(ip("198.19.0.1")).unwrap().prefix.1, 0);
     }
 
     #[test]
