@@ -101,8 +101,8 @@ pub struct ControlPlane {
     generation: u64,
     /// Full re-reads after notification overruns.
     resyncs: u64,
-    /// When each address was last asked for (rate limit of [`request_resolution`]).
-    asked: HashMap<Ipv4Addr, Instant>,
+    /// Rate limit of [`request_resolution`](ControlPlane::request_resolution).
+    asked: RateLimit,
 }
 
 impl ControlPlane {
@@ -128,7 +128,7 @@ impl ControlPlane {
             requests,
             generation: 0,
             resyncs: 0,
-            asked: HashMap::new(),
+            asked: RateLimit::default(),
         };
         cp.dump_state()?;
         let iface = cp.table.interface();
@@ -208,17 +208,9 @@ impl ControlPlane {
     /// stale one. The answer arrives as a neighbour notification on the next `refresh`.
     /// At most once per [`RESOLVE_INTERVAL`] per address; failures are logged, never returned.
     pub fn request_resolution(&mut self, ip: Ipv4Addr) {
-        let now = Instant::now();
-        if let Some(last) = self.asked.get(&ip) {
-            if now.duration_since(*last) < RESOLVE_INTERVAL {
-                return;
-            }
+        if !self.asked.allow(ip, Instant::now()) {
+            return;
         }
-        if self.asked.len() >= 4096 {
-            self.asked
-                .retain(|_, t| now.duration_since(*t) < RESOLVE_INTERVAL);
-        }
-        self.asked.insert(ip, now);
         let msg = resolution_request(self.table.interface().index, ip);
         // No ACK: success needs no answer, and errors are sent anyway (logged by refresh).
         match self.requests.send(msg, NLM_F_CREATE | NLM_F_REPLACE, true) {
@@ -326,6 +318,37 @@ impl Resolver for ControlPlane {
     fn next_hop(&mut self, dst: Ipv4Addr) -> NextHop {
         let decision = self.table.decide(dst);
         next_hop_for(decision, |ip| self.request_resolution(ip))
+    }
+}
+
+/// At most one resolution request per address per [`RESOLVE_INTERVAL`].
+#[derive(Debug, Default)]
+struct RateLimit {
+    last: HashMap<Ipv4Addr, Instant>,
+    /// Size at which expired entries are next dropped: doubles past what one interval keeps, so
+    /// pruning stays amortized O(1) per request even during a burst of new addresses.
+    prune_at: usize,
+}
+
+impl RateLimit {
+    /// Entries beyond which expired ones are dropped (bounds memory under a scan of many
+    /// unreachable addresses).
+    const PRUNE_AT: usize = 4096;
+
+    /// Whether `ip` may be asked for at `now`; records the request if so.
+    fn allow(&mut self, ip: Ipv4Addr, now: Instant) -> bool {
+        if let Some(last) = self.last.get(&ip) {
+            if now.saturating_duration_since(*last) < RESOLVE_INTERVAL {
+                return false;
+            }
+        }
+        if self.last.len() >= self.prune_at.max(Self::PRUNE_AT) {
+            self.last
+                .retain(|_, t| now.saturating_duration_since(*t) < RESOLVE_INTERVAL);
+            self.prune_at = 2 * self.last.len();
+        }
+        self.last.insert(ip, now);
+        true
     }
 }
 
@@ -470,6 +493,31 @@ mod tests {
             NextHop::Pending
         );
         assert_eq!(asked, Some(ip("198.18.0.254")));
+    }
+
+    #[test]
+    fn resolution_requests_are_rate_limited_per_address() {
+        let mut rl = RateLimit::default();
+        let t0 = Instant::now();
+        let (a, b) = (ip("198.18.0.2"), ip("198.18.0.3"));
+        assert!(rl.allow(a, t0));
+        assert!(!rl.allow(a, t0 + Duration::from_millis(50)));
+        assert!(rl.allow(b, t0 + Duration::from_millis(50)), "per address");
+        assert!(rl.allow(a, t0 + RESOLVE_INTERVAL));
+        assert!(!rl.allow(a, t0 + RESOLVE_INTERVAL + Duration::from_millis(1)));
+        // Many addresses: memory stays bounded once their intervals have passed.
+        let later = t0 + 10 * RESOLVE_INTERVAL;
+        for i in 0..3 * RateLimit::PRUNE_AT as u32 {
+            assert!(rl.allow(Ipv4Addr::from(u32::from(ip("198.19.0.0")) + i), later));
+        }
+        let much_later = later + 10 * RESOLVE_INTERVAL;
+        for i in 0..3 * RateLimit::PRUNE_AT as u32 {
+            rl.allow(
+                Ipv4Addr::from(u32::from(ip("198.18.128.0")) + i),
+                much_later + Duration::from_nanos(u64::from(i)),
+            );
+        }
+        assert!(rl.last.len() <= 4 * RateLimit::PRUNE_AT);
     }
 
     #[test]
