@@ -11,6 +11,7 @@
 
 mod sys;
 
+
 pub mod control;
 pub mod ports;
 pub mod queue;
