@@ -35,6 +35,8 @@ counters! {
     rx_drop_wrong_mac,
     /// Received frames too short or with a broken IPv4/TCP/UDP header.
     rx_drop_malformed,
+    /// Received IPv4 packets with a bad IPv4, TCP or UDP checksum.
+    rx_drop_bad_checksum,
     /// Frames not sent because the next hop is being resolved.
     tx_drop_no_neighbour,
     /// Frames not sent because there is no route to the destination.

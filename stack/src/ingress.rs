@@ -2,6 +2,10 @@
 //! and the IP packet is pre-parsed so the stack can decide per packet what smoltcp cannot
 //! (a SYN to a listener whose backlog is full is dropped silently instead of answered with an
 //! RST; a datagram to an unbound UDP port is dropped, not answered with ICMP).
+//!
+//! IPv4, TCP and UDP checksums are verified here, once, so that corrupted packets are counted
+//! (`rx_drop_bad_checksum`); smoltcp's own RX verification for these is switched off to avoid
+//! checksumming every packet twice (ICMP is still verified by smoltcp).
 
 use core::net::SocketAddrV4;
 
@@ -58,22 +62,31 @@ impl Stack {
             self.counters.rx_drop_malformed += 1;
             return Verdict::Drop;
         };
-        if ip.dst_addr() != self.config.addr || ip.more_frags() || ip.frag_offset() != 0 {
-            // Not for us, or a fragment: smoltcp drops these (no reassembly configured).
+        if !ip.verify_checksum() {
+            self.counters.rx_drop_bad_checksum += 1;
+            return Verdict::Drop;
+        }
+        if ip.more_frags() || ip.frag_offset() != 0 {
+            // smoltcp drops fragments (no reassembly configured).
             return Verdict::Deliver;
         }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
         match ip.next_header() {
             IpProtocol::Tcp => {
                 let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
                     self.counters.rx_drop_malformed += 1;
                     return Verdict::Drop;
                 };
+                if !tcp.verify_checksum(&src.into(), &dst.into()) {
+                    self.counters.rx_drop_bad_checksum += 1;
+                    return Verdict::Drop;
+                }
                 if tcp.rst() {
                     self.counters.tcp_rx_rst += 1;
                 }
-                if tcp.syn() && !tcp.ack() && !tcp.rst() {
+                if tcp.syn() && !tcp.ack() && !tcp.rst() && dst == self.config.addr {
                     if let Some(&listener) = self.listeners.get(&tcp.dst_port()) {
-                        let remote = SocketAddrV4::new(ip.src_addr(), tcp.src_port());
+                        let remote = SocketAddrV4::new(src, tcp.src_port());
                         return self.admit_syn(listener, remote);
                     }
                 }
@@ -84,6 +97,10 @@ impl Stack {
                     self.counters.rx_drop_malformed += 1;
                     return Verdict::Drop;
                 };
+                if !udp.verify_checksum(&src.into(), &dst.into()) {
+                    self.counters.rx_drop_bad_checksum += 1;
+                    return Verdict::Drop;
+                }
                 if self.udp_ports.contains_key(&udp.dst_port()) {
                     self.counters.udp_rx_datagrams += 1;
                     Verdict::Deliver

@@ -29,6 +29,11 @@ mod listen;
 mod tcp_api;
 mod udp;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
 
 pub use counters::Counters;
 pub use error::{errno, Error};
