@@ -4,6 +4,7 @@
 use core::net::SocketAddrV4;
 
 use smoltcp::iface::SocketHandle;
+use smoltcp::socket::AnySocket;
 use smoltcp::socket::tcp::{self, ConnectError, RecvError, State};
 
 use crate::{endpoint, Entry, Error, Readiness, SocketId, Stack};
@@ -87,15 +88,14 @@ impl Stack {
         }
         let local = SocketAddrV4::new(local_ip, local.port());
         let (l, r) = (Some(endpoint(local)), Some(endpoint(remote)));
-        let in_use = self.table.values().any(|e| match e {
-            Entry::Tcp(c) => {
-                let socket = self.sockets.get::<tcp::Socket>(c.handle);
-                socket.local_endpoint() == l && socket.remote_endpoint() == r
-            }
-            _ => false,
+        // Any socket still holding this 4-tuple (including one in TIME-WAIT after its
+        // application closed it) makes it unavailable, as the kernel's connect() says.
+        let in_use = self.sockets.iter().any(|(_, socket)| {
+            tcp::Socket::downcast(socket)
+                .is_some_and(|t| t.local_endpoint() == l && t.remote_endpoint() == r)
         });
         if in_use {
-            return Err(Error::AddrInUse);
+            return Err(Error::Unaddressable);
         }
         let mut socket = self.new_tcp_socket();
         socket

@@ -93,11 +93,11 @@ impl Link for QueueLink {
             let mut frame = self.rx.borrow_mut().pop_front()?;
             let f = &mut self.faults;
             f.seen += 1;
-            if f.drop_every.is_some_and(|n| f.seen % n == 0) {
+            if f.drop_every.is_some_and(|n| f.seen.checked_rem(n) == Some(0)) {
                 f.dropped += 1;
                 continue;
             }
-            if f.corrupt_every.is_some_and(|n| f.seen % n == 0) {
+            if f.corrupt_every.is_some_and(|n| f.seen.checked_rem(n) == Some(0)) {
                 if let Some(last) = frame.last_mut() {
                     *last ^= 0x5a;
                     f.corrupted += 1;

@@ -371,3 +371,21 @@ fn listener_close_resets_unaccepted_connections() {
     p.settle_and_advance(Duration::from_millis(0));
     assert_eq!(p.b.stack.socket_count(), 0);
 }
+
+#[test]
+fn connect_reusing_a_four_tuple_in_time_wait_is_refused_locally() {
+    let mut p = Pair::new();
+    let (c, s, _) = connected(&mut p, 80, 40000);
+    p.a.stack.close(c);
+    assert!(p.run_until(secs(1), |p| p.b.stack.readiness(s).hangup));
+    p.b.stack.close(s);
+    p.settle_and_advance(Duration::from_millis(1));
+    assert_eq!(p.a.stack.socket_count(), 1); // TIME-WAIT
+    assert_eq!(
+        p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 80)),
+        Err(Error::Unaddressable)
+    );
+    p.settle_and_advance(secs(11));
+    p.settle_and_advance(secs(0));
+    assert!(p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 80)).is_ok());
+}
