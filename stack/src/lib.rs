@@ -1,2 +1,401 @@
-//! accel's userspace TCP/UDP stack (being written).
+//! accel's userspace TCP/UDP stack: one smoltcp [`Interface`] (IP medium) and its sockets over a
+//! [`link::Link`] that carries Ethernet frames. The stack strips and writes the Ethernet header
+//! itself, looks at every packet before smoltcp does (listen backlogs, unbound UDP ports), keeps
+//! a socket table with ids that are never reused, and reaps closed sockets. It does no I/O and
+//! reads no clock: [`Stack::poll`] is driven with the current time and [`Stack::poll_at`] says
+//! when the next timer is due.
+//!
+//! Where a packet goes: `device` (Ethernet in/out) -> `ingress` (pre-parse, per-packet
+//! decisions) -> smoltcp -> `tcp` / `listen` / `udp` (socket API).
+
+use std::collections::HashMap;
+
+use core::net::{Ipv4Addr, SocketAddrV4};
+
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
+use smoltcp::phy::DeviceCapabilities;
+use smoltcp::socket::tcp;
+use smoltcp::time::Duration;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+
+pub use smoltcp::time::Instant;
+
+mod counters;
+mod device;
+mod error;
+mod ingress;
 pub mod link;
+mod listen;
+mod tcp_api;
+mod udp;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+
+pub use counters::Counters;
+pub use error::{errno, Error};
+
+use listen::Listener;
+use tcp_api::TcpConn;
+use udp::UdpSock;
+
+/// Largest backlog honoured (the kernel's default `somaxconn`).
+pub const MAX_BACKLOG: usize = 4096;
+
+/// How long a socket closed by the application may linger (e.g. in FIN-WAIT-2 waiting for a
+/// peer that never closes) before it is aborted; the kernel's `tcp_fin_timeout` is 60 s.
+pub const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Delayed-ACK timeout given to every TCP socket: long enough for a reply to carry the ACK,
+/// short enough not to stall a peer that runs Nagle.
+pub const ACK_DELAY: Duration = Duration::from_millis(1);
+
+/// How a stack is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mac: link::Mac,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Default gateway. Next hops are the [`link::Resolver`]'s business; this only tells smoltcp
+    /// that off-link destinations are reachable.
+    pub gateway: Option<Ipv4Addr>,
+    /// Largest IP packet (interface MTU); fixed at creation.
+    pub mtu: usize,
+    pub tcp_rx_buffer: usize,
+    pub tcp_tx_buffer: usize,
+    /// UDP payload bytes buffered per socket and direction.
+    pub udp_rx_buffer: usize,
+    pub udp_tx_buffer: usize,
+    /// UDP datagrams (metadata slots) buffered per socket and direction.
+    pub udp_packets: usize,
+    /// Seed for smoltcp's initial sequence numbers; give each stack a random one.
+    pub random_seed: u64,
+}
+
+impl Config {
+    pub fn new(mac: link::Mac, addr: Ipv4Addr, prefix_len: u8) -> Config {
+        let mut seed = u64::from(addr.to_bits());
+        for b in mac {
+            seed = seed.rotate_left(8) ^ u64::from(b);
+        }
+        Config {
+            mac,
+            addr,
+            prefix_len,
+            gateway: None,
+            mtu: 1500,
+            tcp_rx_buffer: 256 * 1024,
+            tcp_tx_buffer: 256 * 1024,
+            udp_rx_buffer: 1024 * 1024,
+            udp_tx_buffer: 1024 * 1024,
+            udp_packets: 4096,
+            random_seed: seed,
+        }
+    }
+}
+
+/// Names a socket of this stack. Never reused for another socket.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct SocketId(u64);
+
+/// What a socket is ready for (poll/epoll events).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    pub readable: bool,
+    pub writable: bool,
+    /// The peer closed its side or reset the connection.
+    pub hangup: bool,
+    pub error: bool,
+}
+
+pub(crate) enum Entry {
+    Tcp(TcpConn),
+    Listener(Listener),
+    Udp(UdpSock),
+}
+
+/// A closed socket that smoltcp still needs (FIN handshake, TIME-WAIT, an RST to send).
+struct Closing {
+    handle: SocketHandle,
+    deadline: Instant,
+}
+
+/// One userspace TCP/UDP stack.
+pub struct Stack {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    caps: DeviceCapabilities,
+    config: Config,
+    counters: Counters,
+    next_id: u64,
+    table: HashMap<u64, Entry>,
+    /// Listening port -> listener id.
+    listeners: HashMap<u16, u64>,
+    /// Bound UDP port -> socket id.
+    udp_ports: HashMap<u16, u64>,
+    /// Active opens not yet established or refused.
+    connecting: Vec<u64>,
+    closing: Vec<Closing>,
+    /// Time of the last poll (or creation): when a close started, for the orphan timeout.
+    now: Instant,
+}
+
+impl Stack {
+    pub fn new(config: Config, now: Instant) -> Stack {
+        let caps = device::capabilities(config.mtu);
+        let mut iface_config = smoltcp::iface::Config::new(HardwareAddress::Ip);
+        iface_config.random_seed = config.random_seed;
+        let mut iface = Interface::new(iface_config, &mut device::CapsOnly(caps.clone()), now);
+        iface.update_ip_addrs(|addrs| {
+            // One address; the vector has room for it.
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(config.addr), config.prefix_len));
+        });
+        // With Medium::Ip smoltcp only needs to know a destination is routable; the real next
+        // hop comes from the Resolver, so a default route always exists.
+        let _ = iface
+            .routes_mut()
+            .add_default_ipv4_route(config.gateway.unwrap_or(config.addr));
+        Stack {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            caps,
+            config,
+            counters: Counters::default(),
+            next_id: 1,
+            table: HashMap::new(),
+            listeners: HashMap::new(),
+            udp_ports: HashMap::new(),
+            connecting: Vec::new(),
+            closing: Vec::new(),
+            now,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Processes every received frame, runs timers and transmits what is due. Returns whether
+    /// anything happened. Calls `link.flush()` once at the end.
+    pub fn poll<L: link::Link, R: link::Resolver>(
+        &mut self,
+        now: Instant,
+        link: &mut L,
+        resolver: &mut R,
+    ) -> bool {
+        self.now = now;
+        let mut active = false;
+        while let Some((rx, tx)) = link.receive() {
+            active = true;
+            link::RxFrame::consume(rx, |frame| self.ingress(now, frame, tx, resolver));
+        }
+        active |= self.egress(now, link, resolver);
+        self.after_poll(now);
+        link.flush();
+        active
+    }
+
+    fn egress<L: link::Link, R: link::Resolver>(
+        &mut self,
+        now: Instant,
+        link: &mut L,
+        resolver: &mut R,
+    ) -> bool {
+        let mut active = false;
+        loop {
+            let starved = self.counters.tx_drop_no_tx_frame;
+            let mut dev = device::EgressDevice {
+                link: &mut *link,
+                resolver: &mut *resolver,
+                counters: &mut self.counters,
+                mac: self.config.mac,
+                caps: &self.caps,
+            };
+            match self.iface.poll_egress(now, &mut dev, &mut self.sockets) {
+                smoltcp::iface::PollResult::None => break,
+                smoltcp::iface::PollResult::SocketStateChanged => active = true,
+            }
+            if self.counters.tx_drop_no_tx_frame != starved {
+                break;
+            }
+        }
+        active
+    }
+
+    /// Bookkeeping after each poll: finished active opens, reaping closed sockets.
+    fn after_poll(&mut self, now: Instant) {
+        let (table, sockets, counters) = (&mut self.table, &self.sockets, &mut self.counters);
+        self.connecting.retain(|id| {
+            let Some(Entry::Tcp(conn)) = table.get_mut(id) else {
+                return false;
+            };
+            match sockets.get::<tcp::Socket>(conn.handle).state() {
+                tcp::State::SynSent | tcp::State::SynReceived => true,
+                tcp::State::Closed => {
+                    conn.connecting = false;
+                    conn.error = Some(Error::ConnectionRefused);
+                    counters.tcp_reset += 1;
+                    false
+                }
+                _ => {
+                    conn.connecting = false;
+                    counters.tcp_connected += 1;
+                    false
+                }
+            }
+        });
+        let (sockets, counters) = (&mut self.sockets, &mut self.counters);
+        self.closing.retain(|c| {
+            let socket = sockets.get_mut::<tcp::Socket>(c.handle);
+            if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
+                sockets.remove(c.handle);
+                counters.tcp_closed += 1;
+                return false;
+            }
+            if now >= c.deadline && socket.state() != tcp::State::Closed {
+                socket.abort();
+            }
+            true
+        });
+    }
+
+    /// When the stack next needs a poll if nothing arrives (`None`: only on RX or an API call).
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        self.iface.poll_at(now, &self.sockets)
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// smoltcp sockets alive: application sockets, idle listening sockets, connections not yet
+    /// accepted, and closed sockets still finishing their handshake.
+    pub fn socket_count(&self) -> usize {
+        self.sockets.iter().count()
+    }
+
+    /// Application-visible sockets (ids that are valid now).
+    pub fn open_ids(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn readiness(&self, s: SocketId) -> Readiness {
+        match self.table.get(&s.0) {
+            Some(Entry::Tcp(conn)) => {
+                tcp_api::readiness(conn, self.sockets.get::<tcp::Socket>(conn.handle))
+            }
+            Some(Entry::Listener(l)) => Readiness {
+                readable: l.has_acceptable(&self.sockets),
+                ..Readiness::default()
+            },
+            Some(Entry::Udp(u)) => u.readiness(&self.sockets),
+            None => Readiness { error: true, hangup: true, ..Readiness::default() },
+        }
+    }
+
+    /// Releases a socket. TCP: FIN after queued data (RST if unread data is pending, like the
+    /// kernel); smoltcp keeps it until the close handshake is done, then it is reaped.
+    /// Listener: resets its connections not yet accepted. UDP: gone now. The id is invalid after.
+    pub fn close(&mut self, s: SocketId) {
+        self.release(s, false);
+    }
+
+    /// Like [`Stack::close`], but a TCP connection is reset (SO_LINGER 0).
+    pub fn abort(&mut self, s: SocketId) {
+        self.release(s, true);
+    }
+
+    fn release(&mut self, s: SocketId, abort: bool) {
+        let Some(entry) = self.table.remove(&s.0) else {
+            return;
+        };
+        let deadline = self.now + ORPHAN_TIMEOUT;
+        match entry {
+            Entry::Tcp(conn) => {
+                self.connecting.retain(|id| *id != s.0);
+                let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+                if abort || socket.recv_queue() > 0 {
+                    socket.abort();
+                } else {
+                    socket.close();
+                }
+                self.closing.push(Closing { handle: conn.handle, deadline });
+            }
+            Entry::Listener(l) => {
+                self.listeners.remove(&l.local.port());
+                for handle in l.into_handles() {
+                    self.sockets.get_mut::<tcp::Socket>(handle).abort();
+                    self.closing.push(Closing { handle, deadline });
+                }
+            }
+            Entry::Udp(u) => {
+                self.udp_ports.remove(&u.local.port());
+                self.sockets.remove(u.handle);
+            }
+        }
+        // Sockets with nothing left to send go now.
+        let sockets = &mut self.sockets;
+        self.closing.retain(|c| {
+            let socket = sockets.get::<tcp::Socket>(c.handle);
+            if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
+                sockets.remove(c.handle);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    pub fn local_addr(&self, s: SocketId) -> Option<SocketAddrV4> {
+        match self.table.get(&s.0)? {
+            Entry::Tcp(conn) => {
+                endpoint_v4(self.sockets.get::<tcp::Socket>(conn.handle).local_endpoint()?)
+            }
+            Entry::Listener(l) => Some(l.local),
+            Entry::Udp(u) => Some(u.local),
+        }
+    }
+
+    pub fn peer_addr(&self, s: SocketId) -> Option<SocketAddrV4> {
+        match self.table.get(&s.0)? {
+            Entry::Tcp(conn) => {
+                endpoint_v4(self.sockets.get::<tcp::Socket>(conn.handle).remote_endpoint()?)
+            }
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, entry: Entry) -> SocketId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.table.insert(id, entry);
+        SocketId(id)
+    }
+
+    fn new_tcp_socket(&self) -> tcp::Socket<'static> {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; self.config.tcp_rx_buffer]),
+            tcp::SocketBuffer::new(vec![0u8; self.config.tcp_tx_buffer]),
+        );
+        socket.set_nagle_enabled(false);
+        socket.set_ack_delay(Some(ACK_DELAY));
+        socket.set_timeout(None);
+        socket.set_keep_alive(None);
+        socket
+    }
+}
+
+pub(crate) fn endpoint_v4(ep: IpEndpoint) -> Option<SocketAddrV4> {
+    #[allow(unreachable_patterns)]
+    match ep.addr {
+        IpAddress::Ipv4(a) => Some(SocketAddrV4::new(a, ep.port)),
+        _ => None,
+    }
+}
+
+pub(crate) fn endpoint(addr: SocketAddrV4) -> IpEndpoint {
+    IpEndpoint::new(IpAddress::Ipv4(*addr.ip()), addr.port())
+}

@@ -1,0 +1,75 @@
+//! Per-stack counters: plain `u64`s bumped on the packet path (no atomics: a stack is owned by
+//! one thread), listed by name for `accel-stat`.
+
+use core::fmt;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// What a stack has seen and done since it was created.
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Counters {
+            /// Every counter as `(name, value)`, in declaration order.
+            pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+                [$((stringify!($name), self.$name),)*].into_iter()
+            }
+        }
+    };
+}
+
+counters! {
+    /// Ethernet frames received from the link (all, before validation).
+    rx_frames,
+    /// Bytes of those frames.
+    rx_bytes,
+    /// Frames sent to the link.
+    tx_frames,
+    /// Bytes of those frames.
+    tx_bytes,
+    /// Received frames whose ethertype is not IPv4.
+    rx_drop_not_ipv4,
+    /// Received frames addressed to another MAC.
+    rx_drop_wrong_mac,
+    /// Received frames too short or with a broken IPv4/TCP/UDP header.
+    rx_drop_malformed,
+    /// Received IPv4 packets with a bad IPv4, TCP or UDP checksum.
+    rx_drop_bad_checksum,
+    /// Frames not sent because the next hop is being resolved.
+    tx_drop_no_neighbour,
+    /// Frames not sent because there is no route to the destination.
+    tx_drop_unreachable,
+    /// Times the link had no free TX frame (the packet stays queued in its socket).
+    tx_drop_no_tx_frame,
+    /// TCP connections handed to the application by accept.
+    tcp_accepted,
+    /// Active opens that reached ESTABLISHED.
+    tcp_connected,
+    /// TCP sockets reaped after a close.
+    tcp_closed,
+    /// Connections reset by the peer or refused.
+    tcp_reset,
+    /// RST segments received.
+    tcp_rx_rst,
+    /// SYNs dropped because the listener's backlog was full.
+    syn_dropped_backlog_full,
+    /// Duplicate SYNs for a connection already in the listener's queue, dropped.
+    syn_dropped_duplicate,
+    /// UDP datagrams received for a bound port.
+    udp_rx_datagrams,
+    /// UDP datagrams dropped because no socket is bound to their port.
+    udp_rx_drop_no_socket,
+    /// UDP datagrams queued for sending.
+    udp_tx_datagrams,
+}
+
+impl fmt::Display for Counters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, value) in self.iter() {
+            writeln!(f, "{name}: {value}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! Every received frame passes here before smoltcp sees it: Ethernet is checked and stripped,
+//! and the IP packet is pre-parsed so the stack can decide per packet what smoltcp cannot
+//! (a SYN to a listener whose backlog is full is dropped silently instead of answered with an
+//! RST; a datagram to an unbound UDP port is dropped, not answered with ICMP).
+//!
+//! IPv4, TCP and UDP checksums are verified here, once, so that corrupted packets are counted
+//! (`rx_drop_bad_checksum`); smoltcp's own RX verification for these is switched off to avoid
+//! checksumming every packet twice (ICMP is still verified by smoltcp).
+
+use core::net::SocketAddrV4;
+
+use smoltcp::time::Instant;
+use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+
+use crate::device::{self, EthDrop, IngressDevice};
+use crate::link::{Resolver, TxFrame};
+use crate::Stack;
+
+/// What to do with one received IP packet.
+enum Verdict {
+    Drop,
+    Deliver,
+    /// A SYN to this listener: deliver, then move the socket it woke into the accept queue.
+    DeliverSyn(u64),
+}
+
+impl Stack {
+    pub(crate) fn ingress<T: TxFrame, R: Resolver>(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        tx: T,
+        resolver: &mut R,
+    ) {
+        self.counters.rx_frames += 1;
+        self.counters.rx_bytes += frame.len() as u64;
+        let packet = match device::strip_ethernet(frame, &self.config.mac) {
+            Ok(packet) => packet,
+            Err(EthDrop::Malformed) => return self.counters.rx_drop_malformed += 1,
+            Err(EthDrop::WrongMac) => return self.counters.rx_drop_wrong_mac += 1,
+            Err(EthDrop::NotIpv4) => return self.counters.rx_drop_not_ipv4 += 1,
+        };
+        let verdict = self.classify(packet);
+        if let Verdict::Drop = verdict {
+            return;
+        }
+        let mut dev = IngressDevice {
+            packet: Some((packet, tx)),
+            resolver,
+            counters: &mut self.counters,
+            mac: self.config.mac,
+            caps: &self.caps,
+        };
+        self.iface.poll_ingress_single(now, &mut dev, &mut self.sockets);
+        if let Verdict::DeliverSyn(listener) = verdict {
+            self.after_syn(listener);
+        }
+    }
+
+    fn classify(&mut self, packet: &[u8]) -> Verdict {
+        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+            self.counters.rx_drop_malformed += 1;
+            return Verdict::Drop;
+        };
+        if !ip.verify_checksum() {
+            self.counters.rx_drop_bad_checksum += 1;
+            return Verdict::Drop;
+        }
+        if ip.more_frags() || ip.frag_offset() != 0 {
+            // smoltcp drops fragments (no reassembly configured).
+            return Verdict::Deliver;
+        }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        match ip.next_header() {
+            IpProtocol::Tcp => {
+                let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+                    self.counters.rx_drop_malformed += 1;
+                    return Verdict::Drop;
+                };
+                if !tcp.verify_checksum(&src.into(), &dst.into()) {
+                    self.counters.rx_drop_bad_checksum += 1;
+                    return Verdict::Drop;
+                }
+                if tcp.rst() {
+                    self.counters.tcp_rx_rst += 1;
+                }
+                if tcp.syn() && !tcp.ack() && !tcp.rst() && dst == self.config.addr {
+                    if let Some(&listener) = self.listeners.get(&tcp.dst_port()) {
+                        let remote = SocketAddrV4::new(src, tcp.src_port());
+                        return self.admit_syn(listener, remote);
+                    }
+                }
+                Verdict::Deliver
+            }
+            IpProtocol::Udp => {
+                let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+                    self.counters.rx_drop_malformed += 1;
+                    return Verdict::Drop;
+                };
+                if !udp.verify_checksum(&src.into(), &dst.into()) {
+                    self.counters.rx_drop_bad_checksum += 1;
+                    return Verdict::Drop;
+                }
+                if self.udp_ports.contains_key(&udp.dst_port()) {
+                    self.counters.udp_rx_datagrams += 1;
+                    Verdict::Deliver
+                } else {
+                    self.counters.udp_rx_drop_no_socket += 1;
+                    Verdict::Drop
+                }
+            }
+            _ => Verdict::Deliver,
+        }
+    }
+
+    /// A SYN for a listening port: make sure a listening socket is there to take it, or drop
+    /// it when the backlog is full (the client retransmits, as with the kernel).
+    fn admit_syn(&mut self, listener: u64, remote: SocketAddrV4) -> Verdict {
+        match self.prepare_listener(listener, remote) {
+            listen::Admit::Ready => Verdict::DeliverSyn(listener),
+            listen::Admit::Duplicate => {
+                self.counters.syn_dropped_duplicate += 1;
+                Verdict::Drop
+            }
+            listen::Admit::Full => {
+                self.counters.syn_dropped_backlog_full += 1;
+                Verdict::Drop
+            }
+        }
+    }
+}
+
+use crate::listen;

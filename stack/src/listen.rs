@@ -1,0 +1,185 @@
+//! Listen backlogs. smoltcp has no accept queue: a listening socket becomes the connection. So
+//! each listener owns at most one idle listening smoltcp socket plus a queue of sockets that left
+//! LISTEN (SYN-RECEIVED, then ESTABLISHED). When a SYN arrives and the idle socket is gone, a new
+//! one is created only while `idle + queued < backlog`; otherwise the SYN is dropped before
+//! smoltcp sees it (smoltcp would answer it with an RST), as the kernel drops SYNs when the
+//! backlog is full. Allocation happens per connection, never per packet.
+
+use std::collections::VecDeque;
+
+use core::net::SocketAddrV4;
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::IpListenEndpoint;
+
+use crate::tcp_api::TcpConn;
+use crate::{endpoint, endpoint_v4, Entry, Error, SocketId, Stack, MAX_BACKLOG};
+
+pub(crate) struct Listener {
+    pub local: SocketAddrV4,
+    pub backlog: usize,
+    /// The listening socket the next SYN lands on.
+    pub idle: Option<SocketHandle>,
+    /// Sockets that left LISTEN, in arrival order, not yet accepted.
+    pub pending: VecDeque<SocketHandle>,
+}
+
+pub(crate) enum Admit {
+    Ready,
+    Duplicate,
+    Full,
+}
+
+fn acceptable(socket: &tcp::Socket) -> bool {
+    matches!(socket.state(), tcp::State::Established | tcp::State::CloseWait)
+}
+
+impl Listener {
+    pub fn has_acceptable(&self, sockets: &SocketSet) -> bool {
+        self.pending
+            .iter()
+            .any(|h| acceptable(sockets.get::<tcp::Socket>(*h)))
+    }
+
+    pub fn into_handles(self) -> impl Iterator<Item = SocketHandle> {
+        self.idle.into_iter().chain(self.pending)
+    }
+
+    /// Moves a woken idle socket to the queue; drops queued connections that were reset
+    /// (a reset SYN-RECEIVED socket goes back to LISTEN: it becomes the idle one again).
+    fn sweep(&mut self, sockets: &mut SocketSet) {
+        if let Some(h) = self.idle {
+            if sockets.get::<tcp::Socket>(h).state() != tcp::State::Listen {
+                self.pending.push_back(h);
+                self.idle = None;
+            }
+        }
+        let idle = &mut self.idle;
+        self.pending.retain(|&h| {
+            let socket = sockets.get::<tcp::Socket>(h);
+            match socket.state() {
+                tcp::State::Listen if idle.is_none() => {
+                    *idle = Some(h);
+                    false
+                }
+                tcp::State::Listen => {
+                    sockets.remove(h);
+                    false
+                }
+                tcp::State::Closed if socket.remote_endpoint().is_none() => {
+                    sockets.remove(h);
+                    false
+                }
+                _ => true,
+            }
+        });
+    }
+}
+
+impl Stack {
+    /// Listens on `local` (address unspecified or ours) with room for `backlog` connections
+    /// not yet accepted (clamped to 1..=[`MAX_BACKLOG`]).
+    pub fn tcp_listen(&mut self, local: SocketAddrV4, backlog: usize) -> Result<SocketId, Error> {
+        if local.port() == 0 {
+            return Err(Error::InvalidState);
+        }
+        if !local.ip().is_unspecified() && *local.ip() != self.config.addr {
+            return Err(Error::Unaddressable);
+        }
+        if self.listeners.contains_key(&local.port()) {
+            return Err(Error::AddrInUse);
+        }
+        let id = self.insert(Entry::Listener(Listener {
+            local,
+            backlog: backlog.clamp(1, MAX_BACKLOG),
+            idle: None,
+            pending: VecDeque::new(),
+        }));
+        self.listeners.insert(local.port(), id.0);
+        self.ensure_idle(id.0);
+        Ok(id)
+    }
+
+    /// The oldest queued connection that is established, with its peer's address.
+    pub fn tcp_accept(&mut self, listener: SocketId) -> Result<(SocketId, SocketAddrV4), Error> {
+        let l = match self.table.get_mut(&listener.0) {
+            Some(Entry::Listener(l)) => l,
+            Some(_) => return Err(Error::InvalidState),
+            None => return Err(Error::InvalidSocket),
+        };
+        l.sweep(&mut self.sockets);
+        let sockets = &self.sockets;
+        let pos = l
+            .pending
+            .iter()
+            .position(|h| acceptable(sockets.get::<tcp::Socket>(*h)))
+            .ok_or(Error::WouldBlock)?;
+        let Some(handle) = l.pending.remove(pos) else {
+            return Err(Error::WouldBlock);
+        };
+        let socket = self.sockets.get::<tcp::Socket>(handle);
+        let remote = socket.remote_endpoint().and_then(endpoint_v4);
+        let Some(remote) = remote else {
+            // Cannot happen for an established socket; do not leak it.
+            self.sockets.remove(handle);
+            return Err(Error::WouldBlock);
+        };
+        let id = self.insert(Entry::Tcp(TcpConn::new(handle, false)));
+        self.counters.tcp_accepted += 1;
+        self.ensure_idle(listener.0);
+        Ok((id, remote))
+    }
+
+    pub(crate) fn prepare_listener(&mut self, listener: u64, remote: SocketAddrV4) -> Admit {
+        let Some(Entry::Listener(l)) = self.table.get_mut(&listener) else {
+            return Admit::Ready;
+        };
+        l.sweep(&mut self.sockets);
+        let remote = Some(endpoint(remote));
+        let sockets = &self.sockets;
+        if l
+            .pending
+            .iter()
+            .any(|h| sockets.get::<tcp::Socket>(*h).remote_endpoint() == remote)
+        {
+            // A retransmitted SYN for a connection already queued: its SYN-ACK is on its own
+            // retransmit timer; letting the SYN reach the idle socket would open a twin.
+            return Admit::Duplicate;
+        }
+        if self.ensure_idle(listener) {
+            Admit::Ready
+        } else {
+            Admit::Full
+        }
+    }
+
+    pub(crate) fn after_syn(&mut self, listener: u64) {
+        if let Some(Entry::Listener(l)) = self.table.get_mut(&listener) {
+            l.sweep(&mut self.sockets);
+        }
+    }
+
+    /// Makes sure the listener has an idle listening socket if its backlog allows; returns
+    /// whether it has one.
+    fn ensure_idle(&mut self, listener: u64) -> bool {
+        let local = match self.table.get(&listener) {
+            Some(Entry::Listener(l)) if l.idle.is_some() => return true,
+            Some(Entry::Listener(l)) if l.pending.len() < l.backlog => l.local,
+            _ => return false,
+        };
+        let mut socket = self.new_tcp_socket();
+        let endpoint = IpListenEndpoint {
+            addr: (!local.ip().is_unspecified()).then(|| (*local.ip()).into()),
+            port: local.port(),
+        };
+        if socket.listen(endpoint).is_err() {
+            return false;
+        }
+        let handle = self.sockets.add(socket);
+        if let Some(Entry::Listener(l)) = self.table.get_mut(&listener) {
+            l.idle = Some(handle);
+        }
+        true
+    }
+}

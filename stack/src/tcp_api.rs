@@ -1,0 +1,191 @@
+//! TCP connections: active open, send/receive, shutdown, readiness and error reporting with the
+//! kernel's semantics (a refused connect or a reset is reported once, then EOF / EPIPE).
+
+use core::net::SocketAddrV4;
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::AnySocket;
+use smoltcp::socket::tcp::{self, ConnectError, RecvError, State};
+
+use crate::{endpoint, Entry, Error, Readiness, SocketId, Stack};
+
+pub(crate) struct TcpConn {
+    pub handle: SocketHandle,
+    /// Active open not yet established or refused.
+    pub connecting: bool,
+    /// The application shut down (or the stack closed) the write side.
+    pub wr_shut: bool,
+    /// An error to report once (connection refused).
+    pub error: Option<Error>,
+    /// A reset was already reported.
+    pub reset_reported: bool,
+}
+
+impl TcpConn {
+    pub fn new(handle: SocketHandle, connecting: bool) -> TcpConn {
+        TcpConn { handle, connecting, wr_shut: false, error: None, reset_reported: false }
+    }
+
+    /// The error the next call should see, without consuming it.
+    fn pending_error(&self, socket: &tcp::Socket) -> Option<Error> {
+        if self.error.is_some() {
+            return self.error;
+        }
+        if socket.state() != State::Closed || self.reset_reported || self.wr_shut {
+            return None;
+        }
+        // Closed without our FIN: the peer reset us (or, still connecting, refused us).
+        Some(if self.connecting { Error::ConnectionRefused } else { Error::ConnectionReset })
+    }
+
+    fn take_error(&mut self, socket: &tcp::Socket) -> Option<Error> {
+        let err = self.pending_error(socket)?;
+        self.error = None;
+        self.reset_reported = true;
+        Some(err)
+    }
+}
+
+pub(crate) fn readiness(conn: &TcpConn, socket: &tcp::Socket) -> Readiness {
+    let state = socket.state();
+    let error = conn.pending_error(socket).is_some() || conn.reset_reported;
+    let peer_closed = matches!(
+        state,
+        State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
+    ) && !(conn.connecting && state != State::Closed);
+    Readiness {
+        readable: socket.can_recv() || peer_closed,
+        writable: socket.can_send() || error,
+        hangup: peer_closed,
+        error: conn.pending_error(socket).is_some(),
+    }
+}
+
+impl Stack {
+    fn tcp_conn(&mut self, s: SocketId) -> Result<(&mut TcpConn, &mut tcp::Socket<'static>), Error> {
+        match self.table.get_mut(&s.0) {
+            Some(Entry::Tcp(conn)) => {
+                let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+                Ok((conn, socket))
+            }
+            Some(Entry::Listener(_)) => Err(Error::NotConnected),
+            Some(Entry::Udp(_)) => Err(Error::InvalidState),
+            None => Err(Error::InvalidSocket),
+        }
+    }
+
+    /// Starts an active open from `local` (its port chosen and reserved by the caller; an
+    /// unspecified address means ours). Non-blocking: readiness turns writable once established,
+    /// or error (then `ConnectionRefused` from the next call) on RST.
+    pub fn tcp_connect(
+        &mut self,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Result<SocketId, Error> {
+        let local_ip = if local.ip().is_unspecified() { self.config.addr } else { *local.ip() };
+        if local_ip != self.config.addr || local.port() == 0 {
+            return Err(Error::Unaddressable);
+        }
+        let local = SocketAddrV4::new(local_ip, local.port());
+        let (l, r) = (Some(endpoint(local)), Some(endpoint(remote)));
+        // Any socket still holding this 4-tuple (including one in TIME-WAIT after its
+        // application closed it) makes it unavailable, as the kernel's connect() says.
+        let in_use = self.sockets.iter().any(|(_, socket)| {
+            tcp::Socket::downcast(socket)
+                .is_some_and(|t| t.local_endpoint() == l && t.remote_endpoint() == r)
+        });
+        if in_use {
+            return Err(Error::Unaddressable);
+        }
+        let mut socket = self.new_tcp_socket();
+        socket
+            .connect(self.iface.context(), endpoint(remote), endpoint(local))
+            .map_err(|e| match e {
+                ConnectError::InvalidState => Error::InvalidState,
+                ConnectError::Unaddressable => Error::Unaddressable,
+            })?;
+        let handle = self.sockets.add(socket);
+        let id = self.insert(Entry::Tcp(TcpConn::new(handle, true)));
+        self.connecting.push(id.0);
+        Ok(id)
+    }
+
+    /// Queues bytes for sending; `WouldBlock` when the send buffer is full or still connecting.
+    pub fn tcp_send(&mut self, s: SocketId, data: &[u8]) -> Result<usize, Error> {
+        let (conn, socket) = self.tcp_conn(s)?;
+        if let Some(err) = conn.take_error(socket) {
+            return Err(err);
+        }
+        if conn.wr_shut {
+            return Err(Error::BrokenPipe);
+        }
+        match socket.state() {
+            State::SynSent | State::SynReceived => Err(Error::WouldBlock),
+            State::Established | State::CloseWait => match socket.send_slice(data) {
+                Ok(0) if !data.is_empty() => Err(Error::WouldBlock),
+                Ok(n) => Ok(n),
+                Err(_) => Err(Error::BrokenPipe),
+            },
+            State::Listen => Err(Error::NotConnected),
+            _ => Err(Error::BrokenPipe),
+        }
+    }
+
+    /// Reads received bytes; `Ok(0)` is an orderly EOF (or `buf` is empty).
+    pub fn tcp_recv(&mut self, s: SocketId, buf: &mut [u8]) -> Result<usize, Error> {
+        let (conn, socket) = self.tcp_conn(s)?;
+        if let Some(err) = conn.take_error(socket) {
+            return Err(err);
+        }
+        match socket.state() {
+            State::SynSent | State::SynReceived => return Err(Error::WouldBlock),
+            State::Listen => return Err(Error::NotConnected),
+            _ => {}
+        }
+        match socket.recv_slice(buf) {
+            Ok(0) if !buf.is_empty() && socket.may_recv() => Err(Error::WouldBlock),
+            Ok(n) => Ok(n),
+            Err(RecvError::Finished) | Err(RecvError::InvalidState) => Ok(0),
+        }
+    }
+
+    /// Sends FIN after the queued data (shutdown(SHUT_WR)).
+    pub fn tcp_shutdown_write(&mut self, s: SocketId) -> Result<(), Error> {
+        let (conn, socket) = self.tcp_conn(s)?;
+        match socket.state() {
+            State::SynSent | State::Listen => Err(Error::NotConnected),
+            State::Closed if !conn.wr_shut => Err(Error::NotConnected),
+            _ => {
+                socket.close();
+                conn.wr_shut = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// The pending socket error, consumed (getsockopt SO_ERROR).
+    pub fn take_error(&mut self, s: SocketId) -> Result<Option<Error>, Error> {
+        match self.tcp_conn(s) {
+            Ok((conn, socket)) => Ok(conn.take_error(socket)),
+            Err(Error::InvalidSocket) => Err(Error::InvalidSocket),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// smoltcp's view of a TCP socket (`Listen` for a listener); `None` for others.
+    pub fn tcp_state(&self, s: SocketId) -> Option<State> {
+        match self.table.get(&s.0)? {
+            Entry::Tcp(conn) => Some(self.sockets.get::<tcp::Socket>(conn.handle).state()),
+            Entry::Listener(_) => Some(State::Listen),
+            Entry::Udp(_) => None,
+        }
+    }
+
+    /// Bytes received and not read yet (FIONREAD / SIOCINQ).
+    pub fn tcp_recv_queue(&self, s: SocketId) -> Option<usize> {
+        match self.table.get(&s.0)? {
+            Entry::Tcp(conn) => Some(self.sockets.get::<tcp::Socket>(conn.handle).recv_queue()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! Two stacks back to back over the in-memory wire (see `testing`); explicit time only.
+
+use core::net::{Ipv4Addr, SocketAddrV4};
+
+use smoltcp::socket::tcp::State;
+use smoltcp::time::Duration;
+
+use crate::testing::{Pair, IP_A, IP_B, MAC_A, MAC_B};
+use crate::{Error, SocketId};
+
+fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip, port)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Listens on B:port, connects from A:cport, accepts. Returns (client, server, listener).
+#[track_caller]
+fn connected(p: &mut Pair, port: u16, cport: u16) -> (SocketId, SocketId, SocketId) {
+    let l = p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, port), 16).unwrap();
+    let (c, s) = connect_to(p, l, port, cport);
+    (c, s, l)
+}
+
+#[track_caller]
+fn connect_to(p: &mut Pair, l: SocketId, port: u16, cport: u16) -> (SocketId, SocketId) {
+    let c = p.a.stack.tcp_connect(sa(IP_A, cport), sa(IP_B, port)).unwrap();
+    let mut accepted = None;
+    assert!(p.run_until(secs(10), |p| {
+        if accepted.is_none() {
+            accepted = p.b.stack.tcp_accept(l).ok();
+        }
+        accepted.is_some() && p.a.stack.readiness(c).writable
+    }));
+    let (s, remote) = accepted.unwrap();
+    assert_eq!(remote, sa(IP_A, cport));
+    (c, s)
+}
+
+fn fnv(data: &[u8], mut h: u64) -> u64 {
+    for &b in data {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+#[test]
+fn tx_frames_carry_our_ethernet_header() {
+    let mut p = Pair::new();
+    let u = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    p.a.stack.udp_send_to(u, b"hello", sa(IP_B, 6000)).unwrap();
+    p.a.poll(p.now);
+    let frames = p.a.link.take_sent();
+    assert_eq!(frames.len(), 1);
+    let f = &frames[0];
+    assert_eq!(&f[0..6], &MAC_B);
+    assert_eq!(&f[6..12], &MAC_A);
+    assert_eq!(&f[12..14], &[0x08, 0x00]);
+    assert_eq!(f[14] >> 4, 4);
+    assert_eq!(&f[30..34], &IP_B.octets());
+    assert_eq!(f.len(), 14 + 20 + 8 + 5);
+    assert_eq!(p.a.stack.counters().tx_frames, 1);
+    assert_eq!(p.a.stack.counters().tx_bytes, f.len() as u64);
+    assert_eq!(p.a.link.flushes, 1);
+}
+
+#[test]
+fn rx_wrong_mac_non_ipv4_and_runt_frames_are_dropped_and_counted() {
+    let mut p = Pair::new();
+    let ub = p.b.stack.udp_bind(sa(IP_B, 6000)).unwrap();
+    let ua = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    p.a.stack.udp_send_to(ua, b"x", sa(IP_B, 6000)).unwrap();
+    p.a.poll(p.now);
+    let good = p.a.link.take_sent().pop().unwrap();
+    let mut wrong_mac = good.clone();
+    wrong_mac[5] ^= 1;
+    let mut arp = good.clone();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    let mut broadcast = good.clone();
+    broadcast[0..6].copy_from_slice(&[0xff; 6]);
+    for f in [wrong_mac, arp, vec![0u8; 10], good, broadcast] {
+        p.b.link.inject(f);
+    }
+    p.b.poll(p.now);
+    let c = p.b.stack.counters();
+    assert_eq!(c.rx_frames, 5);
+    assert_eq!(c.rx_drop_wrong_mac, 1);
+    assert_eq!(c.rx_drop_not_ipv4, 1);
+    assert_eq!(c.rx_drop_malformed, 1);
+    let mut buf = [0u8; 8];
+    assert_eq!(p.b.stack.udp_recv_from(ub, &mut buf), Ok((1, sa(IP_A, 5000))));
+    assert_eq!(p.b.stack.udp_recv_from(ub, &mut buf), Ok((1, sa(IP_A, 5000))));
+    assert_eq!(p.b.stack.udp_recv_from(ub, &mut buf), Err(Error::WouldBlock));
+}
+
+#[test]
+fn tcp_echo_one_megabyte_over_lossy_corrupting_link() {
+    let mut p = Pair::new();
+    p.a.link.faults.drop_every = Some(41);
+    p.b.link.faults.drop_every = Some(29);
+    p.b.link.faults.corrupt_every = Some(53);
+    let (c, s, _) = connected(&mut p, 80, 40000);
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let (mut sent, mut echoed, mut got) = (0usize, Vec::new(), Vec::new());
+    let mut carry: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    assert!(p.run_until(secs(600), |p| {
+        if sent < data.len() {
+            if let Ok(n) = p.a.stack.tcp_send(c, &data[sent..]) {
+                sent += n;
+            }
+        }
+        // Server echoes what it reads, keeping what the send buffer did not take.
+        if carry.is_empty() {
+            if let Ok(n) = p.b.stack.tcp_recv(s, &mut buf) {
+                carry.extend_from_slice(&buf[..n]);
+            }
+        }
+        if !carry.is_empty() {
+            if let Ok(n) = p.b.stack.tcp_send(s, &carry) {
+                echoed.extend_from_slice(&carry[..n]);
+                carry.drain(..n);
+            }
+        }
+        while let Ok(n) = p.a.stack.tcp_recv(c, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.len() == data.len()
+    }));
+    assert_eq!(fnv(&got, 0xcbf29ce484222325), fnv(&data, 0xcbf29ce484222325));
+    assert!(p.a.link.faults.dropped > 0 && p.b.link.faults.dropped > 0);
+    assert!(p.b.link.faults.corrupted > 0);
+    assert_eq!(p.b.stack.counters().rx_drop_bad_checksum, p.b.link.faults.corrupted);
+}
+
+#[test]
+fn backlog_five_clients_connect_before_any_accept() {
+    let mut p = Pair::new();
+    let l = p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 8).unwrap();
+    let clients: Vec<_> = (0..5)
+        .map(|i| p.a.stack.tcp_connect(sa(IP_A, 40000 + i), sa(IP_B, 80)).unwrap())
+        .collect();
+    assert!(p.run_until(secs(5), |p| clients
+        .iter()
+        .all(|c| p.a.stack.tcp_state(*c) == Some(State::Established))));
+    assert!(p.b.stack.readiness(l).readable);
+    for i in 0..5 {
+        let (s, remote) = p.b.stack.tcp_accept(l).unwrap();
+        assert_eq!(remote, sa(IP_A, 40000 + i));
+        assert_eq!(p.b.stack.tcp_state(s), Some(State::Established));
+    }
+    assert_eq!(p.b.stack.tcp_accept(l), Err(Error::WouldBlock));
+    assert!(!p.b.stack.readiness(l).readable);
+    assert_eq!(p.b.stack.counters().tcp_accepted, 5);
+    assert_eq!(p.a.stack.counters().tcp_connected, 5);
+}
+
+#[test]
+fn backlog_full_drops_syn_and_client_gets_in_after_accept() {
+    let mut p = Pair::new();
+    let l = p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 2).unwrap();
+    let c: Vec<_> = (0..3)
+        .map(|i| p.a.stack.tcp_connect(sa(IP_A, 40000 + i), sa(IP_B, 80)).unwrap())
+        .collect();
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(p.a.stack.tcp_state(c[0]), Some(State::Established));
+    assert_eq!(p.a.stack.tcp_state(c[1]), Some(State::Established));
+    // The third SYN was dropped silently: no RST, the client is still trying.
+    assert_eq!(p.a.stack.tcp_state(c[2]), Some(State::SynSent));
+    assert_eq!(p.b.stack.counters().syn_dropped_backlog_full, 1);
+    assert_eq!(p.a.stack.counters().tcp_rx_rst, 0);
+    assert!(p.a.stack.poll_at(p.now).is_some());
+    let (first, _) = p.b.stack.tcp_accept(l).unwrap();
+    assert!(p.run_until(secs(10), |p| p.a.stack.tcp_state(c[2]) == Some(State::Established)));
+    let (_, r1) = p.b.stack.tcp_accept(l).unwrap();
+    let (_, r2) = p.b.stack.tcp_accept(l).unwrap();
+    assert_eq!((r1, r2), (sa(IP_A, 40001), sa(IP_A, 40002)));
+    assert!(p.b.stack.tcp_state(first).is_some());
+}
+
+#[test]
+fn close_exchanges_fin_and_both_sockets_are_reaped() {
+    let mut p = Pair::new();
+    let (c, s, l) = connected(&mut p, 80, 40000);
+    let base_a = 0;
+    let base_b = 1; // the listener's idle socket
+    p.a.stack.close(c);
+    assert!(p.run_until(secs(5), |p| p.b.stack.readiness(s).hangup));
+    let mut buf = [0u8; 4];
+    assert_eq!(p.b.stack.tcp_recv(s, &mut buf), Ok(0));
+    p.b.stack.close(s);
+    assert!(p.run_until(secs(30), |p| p.a.stack.socket_count() == base_a
+        && p.b.stack.socket_count() == base_b));
+    assert_eq!(p.a.stack.counters().tcp_closed, 1);
+    assert_eq!(p.b.stack.counters().tcp_closed, 1);
+    assert_eq!(p.a.stack.tcp_send(c, b"x"), Err(Error::InvalidSocket));
+    assert_eq!(p.b.stack.tcp_recv(s, &mut buf), Err(Error::InvalidSocket));
+    assert_eq!(p.a.stack.counters().tcp_rx_rst + p.b.stack.counters().tcp_rx_rst, 0);
+    p.b.stack.close(l);
+    assert_eq!(p.b.stack.socket_count(), 0);
+}
+
+#[test]
+fn close_with_unread_data_resets_and_peer_sees_connection_reset() {
+    let mut p = Pair::new();
+    let (c, s, _) = connected(&mut p, 80, 40000);
+    p.a.stack.tcp_send(c, b"unread").unwrap();
+    assert!(p.run_until(SECOND, |p| p.b.stack.tcp_recv_queue(s) == Some(6)));
+    p.b.stack.close(s);
+    assert!(p.run_until(secs(5), |p| p.a.stack.readiness(c).error));
+    let r = p.a.stack.readiness(c);
+    assert!(r.hangup && r.readable);
+    let mut buf = [0u8; 8];
+    assert_eq!(p.a.stack.tcp_recv(c, &mut buf), Err(Error::ConnectionReset));
+    assert_eq!(p.a.stack.tcp_send(c, b"x"), Err(Error::BrokenPipe));
+    assert_eq!(p.a.stack.tcp_recv(c, &mut buf), Ok(0));
+    assert_eq!(p.a.stack.counters().tcp_rx_rst, 1);
+}
+
+#[test]
+fn connect_to_port_without_listener_is_refused() {
+    let mut p = Pair::new();
+    let c = p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 81)).unwrap();
+    assert!(p.run_until(secs(5), |p| p.a.stack.readiness(c).error));
+    assert!(p.a.stack.readiness(c).writable);
+    assert_eq!(p.a.stack.take_error(c), Ok(Some(Error::ConnectionRefused)));
+    assert_eq!(p.a.stack.take_error(c), Ok(None));
+    assert_eq!(p.a.stack.counters().tcp_reset, 1);
+    assert_eq!(p.a.stack.counters().tcp_connected, 0);
+    let c2 = p.a.stack.tcp_connect(sa(IP_A, 40001), sa(IP_B, 81)).unwrap();
+    assert!(p.run_until(secs(5), |p| p.a.stack.readiness(c2).error));
+    let mut buf = [0u8; 1];
+    assert_eq!(p.a.stack.tcp_recv(c2, &mut buf), Err(Error::ConnectionRefused));
+}
+
+#[test]
+fn thousand_connect_close_cycles_keep_socket_count_flat() {
+    let mut p = Pair::with_config(|c| {
+        c.tcp_rx_buffer = 4096;
+        c.tcp_tx_buffer = 4096;
+    });
+    let l = p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 16).unwrap();
+    let mut peak = (0, 0);
+    for i in 0..1000u16 {
+        let (c, s) = connect_to(&mut p, l, 80, 20000 + i);
+        p.a.stack.tcp_send(c, b"ping").unwrap();
+        let mut buf = [0u8; 8];
+        assert!(p.run_until(SECOND, |p| p.b.stack.tcp_recv(s, &mut buf) == Ok(4)));
+        p.a.stack.close(c);
+        assert!(p.run_until(SECOND, |p| p.b.stack.readiness(s).hangup));
+        p.b.stack.close(s);
+        p.settle_and_advance(Duration::from_millis(100));
+        peak.0 = peak.0.max(p.a.stack.socket_count());
+        peak.1 = peak.1.max(p.b.stack.socket_count());
+    }
+    // TIME-WAIT (10 s in smoltcp) on the active closer bounds A at ~100 sockets here.
+    assert!(peak.0 <= 120 && peak.1 <= 4, "peak {peak:?}");
+    p.settle_and_advance(Duration::from_secs(11));
+    p.settle_and_advance(Duration::from_secs(1));
+    assert_eq!(p.a.stack.socket_count(), 0);
+    assert_eq!(p.b.stack.socket_count(), 1);
+    assert_eq!(p.a.stack.open_ids(), 0);
+    assert_eq!(p.b.stack.open_ids(), 1);
+    assert_eq!(p.b.stack.counters().tcp_accepted, 1000);
+    assert_eq!(p.a.stack.counters().tcp_closed, 1000);
+}
+
+#[test]
+fn udp_both_ways_truncation_and_unbound_port() {
+    let mut p = Pair::new();
+    let ua = p.a.stack.udp_bind(sa(Ipv4Addr::UNSPECIFIED, 5000)).unwrap();
+    let ub = p.b.stack.udp_bind(sa(IP_B, 6000)).unwrap();
+    assert_eq!(p.b.stack.udp_bind(sa(IP_B, 6000)), Err(Error::AddrInUse));
+    p.a.stack.udp_send_to(ua, b"from a", sa(IP_B, 6000)).unwrap();
+    p.b.stack.udp_send_to(ub, b"from b, longer", sa(IP_A, 5000)).unwrap();
+    p.a.stack.udp_send_to(ua, b"nobody", sa(IP_B, 7000)).unwrap();
+    p.settle_and_advance(Duration::from_millis(0));
+    assert!(p.b.stack.readiness(ub).readable);
+    let mut buf = [0u8; 64];
+    assert_eq!(p.b.stack.udp_recv_from(ub, &mut buf), Ok((6, sa(IP_A, 5000))));
+    assert_eq!(&buf[..6], b"from a");
+    let mut small = [0u8; 6];
+    assert_eq!(p.a.stack.udp_recv_from(ua, &mut small), Ok((6, sa(IP_B, 6000))));
+    assert_eq!(&small, b"from b");
+    assert_eq!(p.a.stack.udp_recv_from(ua, &mut buf), Err(Error::WouldBlock));
+    assert_eq!(p.b.stack.counters().udp_rx_drop_no_socket, 1);
+    assert_eq!(p.b.stack.counters().udp_rx_datagrams, 1);
+    // No ICMP port-unreachable went back.
+    assert_eq!(p.a.stack.counters().rx_frames, 1);
+    let big = vec![0u8; 1473];
+    assert_eq!(p.a.stack.udp_send_to(ua, &big, sa(IP_B, 6000)), Err(Error::MessageTooLong));
+    assert_eq!(p.a.stack.udp_send_to(ua, &big[..1472], sa(IP_B, 6000)), Ok(1472));
+    p.a.stack.close(ua);
+    assert_eq!(p.a.stack.udp_send_to(ua, b"x", sa(IP_B, 6000)), Err(Error::InvalidSocket));
+}
+
+#[test]
+fn pending_next_hop_drops_then_tcp_recovers() {
+    let mut p = Pair::new();
+    p.a.resolver.pending = true;
+    let l = p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 4).unwrap();
+    let c = p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 80)).unwrap();
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(p.a.stack.counters().tx_drop_no_neighbour, 1);
+    assert_eq!(p.a.stack.counters().tx_frames, 0);
+    assert_eq!(p.a.stack.tcp_state(c), Some(State::SynSent));
+    p.a.resolver.pending = false;
+    assert!(p.run_until(secs(10), |p| p.a.stack.tcp_state(c) == Some(State::Established)));
+    assert!(p.b.stack.tcp_accept(l).is_ok());
+}
+
+#[test]
+fn poll_at_reports_pending_retransmission() {
+    let mut p = Pair::new();
+    let c = p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 80)).unwrap();
+    let start = p.now;
+    p.a.poll(p.now);
+    p.a.link.take_sent(); // the SYN is lost
+    let at = p.a.stack.poll_at(p.now).expect("retransmit timer");
+    assert!(at > start && at <= start + Duration::from_secs(3), "{at}");
+    p.a.poll(at);
+    assert_eq!(p.a.link.sent_len(), 1);
+    assert_eq!(p.a.stack.tcp_state(c), Some(State::SynSent));
+    // Nothing to do: no timer on an idle stack.
+    let idle = Pair::new();
+    let mut s = idle.a.stack;
+    assert_eq!(s.poll_at(idle.now), None);
+}
+
+#[test]
+fn ids_of_reaped_sockets_are_invalid_and_not_reused() {
+    let mut p = Pair::new();
+    let u = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    p.a.stack.close(u);
+    let u2 = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    assert_ne!(u, u2);
+    let mut buf = [0u8; 4];
+    assert_eq!(p.a.stack.udp_recv_from(u, &mut buf), Err(Error::InvalidSocket));
+    assert_eq!(p.a.stack.tcp_recv(u, &mut buf), Err(Error::InvalidSocket));
+    assert_eq!(p.a.stack.tcp_state(u), None);
+    assert_eq!(p.a.stack.local_addr(u), None);
+    assert!(p.a.stack.readiness(u).error);
+    let (c, _, _) = connected(&mut p, 80, 40000);
+    p.a.stack.abort(c);
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(p.a.stack.tcp_send(c, b"x"), Err(Error::InvalidSocket));
+    assert_eq!(p.a.stack.socket_count(), 1); // u2 only
+}
+
+#[test]
+fn listener_close_resets_unaccepted_connections() {
+    let mut p = Pair::new();
+    let l = p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 4).unwrap();
+    assert_eq!(
+        p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 4),
+        Err(Error::AddrInUse)
+    );
+    let c = p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 80)).unwrap();
+    assert!(p.run_until(secs(5), |p| p.a.stack.tcp_state(c) == Some(State::Established)));
+    p.b.stack.close(l);
+    assert!(p.run_until(secs(5), |p| p.a.stack.readiness(c).error));
+    let mut buf = [0u8; 1];
+    assert_eq!(p.a.stack.tcp_recv(c, &mut buf), Err(Error::ConnectionReset));
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(p.b.stack.socket_count(), 0);
+}
+
+#[test]
+fn connect_reusing_a_four_tuple_in_time_wait_is_refused_locally() {
+    let mut p = Pair::new();
+    let (c, s, _) = connected(&mut p, 80, 40000);
+    p.a.stack.close(c);
+    assert!(p.run_until(secs(1), |p| p.b.stack.readiness(s).hangup));
+    p.b.stack.close(s);
+    p.settle_and_advance(Duration::from_millis(1));
+    assert_eq!(p.a.stack.socket_count(), 1); // TIME-WAIT
+    assert_eq!(
+        p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 80)),
+        Err(Error::Unaddressable)
+    );
+    p.settle_and_advance(secs(11));
+    p.settle_and_advance(secs(0));
+    assert!(p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 80)).is_ok());
+}
