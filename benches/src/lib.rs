@@ -1,1 +1,1 @@
-//! Criterion microbenchmarks live in benches/.
+//! accel's criterion microbenchmarks live in `benches/` (run `cargo bench -p accel-benches`).
