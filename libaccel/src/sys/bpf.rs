@@ -259,9 +259,10 @@ pub(crate) fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfo> {
     // SAFETY: info is a zeroed bpf_link_info and len its size; the kernel writes at most len
     // bytes into it.
     check(unsafe { sys::bpf_link_get_info_by_fd(link.as_raw_fd(), &mut info, &mut len) })?;
-    let xdp_ifindex = (info.type_ == sys::BPF_LINK_TYPE_XDP)
-        // SAFETY: for an XDP link the kernel fills the union's `xdp` member (a plain u32).
-        .then(|| unsafe { info.__bindgen_anon_1.xdp.ifindex });
+    // SAFETY: the union's members are all plain integers, so reading `xdp.ifindex` is defined
+    // whatever the link type; it means an ifindex only for XDP links.
+    let ifindex = unsafe { info.__bindgen_anon_1.xdp.ifindex };
+    let xdp_ifindex = (info.type_ == sys::BPF_LINK_TYPE_XDP).then_some(ifindex);
     Ok(LinkInfo { id: info.id, prog_id: info.prog_id, xdp_ifindex })
 }
 
@@ -457,10 +458,23 @@ impl Map {
 // ---------------------------------------------------------------------------------------------
 // bpffs.
 
+/// Opens the object pinned at `path`.
+pub(crate) fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| einval())?;
+    // SAFETY: path is NUL-terminated and valid for the call; the returned fd is new and ours.
+    owned_fd(unsafe { sys::bpf_obj_get(path.as_ptr()) })
+}
+
 /// Whether `path` is on a bpf filesystem.
 pub(crate) fn is_bpffs(path: &Path) -> io::Result<bool> {
     let st = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
     Ok(st.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
+}
+
+/// Whether the effective uid is root.
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// `mount -t bpf bpf PATH`.
