@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * accel's XDP flow filter.
+ *
+ * Redirects to the AF_XDP socket of the receiving queue only the IPv4 TCP/UDP packets of flows
+ * that an accelerated socket owns; everything else (ARP, IPv6 and neighbour discovery, VLAN,
+ * ICMP, fragments, every other port) goes to the kernel untouched, so the host keeps working.
+ *
+ * Flow lookup: first the exact 4-tuple (connected sockets), then the same key with the remote
+ * address and port zeroed (bound and listening sockets). All fields are in network byte order.
+ *
+ * The layout of struct flow_key / flow_value is mirrored in libaccel/src/xdp/ (FlowKey::to_bytes);
+ * change both together.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+/* Not in the uapi headers (they live in the kernel's net/ip.h). */
+#define ACCEL_IP_MF 0x2000
+#define ACCEL_IP_OFFSET 0x1fff
+
+struct flow_key {
+	__u32 local_ip;
+	__u32 remote_ip;
+	__u16 local_port;
+	__u16 remote_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct flow_value {
+	__u32 owner_pid;
+	__u32 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+} accel_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} accel_xsks SEC(".maps");
+
+/* pid -> process start time (clock ticks since boot, /proc/PID/stat field 22). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} accel_users SEC(".maps");
+
+SEC("xdp")
+int accel_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct flow_key key = {};
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	void *l4;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	/* IPv4 only: ARP, IPv6 (and ND), VLAN-tagged frames go to the kernel. */
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return XDP_PASS;
+	if (ip->version != 4 || ip->ihl < 5)
+		return XDP_PASS;
+	/* Any fragment (non-first, or first with MF): the kernel reassembles. */
+	if (ip->frag_off & bpf_htons(ACCEL_IP_MF | ACCEL_IP_OFFSET))
+		return XDP_PASS;
+
+	l4 = (void *)ip + ip->ihl * 4;
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > data_end)
+			return XDP_PASS;
+		key.local_port = tcp->dest;
+		key.remote_port = tcp->source;
+	} else if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > data_end)
+			return XDP_PASS;
+		key.local_port = udp->dest;
+		key.remote_port = udp->source;
+	} else {
+		return XDP_PASS; /* ICMP and everything else */
+	}
+	key.proto = ip->protocol;
+	key.local_ip = ip->daddr;
+	key.remote_ip = ip->saddr;
+
+	if (!bpf_map_lookup_elem(&accel_flows, &key)) {
+		key.remote_ip = 0;
+		key.remote_port = 0;
+		if (!bpf_map_lookup_elem(&accel_flows, &key))
+			return XDP_PASS;
+	}
+	/* No AF_XDP socket on this queue: the default action XDP_PASS gives it to the kernel. */
+	return bpf_redirect_map(&accel_xsks, ctx->rx_queue_index, XDP_PASS);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

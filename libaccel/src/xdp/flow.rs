@@ -1,0 +1,199 @@
+//! The flow table's key and value, byte for byte as `struct flow_key` / `struct flow_value` in
+//! `bpf/accel_xdp.c` (change both together).
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// Transport protocol of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// The IP protocol number (`IPPROTO_TCP`, `IPPROTO_UDP`).
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Proto> {
+        match n {
+            6 => Some(Proto::Tcp),
+            17 => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "TCP",
+            Proto::Udp => "UDP",
+        })
+    }
+}
+
+/// A flow the XDP filter redirects to accel: packets to `local` (from `remote`, or from anyone
+/// when `remote` is `None`, for bound and listening sockets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub proto: Proto,
+    pub local: SocketAddrV4,
+    pub remote: Option<SocketAddrV4>,
+}
+
+impl FlowKey {
+    /// Size of `struct flow_key`.
+    pub const SIZE: usize = 16;
+
+    /// A bound or listening socket: any remote.
+    pub fn listening(proto: Proto, local: SocketAddrV4) -> Self {
+        FlowKey { proto, local, remote: None }
+    }
+
+    /// A connected socket: exactly this remote. A remote of 0.0.0.0:0 is the wildcard, so it
+    /// gives the same key as [`FlowKey::listening`].
+    pub fn connected(proto: Proto, local: SocketAddrV4, remote: SocketAddrV4) -> Self {
+        let wildcard = remote.ip().is_unspecified() && remote.port() == 0;
+        FlowKey { proto, local, remote: (!wildcard).then_some(remote) }
+    }
+
+    /// `struct flow_key` bytes: addresses and ports in network byte order, padding zero.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let remote = self.remote.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        let mut b = [0u8; Self::SIZE];
+        b[0..4].copy_from_slice(&self.local.ip().octets());
+        b[4..8].copy_from_slice(&remote.ip().octets());
+        b[8..10].copy_from_slice(&self.local.port().to_be_bytes());
+        b[10..12].copy_from_slice(&remote.port().to_be_bytes());
+        b[12] = self.proto.number();
+        b
+    }
+
+    /// Parses `struct flow_key` bytes; `None` if the length, protocol or padding is wrong.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let b: &[u8; Self::SIZE] = b.try_into().ok()?;
+        if b[13..16] != [0, 0, 0] {
+            return None;
+        }
+        let proto = Proto::from_number(b[12])?;
+        let ip = |o: usize| Ipv4Addr::new(b[o], b[o + 1], b[o + 2], b[o + 3]);
+        let port = |o: usize| u16::from_be_bytes([b[o], b[o + 1]]);
+        let local = SocketAddrV4::new(ip(0), port(8));
+        let remote = SocketAddrV4::new(ip(4), port(10));
+        Some(FlowKey::connected(proto, local, remote))
+    }
+}
+
+impl fmt::Display for FlowKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.remote {
+            Some(r) => write!(f, "{} {} <- {}", self.proto, self.local, r),
+            None => write!(f, "{} {} (any remote)", self.proto, self.local),
+        }
+    }
+}
+
+/// `struct flow_value`: which process owns the flow. Host byte order (the kernel never reads it
+/// as a number; only userspace does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FlowValue {
+    pub(crate) owner_pid: u32,
+    pub(crate) flags: u32,
+}
+
+impl FlowValue {
+    pub(crate) const SIZE: usize = 8;
+
+    pub(crate) fn to_bytes(self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..4].copy_from_slice(&self.owner_pid.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.flags.to_ne_bytes());
+        b
+    }
+
+    pub(crate) fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        FlowValue {
+            owner_pid: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            flags: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(a: [u8; 4], port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::from(a), port)
+    }
+
+    #[test]
+    fn connected_key_is_the_c_struct_in_network_order() {
+        let k = FlowKey::connected(Proto::Tcp, sa([198, 18, 0, 1], 80), sa([198, 18, 0, 2], 0x1234));
+        assert_eq!(
+            k.to_bytes(),
+            [198, 18, 0, 1, 198, 18, 0, 2, 0, 80, 0x12, 0x34, 6, 0, 0, 0],
+        );
+    }
+
+    #[test]
+    fn listening_key_has_zero_remote_and_padding() {
+        let k = FlowKey::listening(Proto::Udp, sa([198, 18, 1, 1], 5353));
+        assert_eq!(k.to_bytes(), [198, 18, 1, 1, 0, 0, 0, 0, 0x14, 0xe9, 0, 0, 17, 0, 0, 0]);
+        assert_eq!(k.remote, None);
+    }
+
+    #[test]
+    fn wildcard_remote_is_listening() {
+        let l = sa([198, 18, 0, 1], 80);
+        assert_eq!(
+            FlowKey::connected(Proto::Tcp, l, sa([0, 0, 0, 0], 0)),
+            FlowKey::listening(Proto::Tcp, l)
+        );
+        // A connected key with only the port set is not a wildcard.
+        assert!(FlowKey::connected(Proto::Tcp, l, sa([0, 0, 0, 0], 9)).remote.is_some());
+    }
+
+    #[test]
+    fn bytes_round_trip() {
+        for k in [
+            FlowKey::listening(Proto::Tcp, sa([198, 18, 0, 1], 443)),
+            FlowKey::connected(Proto::Udp, sa([198, 18, 0, 1], 53), sa([198, 19, 255, 254], 65535)),
+        ] {
+            assert_eq!(FlowKey::from_bytes(&k.to_bytes()), Some(k));
+        }
+    }
+
+    #[test]
+    fn from_bytes_rejects_bad_input() {
+        let good = FlowKey::listening(Proto::Tcp, sa([198, 18, 0, 1], 80)).to_bytes();
+        assert_eq!(FlowKey::from_bytes(&good[..15]), None);
+        let mut icmp = good;
+        icmp[12] = 1;
+        assert_eq!(FlowKey::from_bytes(&icmp), None);
+        let mut pad = good;
+        pad[15] = 1;
+        assert_eq!(FlowKey::from_bytes(&pad), None);
+    }
+
+    #[test]
+    fn value_round_trip() {
+        let v = FlowValue { owner_pid: 4242, flags: 1 };
+        assert_eq!(FlowValue::from_bytes(&v.to_bytes()), v);
+        assert_eq!(&v.to_bytes()[..4], &4242u32.to_ne_bytes());
+    }
+
+    #[test]
+    fn display_names_the_flow() {
+        let k = FlowKey::connected(Proto::Tcp, sa([198, 18, 0, 1], 80), sa([198, 18, 0, 2], 1000));
+        assert_eq!(k.to_string(), "TCP 198.18.0.1:80 <- 198.18.0.2:1000");
+        let l = FlowKey::listening(Proto::Udp, sa([198, 18, 0, 1], 53));
+        assert_eq!(l.to_string(), "UDP 198.18.0.1:53 (any remote)");
+    }
+}
