@@ -12,6 +12,7 @@
 mod sys;
 
 
+pub mod attach;
 pub mod control;
 pub mod ports;
 pub mod queue;

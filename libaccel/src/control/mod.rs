@@ -316,7 +316,15 @@ impl AsFd for ControlPlane {
 impl Resolver for ControlPlane {
     /// Route, then neighbour; no syscall and no allocation when the neighbour is known.
     fn next_hop(&mut self, dst: Ipv4Addr) -> NextHop {
-        let decision = self.table.decide(dst);
+        let mut decision = self.table.decide(dst);
+        if matches!(decision, Decision::Resolve(_)) {
+            // The kernel may have learnt the neighbour a moment ago (typically from the peer's
+            // ARP request that preceded its first packet) and the notification is waiting on
+            // our socket: read it before asking for a resolution and dropping the packet.
+            if let Ok(true) = self.refresh() {
+                decision = self.table.decide(dst);
+            }
+        }
         next_hop_for(decision, |ip| self.request_resolution(ip))
     }
 }

@@ -391,16 +391,21 @@ impl TxFrame for XskTx<'_> {
         };
         // SAFETY: `desc` was taken from `free`, so no ring and no other token refers to it.
         let mut data = unsafe { self.umem.data_mut(&mut desc) };
-        let mut cursor = data.cursor();
-        if len > cursor.buf_len() {
-            drop(cursor);
+        let fits = {
+            let mut cursor = data.cursor();
+            let fits = len <= cursor.buf_len();
+            if fits {
+                // Sets the frame's data length, i.e. the length the TX descriptor carries.
+                cursor.set_pos(len);
+            }
+            fits
+        };
+        if !fits {
             self.free.push(desc);
             self.counters.tx_too_long += 1;
             let n = len.min(self.scratch.len());
             return f(&mut self.scratch[..n]).0;
         }
-        cursor.set_pos(len);
-        drop(cursor);
         let (r, send) = f(&mut data.contents_mut()[..len]);
         if send {
             self.counters.tx_frames += 1;

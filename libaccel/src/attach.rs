@@ -1,0 +1,110 @@
+//! Bringing accel up on one interface: check privileges, mirror the interface, attach (or join)
+//! the XDP flow filter, open one AF_XDP socket per queue and register them.
+//!
+//! The order is chosen so a failure leaves nothing behind: nothing touches the interface until
+//! every check that can fail cheaply (name, type, address, privileges) has passed, and the
+//! filter and sockets are owned values whose Drop undoes them.
+
+use std::fmt;
+
+use crate::control::{self, ControlPlane, InterfaceInfo};
+use crate::queue::{CopyMode, Queue, QueueSet};
+use crate::xdp::{self, AttachedMode, Filter, XdpMode};
+
+/// Why accel cannot run on an interface. Every message names the cause and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Control(#[from] control::Error),
+    #[error(transparent)]
+    Xdp(#[from] xdp::Error),
+    #[error("accel needs the capabilities {missing} to use AF_XDP and load its XDP program: run it as root, or grant them with `setcap cap_net_admin,cap_net_raw,cap_bpf,cap_sys_admin+ep BINARY`")]
+    Privileges { missing: String },
+    #[error("interface {ifname} has {count} RX queues; queue {queue} does not exist: pick one below {count} with --queue, or leave --queue out to serve all of them")]
+    NoSuchQueue { ifname: String, queue: u32, count: u32 },
+    #[error("cannot open an AF_XDP socket on {ifname} queue {queue}: {reason}; check `accel-echo` runs as root and the interface supports XDP (`ip -d link show {ifname}`)")]
+    Socket { ifname: String, queue: u32, reason: String },
+}
+
+/// Capabilities accel needs, with their bit numbers in /proc/self/status CapEff.
+const NEEDED_CAPS: [(&str, u32); 4] =
+    [("CAP_NET_ADMIN", 12), ("CAP_NET_RAW", 13), ("CAP_SYS_ADMIN", 21), ("CAP_BPF", 39)];
+
+/// The capabilities accel needs that this process lacks (empty when all are there).
+pub fn missing_capabilities() -> Vec<&'static str> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    NEEDED_CAPS.iter().filter(|(_, bit)| eff & (1u64 << bit) == 0).map(|(n, _)| *n).collect()
+}
+
+/// What to open.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `None`: every RX queue of the interface.
+    pub queues: Option<Vec<u32>>,
+    pub mode: XdpMode,
+}
+
+/// accel running on one interface: its mirror, its share of the filter, its queues.
+pub struct Attachment {
+    // Drop order: queues (sockets leave the XSKMAP), then the filter (flows, link), then the mirror.
+    pub queues: QueueSet,
+    pub filter: Filter,
+    pub control: ControlPlane,
+}
+
+impl fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attachment").field("interface", self.control.interface()).finish()
+    }
+}
+
+impl Attachment {
+    /// Opens accel on the interface `control` mirrors.
+    pub fn open(control: ControlPlane, opts: &Options) -> Result<Attachment, Error> {
+        let info: InterfaceInfo = control.interface().clone();
+        let queue_ids: Vec<u32> = match &opts.queues {
+            Some(q) => q.clone(),
+            None => (0..info.rx_queues.max(1)).collect(),
+        };
+        for &q in &queue_ids {
+            if q >= info.rx_queues.max(1) {
+                return Err(Error::NoSuchQueue { ifname: info.name.clone(), queue: q, count: info.rx_queues });
+            }
+        }
+        let missing = missing_capabilities();
+        if !missing.is_empty() {
+            return Err(Error::Privileges { missing: missing.join(", ") });
+        }
+        let filter = Filter::open(info.index, &info.name, opts.mode)?;
+        let zero_copy = filter.attached_mode() == AttachedMode::Native;
+        let mut queues = Vec::with_capacity(queue_ids.len());
+        for &q in &queue_ids {
+            let queue = Queue::open(&info.name, q, info.mtu as usize, zero_copy).map_err(|e| {
+                Error::Socket { ifname: info.name.clone(), queue: q, reason: e.to_string() }
+            })?;
+            filter.register_socket(q, queue.fd())?;
+            queues.push(queue);
+        }
+        Ok(Attachment { queues: QueueSet::new(queues), filter, control })
+    }
+
+    /// One line that says what was opened.
+    pub fn describe(&self) -> String {
+        let info = self.control.interface();
+        let ids: Vec<String> = self.queues.queues().iter().map(|q| q.queue_id().to_string()).collect();
+        let copy = match self.queues.queues()[0].copy_mode() {
+            CopyMode::ZeroCopy => "zero-copy",
+            CopyMode::Copy => "copy mode",
+        };
+        let mode = match self.filter.attached_mode() {
+            AttachedMode::Native => "native XDP",
+            AttachedMode::Generic => "generic XDP",
+        };
+        format!("{} queues [{}], {mode}, {copy}", info.name, ids.join(","))
+    }
+}

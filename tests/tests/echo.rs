@@ -1,0 +1,173 @@
+//! accel-echo end to end: accel-echo on AF_XDP in namespace A, kernel clients in namespace B.
+//! Runs as root (CI is root); a setup failure fails the test, it never skips.
+
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use accel_tests::{parse_counters, peer, start_echo, xdp_attached, Topology};
+use nix::sys::signal::Signal;
+
+const PORT: u16 = 7007;
+const T: Duration = Duration::from_secs(60);
+
+#[track_caller]
+fn topo(queues: u32) -> Topology {
+    Topology::new(queues).unwrap_or_else(|e| panic!("cannot build the test topology: {e:#}"))
+}
+
+/// The four workloads of the acceptance list, run from namespace B against `server`.
+fn workloads(topo: &Topology, server: SocketAddrV4) {
+    // 10 MB over one connection, every byte checked, checksums equal.
+    let r = topo.in_b(move || peer::tcp_echo(server, 10_000_000, 1, T)).unwrap().expect("10 MB TCP echo");
+    assert_eq!(r.bytes, 10_000_000);
+    assert_eq!(r.sent_checksum, r.echoed_checksum);
+
+    // 100 concurrent connections, 64 KiB each.
+    let r = topo
+        .in_b(move || {
+            let handles: Vec<_> = (0..100u64)
+                .map(|i| std::thread::spawn(move || peer::tcp_echo(server, 64 * 1024, 100 + i, T)))
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("client thread")).collect::<Vec<_>>()
+        })
+        .unwrap();
+    for (i, res) in r.into_iter().enumerate() {
+        let e = res.unwrap_or_else(|e| panic!("connection {i}: {e:#}"));
+        assert_eq!(e.bytes, 64 * 1024, "connection {i}");
+        assert_eq!(e.sent_checksum, e.echoed_checksum, "connection {i}");
+    }
+
+    // 10,000 datagrams, none corrupted, none lost, none duplicated.
+    let r = topo.in_b(move || peer::udp_echo(server, 10_000, 512, 32, Duration::from_secs(5))).unwrap().expect("UDP echo");
+    assert_eq!(r.corrupted, 0, "corrupted datagrams");
+    assert_eq!(r.duplicated, 0, "duplicated datagrams");
+    assert_eq!(r.received, 10_000, "echoed datagrams (lost {})", r.lost);
+
+    // 1,000 connect/send/close in a row.
+    topo.in_b(move || peer::connect_send_close(server, 1_000, T)).unwrap().expect("1,000 connections");
+}
+
+fn check_served_by_accel(topo: &Topology, queues: u32) {
+    let server = SocketAddrV4::new(topo.addr_a, PORT);
+    let mut echo = start_echo(topo, PORT, &[]);
+    let before = topo.snmp_a().expect("snmp");
+    workloads(topo, server);
+    let after = topo.snmp_a().expect("snmp");
+    let (status, lines, stderr) = echo.stop(Signal::SIGTERM, T);
+    assert!(status.success(), "accel-echo exit {status}: {stderr}");
+    let c = parse_counters(&lines);
+    let d = after.since(&before);
+    eprintln!("kernel counters in A during the workloads: {d:?}");
+    eprintln!("accel-echo at exit:\n{}", lines.join("\n"));
+    // The kernel in A carried none of it.
+    assert_eq!(d.tcp_in_segs, 0, "kernel TCP InSegs moved in A: {d:?}");
+    assert_eq!(d.tcp_passive_opens, 0, "kernel TCP PassiveOpens moved in A: {d:?}");
+    assert_eq!(d.udp_in_datagrams, 0, "kernel UDP InDatagrams moved in A: {d:?}");
+    assert_eq!(d.udp_no_ports, 0, "kernel UDP NoPorts moved in A: {d:?}");
+    // accel-echo did.
+    assert!(c.get("echo.connections_accepted").copied().unwrap_or(0) >= 1 + 100 + 1000, "{c:?}");
+    assert!(c.get("echo.udp_datagrams_echoed").copied().unwrap_or(0) >= 10_000, "{c:?}");
+    assert!(c.get("echo.tcp_bytes_echoed").copied().unwrap_or(0) >= 10_000_000 + 100 * 65536 + 1000 * 9, "{c:?}");
+    let mut busy_queues = 0;
+    for q in 0..queues {
+        let rx = c.get(&format!("queue{q}.rx_frames")).copied().unwrap_or(0);
+        if rx > 0 {
+            busy_queues += 1;
+        }
+    }
+    // Every queue carried flows (the peer's flow hash spreads 1,100 connections over all).
+    assert_eq!(busy_queues, queues, "queues with traffic: {c:?}");
+    assert!(!xdp_attached(&topo.ns_a, &topo.if_a), "XDP program left on {} after exit", topo.if_a);
+}
+
+#[test]
+fn echo_served_by_accel_on_one_queue() {
+    let t = topo(1);
+    check_served_by_accel(&t, 1);
+}
+
+#[test]
+fn echo_served_by_accel_on_four_queues() {
+    let t = topo(4);
+    check_served_by_accel(&t, 4);
+}
+
+#[test]
+fn kernel_keeps_serving_other_traffic_in_a() {
+    let t = topo(1);
+    let _echo = start_echo(&t, PORT, &[]);
+    // ping from B reaches A's kernel.
+    let st = t.command_b("ping").args(["-c", "3", "-i", "0.2", "-W", "2", &t.addr_a.to_string()]).output().expect("ping");
+    assert!(st.status.success(), "ping A from B failed: {}", String::from_utf8_lossy(&st.stdout));
+    // A kernel TCP server on another port in A serves B.
+    let listener = t.in_a(|| TcpListener::bind("0.0.0.0:7100")).unwrap().expect("kernel listener in A");
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 5];
+        std::io::Read::read_exact(&mut s, &mut buf).expect("read");
+        std::io::Write::write_all(&mut s, &buf).expect("write");
+    });
+    let addr = SocketAddrV4::new(t.addr_a, 7100);
+    let got = t
+        .in_b(move || -> std::io::Result<[u8; 5]> {
+            let mut s = TcpStream::connect_timeout(&addr.into(), T)?;
+            std::io::Write::write_all(&mut s, b"hello")?;
+            let mut buf = [0u8; 5];
+            std::io::Read::read_exact(&mut s, &mut buf)?;
+            Ok(buf)
+        })
+        .unwrap()
+        .expect("kernel server in A");
+    assert_eq!(&got, b"hello");
+    server.join().expect("server thread");
+}
+
+/// After accel-echo exits, a kernel listener can take the port within a second and B reaches it.
+fn port_returns_to_kernel(sig: Signal) {
+    let t = topo(1);
+    let mut echo = start_echo(&t, PORT, &[]);
+    // Prove the port was served by accel first.
+    let server = SocketAddrV4::new(t.addr_a, PORT);
+    t.in_b(move || peer::connect_send_close(server, 1, T)).unwrap().expect("echo before exit");
+    let _ = echo.stop(sig, T);
+    let exited = Instant::now();
+    let listener = t
+        .in_a(move || loop {
+            match TcpListener::bind(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, PORT)) {
+                Ok(l) => return Ok(l),
+                Err(e) if exited.elapsed() < Duration::from_secs(1) => {
+                    let _ = e;
+                    std::thread::yield_now();
+                }
+                Err(e) => return Err(e),
+            }
+        })
+        .unwrap()
+        .expect("kernel listener on the port within a second");
+    let acceptor = std::thread::spawn(move || listener.accept().map(|_| ()));
+    let reached = t
+        .in_b(move || loop {
+            match TcpStream::connect_timeout(&server.into(), Duration::from_millis(200)) {
+                Ok(_) => return Ok(exited.elapsed()),
+                Err(e) if exited.elapsed() < Duration::from_secs(1) => {
+                    let _ = e;
+                }
+                Err(e) => return Err(e),
+            }
+        })
+        .unwrap()
+        .expect("B reaches the kernel listener within a second");
+    assert!(reached <= Duration::from_secs(1), "took {reached:?}");
+    acceptor.join().expect("acceptor").expect("accept");
+    assert!(!xdp_attached(&t.ns_a, &t.if_a), "XDP program left behind after {sig:?}");
+}
+
+#[test]
+fn port_returns_to_kernel_after_sigterm() {
+    port_returns_to_kernel(Signal::SIGTERM);
+}
+
+#[test]
+fn port_returns_to_kernel_after_sigkill() {
+    port_returns_to_kernel(Signal::SIGKILL);
+}
