@@ -46,7 +46,9 @@ fn main() {
             "clang failed ({s}) compiling {SRC}; see the errors above. If headers are missing, \
              install: apt-get install {PACKAGES}"
         )),
-        Err(e) => fail(&format!("could not run `{clang}`: {e}. Install: apt-get install {PACKAGES}")),
+        Err(e) => fail(&format!(
+            "could not run `{clang}`: {e}. Install: apt-get install {PACKAGES}"
+        )),
     }
 }
 

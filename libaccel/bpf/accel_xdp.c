@@ -71,6 +71,17 @@ int accel_xdp(struct xdp_md *ctx)
 	struct iphdr *ip;
 	void *l4;
 
+	/*
+	 * Never true (queue indexes are small), but it makes the program reference accel_users, so
+	 * the kernel lists that map among the program's maps: a process joining the program finds
+	 * all three maps from the program's info alone (bpffs pins may be invisible to it).
+	 */
+	if (ctx->rx_queue_index == 0xffffffff) {
+		__u32 pid = 0;
+
+		bpf_map_lookup_elem(&accel_users, &pid);
+	}
+
 	if ((void *)(eth + 1) > data_end)
 		return XDP_PASS;
 	/* IPv4 only: ARP, IPv6 (and ND), VLAN-tagged frames go to the kernel. */

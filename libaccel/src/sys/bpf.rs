@@ -47,7 +47,11 @@ fn cstring(s: &str) -> io::Result<CString> {
 }
 
 fn name_from(raw: &[c_char]) -> String {
-    let bytes: Vec<u8> = raw.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let bytes: Vec<u8> = raw
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -139,7 +143,8 @@ impl Object {
     pub(crate) fn prog_fd(&self, name: &str) -> io::Result<BorrowedFd<'_>> {
         let name = cstring(name)?;
         // SAFETY: self.ptr is live; name is a NUL-terminated string valid for the call.
-        let prog = unsafe { sys::bpf_object__find_program_by_name(self.ptr.as_ptr(), name.as_ptr()) };
+        let prog =
+            unsafe { sys::bpf_object__find_program_by_name(self.ptr.as_ptr(), name.as_ptr()) };
         if prog.is_null() {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
@@ -178,14 +183,20 @@ impl Drop for Object {
 
 /// Attaches `prog` to `ifindex` through a new bpf_link (`flags`: XDP_FLAGS_DRV_MODE or
 /// XDP_FLAGS_SKB_MODE). The program stays attached while any fd refers to the link.
-pub(crate) fn xdp_link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
+pub(crate) fn xdp_link_create(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    flags: u32,
+) -> io::Result<OwnedFd> {
     let opts = sys::bpf_link_create_opts {
         sz: size_of::<sys::bpf_link_create_opts>() as _,
         flags,
         ..Default::default()
     };
     // SAFETY: prog is a valid fd for the call; opts is a sized, zero-initialised struct.
-    owned_fd(unsafe { sys::bpf_link_create(prog.as_raw_fd(), ifindex as c_int, sys::BPF_XDP, &opts) })
+    owned_fd(unsafe {
+        sys::bpf_link_create(prog.as_raw_fd(), ifindex as c_int, sys::BPF_XDP, &opts)
+    })
 }
 
 /// What XDP program the interface (in the caller's network namespace) runs.
@@ -263,7 +274,11 @@ pub(crate) fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfo> {
     // whatever the link type; it means an ifindex only for XDP links.
     let ifindex = unsafe { info.__bindgen_anon_1.xdp.ifindex };
     let xdp_ifindex = (info.type_ == sys::BPF_LINK_TYPE_XDP).then_some(ifindex);
-    Ok(LinkInfo { id: info.id, prog_id: info.prog_id, xdp_ifindex })
+    Ok(LinkInfo {
+        id: info.id,
+        prog_id: info.prog_id,
+        xdp_ifindex,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -292,7 +307,11 @@ pub(crate) fn prog_info(prog: BorrowedFd<'_>) -> io::Result<ProgInfo> {
         // A map could have been added in between (not for XDP programs, but be exact).
         map_ids.truncate((again.nr_map_ids as usize).min(map_ids.len()));
     }
-    Ok(ProgInfo { id: info.id, name: name_from(&info.name), map_ids })
+    Ok(ProgInfo {
+        id: info.id,
+        name: name_from(&info.name),
+        map_ids,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -395,7 +414,11 @@ impl Map {
         self.check_value(value)?;
         // SAFETY: key is key_size bytes; value is value_size bytes, all the kernel writes.
         let r = check(unsafe {
-            sys::bpf_map_lookup_elem(self.fd.as_raw_fd(), key.as_ptr().cast(), value.as_mut_ptr().cast())
+            sys::bpf_map_lookup_elem(
+                self.fd.as_raw_fd(),
+                key.as_ptr().cast(),
+                value.as_mut_ptr().cast(),
+            )
         });
         match r {
             Ok(_) => Ok(true),
@@ -408,7 +431,8 @@ impl Map {
     pub(crate) fn delete(&self, key: &[u8]) -> io::Result<bool> {
         self.check_key(key)?;
         // SAFETY: key is key_size bytes.
-        let r = check(unsafe { sys::bpf_map_delete_elem(self.fd.as_raw_fd(), key.as_ptr().cast()) });
+        let r =
+            check(unsafe { sys::bpf_map_delete_elem(self.fd.as_raw_fd(), key.as_ptr().cast()) });
         match r {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
@@ -425,7 +449,9 @@ impl Map {
         let kp = key.map_or(std::ptr::null(), |k| k.as_ptr().cast());
         // SAFETY: key is null (meaning "first") or key_size bytes; next is key_size bytes, all
         // the kernel writes.
-        let r = check(unsafe { sys::bpf_map_get_next_key(self.fd.as_raw_fd(), kp, next.as_mut_ptr().cast()) });
+        let r = check(unsafe {
+            sys::bpf_map_get_next_key(self.fd.as_raw_fd(), kp, next.as_mut_ptr().cast())
+        });
         match r {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
@@ -483,7 +509,15 @@ pub(crate) fn mount_bpffs(path: &Path) -> io::Result<()> {
     let bpf = c"bpf";
     // SAFETY: all three strings are NUL-terminated and live across the call; data is null,
     // which mount(2) accepts for bpffs.
-    let r = unsafe { libc::mount(bpf.as_ptr(), target.as_ptr(), bpf.as_ptr(), 0, std::ptr::null()) };
+    let r = unsafe {
+        libc::mount(
+            bpf.as_ptr(),
+            target.as_ptr(),
+            bpf.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if r == 0 {
         Ok(())
     } else {
@@ -509,7 +543,13 @@ fn ifreq_for(ifname: &str) -> io::Result<libc::ifreq> {
 
 fn ioctl_socket() -> io::Result<OwnedFd> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(io::Error::from)
+    socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)
 }
 
 /// The interface's hardware type (`ARPHRD_*`; 1 is Ethernet).
@@ -570,7 +610,11 @@ pub(crate) fn if_driver(ifname: &str) -> io::Result<String> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
+    let end = info
+        .driver
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(info.driver.len());
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 

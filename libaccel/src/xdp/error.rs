@@ -12,7 +12,10 @@ pub enum Error {
         "no permission to {action} on {ifname}: run as root or grant CAP_NET_ADMIN and CAP_BPF \
          (and CAP_SYS_ADMIN to join the program another accel process attached)"
     )]
-    Permission { ifname: String, action: &'static str },
+    Permission {
+        ifname: String,
+        action: &'static str,
+    },
 
     #[error(
         "interface {ifname} (index {ifindex}) does not exist in this network namespace: check the \
@@ -36,7 +39,11 @@ pub enum Error {
         "another XDP program (id {prog_id}, name {prog_name}) is attached to {ifname}; accel cannot \
          share it: detach it with `ip link set dev {ifname} xdp off`"
     )]
-    ForeignProgram { ifname: String, prog_id: u32, prog_name: String },
+    ForeignProgram {
+        ifname: String,
+        prog_id: u32,
+        prog_name: String,
+    },
 
     #[error(
         "accel's XDP program (id {prog_id}) is attached to {ifname} without a bpf_link (by `ip link` \
@@ -50,14 +57,22 @@ pub enum Error {
          but {requested} mode was asked for: use --xdp-mode auto, or stop the other accel \
          processes on {ifname}"
     )]
-    ModeMismatch { ifname: String, attached: AttachedMode, requested: XdpMode },
+    ModeMismatch {
+        ifname: String,
+        attached: AttachedMode,
+        requested: XdpMode,
+    },
 
     #[error(
         "the accel_xdp program attached to {ifname} (id {prog_id}) does not match this accel \
          version ({reason}): stop the other accel processes on {ifname} so it is detached, or \
          detach it with `ip link set dev {ifname} xdp off`"
     )]
-    IncompatibleProgram { ifname: String, prog_id: u32, reason: String },
+    IncompatibleProgram {
+        ifname: String,
+        prog_id: u32,
+        reason: String,
+    },
 
     #[error(
         "the flow table on {ifname} is full ({max} flows): close unused sockets, or stop other \
@@ -75,19 +90,31 @@ pub enum Error {
         "{flow} on {ifname} is already accelerated by process {owner}: stop that process or use \
          another address or port"
     )]
-    FlowTaken { ifname: String, flow: FlowKey, owner: u32 },
+    FlowTaken {
+        ifname: String,
+        flow: FlowKey,
+        owner: u32,
+    },
 
     #[error(
         "{flow} on {ifname} belongs to process {owner}, not this one: only the process that added \
          a flow removes it (it is removed when that process exits)"
     )]
-    FlowNotOwned { ifname: String, flow: FlowKey, owner: u32 },
+    FlowNotOwned {
+        ifname: String,
+        flow: FlowKey,
+        owner: u32,
+    },
 
     #[error(
         "rx queue {queue} of {ifname} is beyond accel's limit of {max} queues: reduce the queues \
          with `ethtool -L {ifname} combined {max}`"
     )]
-    QueueOutOfRange { ifname: String, queue: u32, max: u32 },
+    QueueOutOfRange {
+        ifname: String,
+        queue: u32,
+        max: u32,
+    },
 
     #[error(
         "could not attach accel's XDP program to {ifname}: XDP programs kept being attached and \
@@ -123,10 +150,15 @@ impl Error {
     /// variants (and fixes); anything else is unexpected.
     pub(crate) fn from_io(ifname: &str, action: &'static str, e: io::Error) -> Error {
         match e.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => {
-                Error::Permission { ifname: ifname.to_owned(), action }
-            }
-            _ => Error::Bpf { ifname: ifname.to_owned(), action, source: e },
+            Some(libc::EPERM) | Some(libc::EACCES) => Error::Permission {
+                ifname: ifname.to_owned(),
+                action,
+            },
+            _ => Error::Bpf {
+                ifname: ifname.to_owned(),
+                action,
+                source: e,
+            },
         }
     }
 }
@@ -158,9 +190,16 @@ mod tests {
 
     #[test]
     fn permission_errors_name_the_capabilities() {
-        let e = Error::from_io("eth0", "load XDP programs", io::Error::from_raw_os_error(libc::EPERM));
+        let e = Error::from_io(
+            "eth0",
+            "load XDP programs",
+            io::Error::from_raw_os_error(libc::EPERM),
+        );
         let s = e.to_string();
-        assert!(s.starts_with("no permission to load XDP programs on eth0: run as root"), "{s}");
+        assert!(
+            s.starts_with("no permission to load XDP programs on eth0: run as root"),
+            "{s}"
+        );
         assert!(s.contains("CAP_NET_ADMIN and CAP_BPF"), "{s}");
         let e = Error::from_io("eth0", "x", io::Error::from_raw_os_error(libc::EACCES));
         assert!(matches!(e, Error::Permission { .. }));
@@ -168,7 +207,11 @@ mod tests {
 
     #[test]
     fn other_errnos_stay_unexpected_with_their_cause() {
-        let e = Error::from_io("eth0", "reading the flow table", io::Error::from_raw_os_error(libc::EIO));
+        let e = Error::from_io(
+            "eth0",
+            "reading the flow table",
+            io::Error::from_raw_os_error(libc::EIO),
+        );
         let s = e.to_string();
         assert!(s.contains("reading the flow table on eth0 failed"), "{s}");
         assert!(s.contains("ACCEL_LOG=debug"), "{s}");
@@ -178,15 +221,32 @@ mod tests {
     fn messages_name_cause_and_fix() {
         let cases: Vec<(Error, &[&str])> = vec![
             (
-                Error::ForeignProgram { ifname: "eth0".into(), prog_id: 7, prog_name: "xdp_fw".into() },
-                &["id 7, name xdp_fw", "attached to eth0", "`ip link set dev eth0 xdp off`"],
+                Error::ForeignProgram {
+                    ifname: "eth0".into(),
+                    prog_id: 7,
+                    prog_name: "xdp_fw".into(),
+                },
+                &[
+                    "id 7, name xdp_fw",
+                    "attached to eth0",
+                    "`ip link set dev eth0 xdp off`",
+                ],
             ),
             (
-                Error::NativeUnsupported { ifname: "wlan0".into(), driver: "iwlwifi".into() },
-                &["wlan0 does not support native XDP (driver iwlwifi)", "--xdp-mode generic or auto"],
+                Error::NativeUnsupported {
+                    ifname: "wlan0".into(),
+                    driver: "iwlwifi".into(),
+                },
+                &[
+                    "wlan0 does not support native XDP (driver iwlwifi)",
+                    "--xdp-mode generic or auto",
+                ],
             ),
             (
-                Error::NotEthernet { ifname: "tun0".into(), hw_type: 65534 },
+                Error::NotEthernet {
+                    ifname: "tun0".into(),
+                    hw_type: 65534,
+                },
                 &["tun0 is not Ethernet", "Ethernet interface"],
             ),
             (
@@ -195,22 +255,40 @@ mod tests {
                     attached: AttachedMode::Generic,
                     requested: XdpMode::Native,
                 },
-                &["in generic mode", "native mode was asked", "--xdp-mode auto"],
+                &[
+                    "in generic mode",
+                    "native mode was asked",
+                    "--xdp-mode auto",
+                ],
             ),
             (
                 Error::FlowTaken {
                     ifname: "eth0".into(),
-                    flow: FlowKey::listening(Proto::Tcp, SocketAddrV4::new([198, 18, 0, 1].into(), 80)),
+                    flow: FlowKey::listening(
+                        Proto::Tcp,
+                        SocketAddrV4::new([198, 18, 0, 1].into(), 80),
+                    ),
                     owner: 99,
                 },
-                &["TCP 198.18.0.1:80 (any remote) on eth0", "process 99", "another address or port"],
+                &[
+                    "TCP 198.18.0.1:80 (any remote) on eth0",
+                    "process 99",
+                    "another address or port",
+                ],
             ),
             (
-                Error::QueueOutOfRange { ifname: "eth0".into(), queue: 70, max: 64 },
+                Error::QueueOutOfRange {
+                    ifname: "eth0".into(),
+                    queue: 70,
+                    max: 64,
+                },
                 &["rx queue 70", "`ethtool -L eth0 combined 64`"],
             ),
             (
-                Error::NoSuchInterface { ifname: "eth9".into(), ifindex: 3 },
+                Error::NoSuchInterface {
+                    ifname: "eth9".into(),
+                    ifindex: 3,
+                },
                 &["eth9 (index 3) does not exist", "`ip link`"],
             ),
         ];

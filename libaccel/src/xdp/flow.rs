@@ -53,19 +53,29 @@ impl FlowKey {
 
     /// A bound or listening socket: any remote.
     pub fn listening(proto: Proto, local: SocketAddrV4) -> Self {
-        FlowKey { proto, local, remote: None }
+        FlowKey {
+            proto,
+            local,
+            remote: None,
+        }
     }
 
     /// A connected socket: exactly this remote. A remote of 0.0.0.0:0 is the wildcard, so it
     /// gives the same key as [`FlowKey::listening`].
     pub fn connected(proto: Proto, local: SocketAddrV4, remote: SocketAddrV4) -> Self {
         let wildcard = remote.ip().is_unspecified() && remote.port() == 0;
-        FlowKey { proto, local, remote: (!wildcard).then_some(remote) }
+        FlowKey {
+            proto,
+            local,
+            remote: (!wildcard).then_some(remote),
+        }
     }
 
     /// `struct flow_key` bytes: addresses and ports in network byte order, padding zero.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let remote = self.remote.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        let remote = self
+            .remote
+            .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
         let mut b = [0u8; Self::SIZE];
         b[0..4].copy_from_slice(&self.local.ip().octets());
         b[4..8].copy_from_slice(&remote.ip().octets());
@@ -135,7 +145,11 @@ mod tests {
 
     #[test]
     fn connected_key_is_the_c_struct_in_network_order() {
-        let k = FlowKey::connected(Proto::Tcp, sa([198, 18, 0, 1], 80), sa([198, 18, 0, 2], 0x1234));
+        let k = FlowKey::connected(
+            Proto::Tcp,
+            sa([198, 18, 0, 1], 80),
+            sa([198, 18, 0, 2], 0x1234),
+        );
         assert_eq!(
             k.to_bytes(),
             [198, 18, 0, 1, 198, 18, 0, 2, 0, 80, 0x12, 0x34, 6, 0, 0, 0],
@@ -145,7 +159,10 @@ mod tests {
     #[test]
     fn listening_key_has_zero_remote_and_padding() {
         let k = FlowKey::listening(Proto::Udp, sa([198, 18, 1, 1], 5353));
-        assert_eq!(k.to_bytes(), [198, 18, 1, 1, 0, 0, 0, 0, 0x14, 0xe9, 0, 0, 17, 0, 0, 0]);
+        assert_eq!(
+            k.to_bytes(),
+            [198, 18, 1, 1, 0, 0, 0, 0, 0x14, 0xe9, 0, 0, 17, 0, 0, 0]
+        );
         assert_eq!(k.remote, None);
     }
 
@@ -157,14 +174,20 @@ mod tests {
             FlowKey::listening(Proto::Tcp, l)
         );
         // A connected key with only the port set is not a wildcard.
-        assert!(FlowKey::connected(Proto::Tcp, l, sa([0, 0, 0, 0], 9)).remote.is_some());
+        assert!(FlowKey::connected(Proto::Tcp, l, sa([0, 0, 0, 0], 9))
+            .remote
+            .is_some());
     }
 
     #[test]
     fn bytes_round_trip() {
         for k in [
             FlowKey::listening(Proto::Tcp, sa([198, 18, 0, 1], 443)),
-            FlowKey::connected(Proto::Udp, sa([198, 18, 0, 1], 53), sa([198, 19, 255, 254], 65535)),
+            FlowKey::connected(
+                Proto::Udp,
+                sa([198, 18, 0, 1], 53),
+                sa([198, 19, 255, 254], 65535),
+            ),
         ] {
             assert_eq!(FlowKey::from_bytes(&k.to_bytes()), Some(k));
         }
@@ -184,14 +207,21 @@ mod tests {
 
     #[test]
     fn value_round_trip() {
-        let v = FlowValue { owner_pid: 4242, flags: 1 };
+        let v = FlowValue {
+            owner_pid: 4242,
+            flags: 1,
+        };
         assert_eq!(FlowValue::from_bytes(&v.to_bytes()), v);
         assert_eq!(&v.to_bytes()[..4], &4242u32.to_ne_bytes());
     }
 
     #[test]
     fn display_names_the_flow() {
-        let k = FlowKey::connected(Proto::Tcp, sa([198, 18, 0, 1], 80), sa([198, 18, 0, 2], 1000));
+        let k = FlowKey::connected(
+            Proto::Tcp,
+            sa([198, 18, 0, 1], 80),
+            sa([198, 18, 0, 2], 1000),
+        );
         assert_eq!(k.to_string(), "TCP 198.18.0.1:80 <- 198.18.0.2:1000");
         let l = FlowKey::listening(Proto::Udp, sa([198, 18, 0, 1], 53));
         assert_eq!(l.to_string(), "UDP 198.18.0.1:53 (any remote)");

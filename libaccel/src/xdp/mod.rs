@@ -80,7 +80,9 @@ pub struct AttachedProgram {
 /// What XDP program `ifindex` (in the caller's network namespace) runs, if any.
 pub fn attached_program(ifindex: u32, ifname: &str) -> Result<Option<AttachedProgram>, Error> {
     let q = sys::xdp_query(ifindex).map_err(|e| iface_error(ifname, ifindex, "querying XDP", e))?;
-    let Some(id) = [q.prog_id, q.drv_prog_id, q.skb_prog_id, q.hw_prog_id].into_iter().find(|&i| i != 0)
+    let Some(id) = [q.prog_id, q.drv_prog_id, q.skb_prog_id, q.hw_prog_id]
+        .into_iter()
+        .find(|&i| i != 0)
     else {
         return Ok(None);
     };
@@ -92,14 +94,23 @@ pub fn attached_program(ifindex: u32, ifname: &str) -> Result<Option<AttachedPro
     let name = match sys::prog_fd_by_id(id).and_then(|fd| sys::prog_info(fd.as_fd())) {
         Ok(info) => info.name,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None), // detached meanwhile
-        Err(e) => return Err(Error::from_io(ifname, "reading the attached XDP program", e)),
+        Err(e) => {
+            return Err(Error::from_io(
+                ifname,
+                "reading the attached XDP program",
+                e,
+            ))
+        }
     };
     Ok(Some(AttachedProgram { id, name, mode }))
 }
 
 fn iface_error(ifname: &str, ifindex: u32, action: &'static str, e: io::Error) -> Error {
     if e.raw_os_error() == Some(libc::ENODEV) {
-        Error::NoSuchInterface { ifname: ifname.to_owned(), ifindex }
+        Error::NoSuchInterface {
+            ifname: ifname.to_owned(),
+            ifindex,
+        }
     } else {
         Error::from_io(ifname, action, e)
     }
@@ -158,7 +169,9 @@ impl Filter {
             }
         }
         let Some(a) = attached else {
-            return Err(Error::Contended { ifname: ifname.to_owned() });
+            return Err(Error::Contended {
+                ifname: ifname.to_owned(),
+            });
         };
         let (flows, xsks, users) = pick_maps(ifname, a.prog_id, a.maps)?;
         let mut filter = Filter {
@@ -209,7 +222,11 @@ impl Filter {
     /// Redirects `key`'s packets to this interface's AF_XDP sockets, owned by this process.
     pub fn add_flow(&self, key: &FlowKey) -> Result<(), Error> {
         let k = key.to_bytes();
-        let v = FlowValue { owner_pid: self.pid, flags: 0 }.to_bytes();
+        let v = FlowValue {
+            owner_pid: self.pid,
+            flags: 0,
+        }
+        .to_bytes();
         match self.flows.update(&k, &v, sys::BPF_NOEXIST) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
@@ -218,13 +235,22 @@ impl Filter {
                     Some(o) if o == self.pid => {}
                     Some(o) if !process_alive(o, self.user_start(o)) => {
                         // Its owner died and was not cleaned up yet: take it over.
-                        self.flows.update(&k, &v, sys::BPF_ANY).map_err(|e| self.flow_error(e))?;
+                        self.flows
+                            .update(&k, &v, sys::BPF_ANY)
+                            .map_err(|e| self.flow_error(e))?;
                     }
                     Some(o) => {
-                        return Err(Error::FlowTaken { ifname: self.ifname.clone(), flow: *key, owner: o })
+                        return Err(Error::FlowTaken {
+                            ifname: self.ifname.clone(),
+                            flow: *key,
+                            owner: o,
+                        })
                     }
                     // Removed meanwhile: try once more.
-                    None => self.flows.update(&k, &v, sys::BPF_NOEXIST).map_err(|e| self.flow_error(e))?,
+                    None => self
+                        .flows
+                        .update(&k, &v, sys::BPF_NOEXIST)
+                        .map_err(|e| self.flow_error(e))?,
                 }
             }
             Err(e) => return Err(self.flow_error(e)),
@@ -238,10 +264,16 @@ impl Filter {
         match self.flow_owner(key)? {
             None => {}
             Some(o) if o == self.pid => {
-                self.flows.delete(&key.to_bytes()).map_err(|e| self.err("removing a flow", e))?;
+                self.flows
+                    .delete(&key.to_bytes())
+                    .map_err(|e| self.err("removing a flow", e))?;
             }
             Some(o) => {
-                return Err(Error::FlowNotOwned { ifname: self.ifname.clone(), flow: *key, owner: o })
+                return Err(Error::FlowNotOwned {
+                    ifname: self.ifname.clone(),
+                    flow: *key,
+                    owner: o,
+                })
             }
         }
         lock(&self.own_flows).remove(key);
@@ -251,17 +283,26 @@ impl Filter {
     /// The pid owning `key`, if it is in the flow table.
     pub fn flow_owner(&self, key: &FlowKey) -> Result<Option<u32>, Error> {
         let mut v = [0u8; FlowValue::SIZE];
-        let found = self.flows.lookup(&key.to_bytes(), &mut v).map_err(|e| self.err("reading the flow table", e))?;
+        let found = self
+            .flows
+            .lookup(&key.to_bytes(), &mut v)
+            .map_err(|e| self.err("reading the flow table", e))?;
         Ok(found.then(|| FlowValue::from_bytes(&v).owner_pid))
     }
 
     /// Every flow in the table (of every process sharing the interface) with its owner's pid.
     pub fn flows(&self) -> Result<Vec<(FlowKey, u32)>, Error> {
-        let keys = self.flows.keys().map_err(|e| self.err("reading the flow table", e))?;
+        let keys = self
+            .flows
+            .keys()
+            .map_err(|e| self.err("reading the flow table", e))?;
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             let mut v = [0u8; FlowValue::SIZE];
-            let found = self.flows.lookup(&k, &mut v).map_err(|e| self.err("reading the flow table", e))?;
+            let found = self
+                .flows
+                .lookup(&k, &mut v)
+                .map_err(|e| self.err("reading the flow table", e))?;
             if let (true, Some(key)) = (found, FlowKey::from_bytes(&k)) {
                 out.push((key, FlowValue::from_bytes(&v).owner_pid));
             }
@@ -271,12 +312,22 @@ impl Filter {
 
     /// The processes sharing the program: (pid, start time in clock ticks since boot).
     pub fn users(&self) -> Result<Vec<(u32, u64)>, Error> {
-        let keys = self.users.keys().map_err(|e| self.err("reading the users table", e))?;
+        let keys = self
+            .users
+            .keys()
+            .map_err(|e| self.err("reading the users table", e))?;
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             let mut v = [0u8; 8];
-            if self.users.lookup(&k, &mut v).map_err(|e| self.err("reading the users table", e))? {
-                out.push((u32::from_ne_bytes(k[..4].try_into().unwrap_or_default()), u64::from_ne_bytes(v)));
+            if self
+                .users
+                .lookup(&k, &mut v)
+                .map_err(|e| self.err("reading the users table", e))?
+            {
+                out.push((
+                    u32::from_ne_bytes(k[..4].try_into().unwrap_or_default()),
+                    u64::from_ne_bytes(v),
+                ));
             }
         }
         Ok(out)
@@ -297,7 +348,9 @@ impl Filter {
     /// Undoes [`Filter::register_socket`]: packets on `queue` go to the kernel again.
     pub fn unregister_socket(&self, queue: u32) -> Result<(), Error> {
         self.check_queue(queue)?;
-        self.xsks.delete(&queue.to_ne_bytes()).map_err(|e| self.err("unregistering an AF_XDP socket", e))?;
+        self.xsks
+            .delete(&queue.to_ne_bytes())
+            .map_err(|e| self.err("unregistering an AF_XDP socket", e))?;
         lock(&self.own_queues).remove(&queue);
         Ok(())
     }
@@ -305,7 +358,11 @@ impl Filter {
     fn check_queue(&self, queue: u32) -> Result<(), Error> {
         let max = self.xsks.info().max_entries;
         if queue >= max {
-            return Err(Error::QueueOutOfRange { ifname: self.ifname.clone(), queue, max });
+            return Err(Error::QueueOutOfRange {
+                ifname: self.ifname.clone(),
+                queue,
+                max,
+            });
         }
         Ok(())
     }
@@ -316,9 +373,10 @@ impl Filter {
 
     fn flow_error(&self, e: io::Error) -> Error {
         match e.raw_os_error() {
-            Some(libc::E2BIG) | Some(libc::ENOSPC) => {
-                Error::FlowTableFull { ifname: self.ifname.clone(), max: self.flows.info().max_entries }
-            }
+            Some(libc::E2BIG) | Some(libc::ENOSPC) => Error::FlowTableFull {
+                ifname: self.ifname.clone(),
+                max: self.flows.info().max_entries,
+            },
             _ => self.err("adding a flow", e),
         }
     }
@@ -333,7 +391,10 @@ impl Filter {
 
     fn register_user(&self) -> Result<(), Error> {
         let start = start_time(self.pid).map_err(|e| self.err("reading /proc/self/stat", e))?;
-        match self.users.update(&self.pid.to_ne_bytes(), &start.to_ne_bytes(), sys::BPF_ANY) {
+        match self
+            .users
+            .update(&self.pid.to_ne_bytes(), &start.to_ne_bytes(), sys::BPF_ANY)
+        {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
                 return Err(Error::TooManyUsers {
@@ -356,12 +417,16 @@ impl Filter {
                 live.insert(pid);
             } else {
                 tracing::info!(ifname = %self.ifname, pid, "dropping the XDP flows of a dead accel process");
-                self.users.delete(&pid.to_ne_bytes()).map_err(|e| self.err("cleaning the users table", e))?;
+                self.users
+                    .delete(&pid.to_ne_bytes())
+                    .map_err(|e| self.err("cleaning the users table", e))?;
             }
         }
         for (key, owner) in self.flows()? {
             if !live.contains(&owner) {
-                self.flows.delete(&key.to_bytes()).map_err(|e| self.err("cleaning the flow table", e))?;
+                self.flows
+                    .delete(&key.to_bytes())
+                    .map_err(|e| self.err("cleaning the flow table", e))?;
             }
         }
         Ok(())
@@ -370,12 +435,14 @@ impl Filter {
 
 impl Drop for Filter {
     fn drop(&mut self) {
-        for key in lock(&self.own_flows).drain() {
+        let own_flows: Vec<FlowKey> = lock(&self.own_flows).drain().collect();
+        for key in own_flows {
             if let Err(e) = self.remove_flow(&key) {
                 tracing::debug!(%e, "removing a flow on drop");
             }
         }
-        for q in lock(&self.own_queues).drain() {
+        let own_queues: Vec<u32> = lock(&self.own_queues).drain().collect();
+        for q in own_queues {
             if let Err(e) = self.xsks.delete(&q.to_ne_bytes()) {
                 tracing::debug!(%e, queue = q, "unregistering an AF_XDP socket on drop");
             }
@@ -416,14 +483,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn check_interface(ifindex: u32, ifname: &str) -> Result<(), Error> {
-    let no_such = || Error::NoSuchInterface { ifname: ifname.to_owned(), ifindex };
+    let no_such = || Error::NoSuchInterface {
+        ifname: ifname.to_owned(),
+        ifindex,
+    };
     match nix::net::if_::if_nametoindex(ifname) {
         Ok(i) if i == ifindex => {}
         _ => return Err(no_such()),
     }
-    let hw_type = sys::if_hw_type(ifname).map_err(|e| iface_error(ifname, ifindex, "reading the link type", e))?;
+    let hw_type = sys::if_hw_type(ifname)
+        .map_err(|e| iface_error(ifname, ifindex, "reading the link type", e))?;
     if hw_type != ARPHRD_ETHER {
-        return Err(Error::NotEthernet { ifname: ifname.to_owned(), hw_type });
+        return Err(Error::NotEthernet {
+            ifname: ifname.to_owned(),
+            hw_type,
+        });
     }
     Ok(())
 }
@@ -432,9 +506,11 @@ fn check_interface(ifindex: u32, ifname: &str) -> Result<(), Error> {
 fn attach_or_join(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Round, Error> {
     match attached_program(ifindex, ifname)? {
         None => attach(ifindex, ifname, mode),
-        Some(p) if p.name != PROGRAM_NAME => {
-            Err(Error::ForeignProgram { ifname: ifname.to_owned(), prog_id: p.id, prog_name: p.name })
-        }
+        Some(p) if p.name != PROGRAM_NAME => Err(Error::ForeignProgram {
+            ifname: ifname.to_owned(),
+            prog_id: p.id,
+            prog_name: p.name,
+        }),
         Some(p) => {
             let Some(attached) = p.mode else {
                 return Err(Error::IncompatibleProgram {
@@ -449,7 +525,11 @@ fn attach_or_join(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Round, Er
                 XdpMode::Generic => attached == AttachedMode::Generic,
             };
             if !compatible {
-                return Err(Error::ModeMismatch { ifname: ifname.to_owned(), attached, requested: mode });
+                return Err(Error::ModeMismatch {
+                    ifname: ifname.to_owned(),
+                    attached,
+                    requested: mode,
+                });
             }
             join(ifindex, ifname, p.id, attached)
         }
@@ -473,14 +553,22 @@ fn join(ifindex: u32, ifname: &str, prog_id: u32, mode: AttachedMode) -> Result<
         let info = sys::link_info(fd.as_fd()).map_err(|e| Error::from_io(ifname, action, e))?;
         // Ifindexes repeat across network namespaces, program ids do not: match both.
         if info.prog_id == prog_id && info.xdp_ifindex == Some(ifindex) {
-            tracing::debug!(ifname, link_id = info.id, prog_id, "joining accel's XDP program");
+            tracing::debug!(
+                ifname,
+                link_id = info.id,
+                prog_id,
+                "joining accel's XDP program"
+            );
             break Some(fd);
         }
     };
     let Some(link) = link else {
         // Either it was detached since we looked (retry), or attached without a link.
         return match attached_program(ifindex, ifname)? {
-            Some(p) if p.id == prog_id => Err(Error::UnlinkedProgram { ifname: ifname.to_owned(), prog_id }),
+            Some(p) if p.id == prog_id => Err(Error::UnlinkedProgram {
+                ifname: ifname.to_owned(),
+                prog_id,
+            }),
             _ => Ok(Round::Retry),
         };
     };
@@ -490,21 +578,31 @@ fn join(ifindex: u32, ifname: &str, prog_id: u32, mode: AttachedMode) -> Result<
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Round::Retry),
         Err(e) => return Err(Error::from_io(ifname, "opening accel's XDP program", e)),
     };
-    let info = sys::prog_info(prog.as_fd()).map_err(|e| Error::from_io(ifname, "reading accel's XDP program", e))?;
+    let info = sys::prog_info(prog.as_fd())
+        .map_err(|e| Error::from_io(ifname, "reading accel's XDP program", e))?;
     let mut maps = Vec::new();
     for map_id in info.map_ids {
-        let fd = sys::map_fd_by_id(map_id).map_err(|e| Error::from_io(ifname, "opening accel's XDP maps", e))?;
+        let fd = sys::map_fd_by_id(map_id)
+            .map_err(|e| Error::from_io(ifname, "opening accel's XDP maps", e))?;
         maps.push(Map::new(fd).map_err(|e| Error::from_io(ifname, "opening accel's XDP maps", e))?);
     }
-    Ok(Round::Done(Attached { link, prog_id, mode, maps, fresh: false }))
+    Ok(Round::Done(Attached {
+        link,
+        prog_id,
+        mode,
+        maps,
+        fresh: false,
+    }))
 }
 
 /// Loads our program and attaches it through a new link.
 fn attach(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Round, Error> {
+    // EACCES from a load is the verifier rejecting the program, not a missing capability.
     let load_err = |e: io::Error| match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => {
-            Error::Permission { ifname: ifname.to_owned(), action: "load XDP programs" }
-        }
+        Some(libc::EPERM) => Error::Permission {
+            ifname: ifname.to_owned(),
+            action: "load XDP programs",
+        },
         _ => Error::Load { source: e },
     };
     let mut obj = sys::Object::open_mem(&OBJECT.0, PROGRAM_NAME).map_err(load_err)?;
@@ -532,19 +630,30 @@ fn attach(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Round, Error> {
             }
             Err(e)
                 if m == AttachedMode::Native
-                    && matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) =>
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+                    ) =>
             {
                 if mode == XdpMode::Native {
                     let driver = sys::if_driver(ifname).unwrap_or_else(|_| "unknown".to_owned());
-                    return Err(Error::NativeUnsupported { ifname: ifname.to_owned(), driver });
+                    return Err(Error::NativeUnsupported {
+                        ifname: ifname.to_owned(),
+                        driver,
+                    });
                 }
-                tracing::info!(ifname, "no native XDP on this interface; using generic mode");
+                tracing::info!(
+                    ifname,
+                    "no native XDP on this interface; using generic mode"
+                );
             }
             Err(e) => return Err(iface_error(ifname, ifindex, "attach XDP programs", e)),
         }
     }
     let Some((link, mode)) = linked else {
-        return Err(Error::Contended { ifname: ifname.to_owned() });
+        return Err(Error::Contended {
+            ifname: ifname.to_owned(),
+        });
     };
     let prog_id = sys::prog_info(prog)
         .map_err(|e| Error::from_io(ifname, "reading accel's XDP program", e))?
@@ -559,17 +668,34 @@ fn attach(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Round, Error> {
     }
     // Closing the object closes its own fds; the link keeps the program attached.
     drop(obj);
-    Ok(Round::Done(Attached { link, prog_id, mode, maps, fresh: true }))
+    Ok(Round::Done(Attached {
+        link,
+        prog_id,
+        mode,
+        maps,
+        fresh: true,
+    }))
 }
 
 /// Sorts the program's maps by name and checks they are the ones this version expects.
 fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map, Map), Error> {
-    let incompatible = |reason: String| Error::IncompatibleProgram { ifname: ifname.to_owned(), prog_id, reason };
+    let incompatible = |reason: String| Error::IncompatibleProgram {
+        ifname: ifname.to_owned(),
+        prog_id,
+        reason,
+    };
     let (mut flows, mut xsks, mut users) = (None, None, None);
     for m in maps {
         let i = m.info();
         let (slot, want) = match i.name.as_str() {
-            FLOWS => (&mut flows, (sys::BPF_MAP_TYPE_HASH, FlowKey::SIZE as u32, FlowValue::SIZE as u32)),
+            FLOWS => (
+                &mut flows,
+                (
+                    sys::BPF_MAP_TYPE_HASH,
+                    FlowKey::SIZE as u32,
+                    FlowValue::SIZE as u32,
+                ),
+            ),
             XSKS => (&mut xsks, (sys::BPF_MAP_TYPE_XSKMAP, 4, 4)),
             USERS => (&mut users, (sys::BPF_MAP_TYPE_HASH, 4, 8)),
             _ => continue,
@@ -584,7 +710,9 @@ fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map, Ma
     }
     match (flows, xsks, users) {
         (Some(f), Some(x), Some(u)) => Ok((f, x, u)),
-        _ => Err(incompatible(format!("it lacks one of the maps {FLOWS}, {XSKS}, {USERS}"))),
+        _ => Err(incompatible(format!(
+            "it lacks one of the maps {FLOWS}, {XSKS}, {USERS}"
+        ))),
     }
 }
 
@@ -594,7 +722,8 @@ fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map, Ma
 /// Start time of `pid` in clock ticks since boot (/proc/PID/stat field 22).
 fn start_time(pid: u32) -> io::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_start_time(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc/PID/stat"))
+    parse_start_time(&stat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc/PID/stat"))
 }
 
 /// Field 22 of /proc/PID/stat. The command (field 2) may contain spaces and parentheses, so count
@@ -681,7 +810,8 @@ mod tests {
 
     #[test]
     fn start_time_is_field_22_even_with_odd_command_names() {
-        let stat = "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let stat =
+            "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_start_time(stat), Some(987654));
         assert_eq!(parse_start_time("1 (x) S 1"), None);
         assert_eq!(parse_start_time("garbage"), None);
@@ -700,6 +830,10 @@ mod tests {
     fn embedded_object_is_a_bpf_elf() {
         let o = &OBJECT.0;
         assert_eq!(&o[..4], b"\x7fELF");
-        assert_eq!(u16::from_le_bytes([o[18], o[19]]), 247, "e_machine must be EM_BPF");
+        assert_eq!(
+            u16::from_le_bytes([o[18], o[19]]),
+            247,
+            "e_machine must be EM_BPF"
+        );
     }
 }
