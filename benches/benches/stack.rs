@@ -17,7 +17,9 @@ fn udp_round_trip(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("udp_64B_round_trip", |bench| {
         bench.iter(|| {
-            p.a.stack.udp_send_to(a, &msg, SocketAddrV4::new(IP_B, 9000)).unwrap();
+            p.a.stack
+                .udp_send_to(a, &msg, SocketAddrV4::new(IP_B, 9000))
+                .unwrap();
             p.step();
             let (n, from) = p.b.stack.udp_recv_from(b, &mut buf).unwrap();
             p.b.stack.udp_send_to(b, &buf[..n], from).unwrap();
@@ -31,8 +33,14 @@ fn udp_round_trip(c: &mut Criterion) {
 
 fn tcp_round_trip(c: &mut Criterion) {
     let mut p = Pair::new();
-    let l = p.b.stack.tcp_listen(SocketAddrV4::new(IP_B, 80), 8).unwrap();
-    let a = p.a.stack.tcp_connect(SocketAddrV4::new(IP_A, 40000), SocketAddrV4::new(IP_B, 80)).unwrap();
+    let l =
+        p.b.stack
+            .tcp_listen(SocketAddrV4::new(IP_B, 80), 8)
+            .unwrap();
+    let a =
+        p.a.stack
+            .tcp_connect(SocketAddrV4::new(IP_A, 40000), SocketAddrV4::new(IP_B, 80))
+            .unwrap();
     let mut server = None;
     assert!(p.run_until(smoltcp::time::Duration::from_secs(1), |p| {
         if server.is_none() {

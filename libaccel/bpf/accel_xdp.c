@@ -53,6 +53,19 @@ struct {
 	__type(value, __u32);
 } accel_xsks SEC(".maps");
 
+/*
+ * rx queue -> pid of the process whose AF_XDP socket is registered on that queue. A flow is
+ * redirected only when that process owns it: with several accel processes on one interface,
+ * a packet of one process's flow that lands on a queue another process serves goes to the
+ * kernel instead of to the wrong process.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} accel_qowner SEC(".maps");
+
 /* pid -> process start time (clock ticks since boot, /proc/PID/stat field 22). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -67,6 +80,9 @@ int accel_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct flow_key key = {};
+	struct flow_value *flow;
+	__u32 queue = ctx->rx_queue_index;
+	__u32 *owner;
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
 	void *l4;
@@ -119,14 +135,19 @@ int accel_xdp(struct xdp_md *ctx)
 	key.local_ip = ip->daddr;
 	key.remote_ip = ip->saddr;
 
-	if (!bpf_map_lookup_elem(&accel_flows, &key)) {
+	flow = bpf_map_lookup_elem(&accel_flows, &key);
+	if (!flow) {
 		key.remote_ip = 0;
 		key.remote_port = 0;
-		if (!bpf_map_lookup_elem(&accel_flows, &key))
+		flow = bpf_map_lookup_elem(&accel_flows, &key);
+		if (!flow)
 			return XDP_PASS;
 	}
+	owner = bpf_map_lookup_elem(&accel_qowner, &queue);
+	if (!owner || *owner != flow->owner_pid)
+		return XDP_PASS;
 	/* No AF_XDP socket on this queue: the default action XDP_PASS gives it to the kernel. */
-	return bpf_redirect_map(&accel_xsks, ctx->rx_queue_index, XDP_PASS);
+	return bpf_redirect_map(&accel_xsks, queue, XDP_PASS);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -21,14 +21,28 @@ pub enum Error {
     #[error("accel needs the capabilities {missing} to use AF_XDP and load its XDP program: run it as root, or grant them with `setcap cap_net_admin,cap_net_raw,cap_bpf,cap_sys_admin+ep BINARY`")]
     Privileges { missing: String },
     #[error("interface {ifname} has {count} RX queues; queue {queue} does not exist: pick one below {count} with --queue, or leave --queue out to serve all of them")]
-    NoSuchQueue { ifname: String, queue: u32, count: u32 },
-    #[error("cannot open an AF_XDP socket on {ifname} queue {queue}: {reason}; check `accel-echo` runs as root and the interface supports XDP (`ip -d link show {ifname}`)")]
-    Socket { ifname: String, queue: u32, reason: String },
+    NoSuchQueue {
+        ifname: String,
+        queue: u32,
+        count: u32,
+    },
+    #[error("cannot open an AF_XDP socket on {ifname} queue {queue}: {reason}; check that the interface supports XDP (`ip -d link show {ifname}`)")]
+    Socket {
+        ifname: String,
+        queue: u32,
+        reason: String,
+    },
+    #[error("queue {queue} of {ifname} is already served by another AF_XDP socket (another accel process?): give each process its own queues with --queue")]
+    QueueBusy { ifname: String, queue: u32 },
 }
 
 /// Capabilities accel needs, with their bit numbers in /proc/self/status CapEff.
-const NEEDED_CAPS: [(&str, u32); 4] =
-    [("CAP_NET_ADMIN", 12), ("CAP_NET_RAW", 13), ("CAP_SYS_ADMIN", 21), ("CAP_BPF", 39)];
+const NEEDED_CAPS: [(&str, u32); 4] = [
+    ("CAP_NET_ADMIN", 12),
+    ("CAP_NET_RAW", 13),
+    ("CAP_SYS_ADMIN", 21),
+    ("CAP_BPF", 39),
+];
 
 /// The capabilities accel needs that this process lacks (empty when all are there).
 pub fn missing_capabilities() -> Vec<&'static str> {
@@ -38,7 +52,11 @@ pub fn missing_capabilities() -> Vec<&'static str> {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
-    NEEDED_CAPS.iter().filter(|(_, bit)| eff & (1u64 << bit) == 0).map(|(n, _)| *n).collect()
+    NEEDED_CAPS
+        .iter()
+        .filter(|(_, bit)| eff & (1u64 << bit) == 0)
+        .map(|(n, _)| *n)
+        .collect()
 }
 
 /// What to open.
@@ -59,7 +77,9 @@ pub struct Attachment {
 
 impl fmt::Debug for Attachment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Attachment").field("interface", self.control.interface()).finish()
+        f.debug_struct("Attachment")
+            .field("interface", self.control.interface())
+            .finish()
     }
 }
 
@@ -73,30 +93,56 @@ impl Attachment {
         };
         for &q in &queue_ids {
             if q >= info.rx_queues.max(1) {
-                return Err(Error::NoSuchQueue { ifname: info.name.clone(), queue: q, count: info.rx_queues });
+                return Err(Error::NoSuchQueue {
+                    ifname: info.name.clone(),
+                    queue: q,
+                    count: info.rx_queues,
+                });
             }
         }
         let missing = missing_capabilities();
         if !missing.is_empty() {
-            return Err(Error::Privileges { missing: missing.join(", ") });
+            return Err(Error::Privileges {
+                missing: missing.join(", "),
+            });
         }
         let filter = Filter::open(info.index, &info.name, opts.mode)?;
         let zero_copy = filter.attached_mode() == AttachedMode::Native;
         let mut queues = Vec::with_capacity(queue_ids.len());
         for &q in &queue_ids {
             let queue = Queue::open(&info.name, q, info.mtu as usize, zero_copy).map_err(|e| {
-                Error::Socket { ifname: info.name.clone(), queue: q, reason: e.to_string() }
+                if e.source.as_ref().and_then(|s| s.raw_os_error()) == Some(libc::EBUSY) {
+                    Error::QueueBusy {
+                        ifname: info.name.clone(),
+                        queue: q,
+                    }
+                } else {
+                    Error::Socket {
+                        ifname: info.name.clone(),
+                        queue: q,
+                        reason: e.to_string(),
+                    }
+                }
             })?;
             filter.register_socket(q, queue.fd())?;
             queues.push(queue);
         }
-        Ok(Attachment { queues: QueueSet::new(queues), filter, control })
+        Ok(Attachment {
+            queues: QueueSet::new(queues),
+            filter,
+            control,
+        })
     }
 
     /// One line that says what was opened.
     pub fn describe(&self) -> String {
         let info = self.control.interface();
-        let ids: Vec<String> = self.queues.queues().iter().map(|q| q.queue_id().to_string()).collect();
+        let ids: Vec<String> = self
+            .queues
+            .queues()
+            .iter()
+            .map(|q| q.queue_id().to_string())
+            .collect();
         let copy = match self.queues.queues()[0].copy_mode() {
             CopyMode::ZeroCopy => "zero-copy",
             CopyMode::Copy => "copy mode",

@@ -11,7 +11,6 @@
 
 mod sys;
 
-
 pub mod attach;
 pub mod control;
 pub mod ports;

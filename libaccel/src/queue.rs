@@ -22,7 +22,11 @@ impl QueueSet {
     pub fn new(queues: Vec<Queue>) -> QueueSet {
         assert!(!queues.is_empty(), "a QueueSet needs at least one queue");
         let mtu = queues.iter().map(|q| q.mtu()).min().unwrap_or(1500);
-        QueueSet { queues, next_rx: 0, mtu }
+        QueueSet {
+            queues,
+            next_rx: 0,
+            mtu,
+        }
     }
 
     pub fn queues(&self) -> &[Queue] {
@@ -46,7 +50,9 @@ impl Link for QueueSet {
     fn receive(&mut self) -> Option<(Self::Rx<'_>, Self::Tx<'_>)> {
         let n = self.queues.len();
         // Round-robin so one busy queue cannot starve the others.
-        let found = (0..n).map(|i| (self.next_rx + i) % n).find(|&i| self.queues[i].has_rx())?;
+        let found = (0..n)
+            .map(|i| (self.next_rx + i) % n)
+            .find(|&i| self.queues[i].has_rx())?;
         self.next_rx = (found + 1) % n;
         self.queues[found].receive()
     }

@@ -101,7 +101,12 @@ impl<T: TxFrame, R: Resolver> phy::TxToken for EthTxToken<'_, T, R> {
     where
         F: FnOnce(&mut [u8]) -> Out,
     {
-        let EthTxToken { tx, mac, resolver, counters } = self;
+        let EthTxToken {
+            tx,
+            mac,
+            resolver,
+            counters,
+        } = self;
         tx.consume(ETH_HEADER_LEN + len, |frame| {
             let out = f(&mut frame[ETH_HEADER_LEN..]);
             let send = frame_ip_packet(frame, &mac, resolver, counters);
@@ -269,7 +274,10 @@ mod tests {
             strip_ethernet(&frame([2, 0, 0, 0, 0, 2], 0x0800), &MAC),
             Err(EthDrop::WrongMac)
         );
-        assert_eq!(strip_ethernet(&frame(MAC, 0x0806), &MAC), Err(EthDrop::NotIpv4));
+        assert_eq!(
+            strip_ethernet(&frame(MAC, 0x0806), &MAC),
+            Err(EthDrop::NotIpv4)
+        );
         assert_eq!(strip_ethernet(&[0u8; 13], &MAC), Err(EthDrop::Malformed));
     }
 }

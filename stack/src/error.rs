@@ -75,6 +75,9 @@ mod tests {
         assert_eq!(Error::WouldBlock.errno(), 11);
         assert_eq!(Error::ConnectionRefused.errno(), 111);
         assert_eq!(Error::BrokenPipe.errno(), 32);
-        assert_eq!(Error::ConnectionReset.to_string(), "connection reset by peer");
+        assert_eq!(
+            Error::ConnectionReset.to_string(),
+            "connection reset by peer"
+        );
     }
 }

@@ -51,7 +51,8 @@ impl Stack {
             mac: self.config.mac,
             caps: &self.caps,
         };
-        self.iface.poll_ingress_single(now, &mut dev, &mut self.sockets);
+        self.iface
+            .poll_ingress_single(now, &mut dev, &mut self.sockets);
         if let Verdict::DeliverSyn(listener) = verdict {
             self.after_syn(listener);
         }

@@ -34,7 +34,6 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-
 pub use counters::Counters;
 pub use error::{errno, Error};
 
@@ -292,7 +291,11 @@ impl Stack {
                 ..Readiness::default()
             },
             Some(Entry::Udp(u)) => u.readiness(&self.sockets),
-            None => Readiness { error: true, hangup: true, ..Readiness::default() },
+            None => Readiness {
+                error: true,
+                hangup: true,
+                ..Readiness::default()
+            },
         }
     }
 
@@ -322,7 +325,10 @@ impl Stack {
                 } else {
                     socket.close();
                 }
-                self.closing.push(Closing { handle: conn.handle, deadline });
+                self.closing.push(Closing {
+                    handle: conn.handle,
+                    deadline,
+                });
             }
             Entry::Listener(l) => {
                 self.listeners.remove(&l.local.port());
@@ -351,9 +357,11 @@ impl Stack {
 
     pub fn local_addr(&self, s: SocketId) -> Option<SocketAddrV4> {
         match self.table.get(&s.0)? {
-            Entry::Tcp(conn) => {
-                endpoint_v4(self.sockets.get::<tcp::Socket>(conn.handle).local_endpoint()?)
-            }
+            Entry::Tcp(conn) => endpoint_v4(
+                self.sockets
+                    .get::<tcp::Socket>(conn.handle)
+                    .local_endpoint()?,
+            ),
             Entry::Listener(l) => Some(l.local),
             Entry::Udp(u) => Some(u.local),
         }
@@ -361,9 +369,11 @@ impl Stack {
 
     pub fn peer_addr(&self, s: SocketId) -> Option<SocketAddrV4> {
         match self.table.get(&s.0)? {
-            Entry::Tcp(conn) => {
-                endpoint_v4(self.sockets.get::<tcp::Socket>(conn.handle).remote_endpoint()?)
-            }
+            Entry::Tcp(conn) => endpoint_v4(
+                self.sockets
+                    .get::<tcp::Socket>(conn.handle)
+                    .remote_endpoint()?,
+            ),
             _ => None,
         }
     }

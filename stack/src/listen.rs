@@ -32,7 +32,10 @@ pub(crate) enum Admit {
 }
 
 fn acceptable(socket: &tcp::Socket) -> bool {
-    matches!(socket.state(), tcp::State::Established | tcp::State::CloseWait)
+    matches!(
+        socket.state(),
+        tcp::State::Established | tcp::State::CloseWait
+    )
 }
 
 impl Listener {
@@ -138,8 +141,7 @@ impl Stack {
         l.sweep(&mut self.sockets);
         let remote = Some(endpoint(remote));
         let sockets = &self.sockets;
-        if l
-            .pending
+        if l.pending
             .iter()
             .any(|h| sockets.get::<tcp::Socket>(*h).remote_endpoint() == remote)
         {

@@ -4,8 +4,8 @@
 use core::net::SocketAddrV4;
 
 use smoltcp::iface::SocketHandle;
-use smoltcp::socket::AnySocket;
 use smoltcp::socket::tcp::{self, ConnectError, RecvError, State};
+use smoltcp::socket::AnySocket;
 
 use crate::{endpoint, Entry, Error, Readiness, SocketId, Stack};
 
@@ -23,7 +23,13 @@ pub(crate) struct TcpConn {
 
 impl TcpConn {
     pub fn new(handle: SocketHandle, connecting: bool) -> TcpConn {
-        TcpConn { handle, connecting, wr_shut: false, error: None, reset_reported: false }
+        TcpConn {
+            handle,
+            connecting,
+            wr_shut: false,
+            error: None,
+            reset_reported: false,
+        }
     }
 
     /// The error the next call should see, without consuming it.
@@ -35,7 +41,11 @@ impl TcpConn {
             return None;
         }
         // Closed without our FIN: the peer reset us (or, still connecting, refused us).
-        Some(if self.connecting { Error::ConnectionRefused } else { Error::ConnectionReset })
+        Some(if self.connecting {
+            Error::ConnectionRefused
+        } else {
+            Error::ConnectionReset
+        })
     }
 
     fn take_error(&mut self, socket: &tcp::Socket) -> Option<Error> {
@@ -62,7 +72,10 @@ pub(crate) fn readiness(conn: &TcpConn, socket: &tcp::Socket) -> Readiness {
 }
 
 impl Stack {
-    fn tcp_conn(&mut self, s: SocketId) -> Result<(&mut TcpConn, &mut tcp::Socket<'static>), Error> {
+    fn tcp_conn(
+        &mut self,
+        s: SocketId,
+    ) -> Result<(&mut TcpConn, &mut tcp::Socket<'static>), Error> {
         match self.table.get_mut(&s.0) {
             Some(Entry::Tcp(conn)) => {
                 let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
@@ -82,7 +95,11 @@ impl Stack {
         local: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> Result<SocketId, Error> {
-        let local_ip = if local.ip().is_unspecified() { self.config.addr } else { *local.ip() };
+        let local_ip = if local.ip().is_unspecified() {
+            self.config.addr
+        } else {
+            *local.ip()
+        };
         if local_ip != self.config.addr || local.port() == 0 {
             return Err(Error::Unaddressable);
         }

@@ -93,11 +93,15 @@ impl Link for QueueLink {
             let mut frame = self.rx.borrow_mut().pop_front()?;
             let f = &mut self.faults;
             f.seen += 1;
-            if f.drop_every.is_some_and(|n| f.seen.checked_rem(n) == Some(0)) {
+            if f.drop_every
+                .is_some_and(|n| f.seen.checked_rem(n) == Some(0))
+            {
                 f.dropped += 1;
                 continue;
             }
-            if f.corrupt_every.is_some_and(|n| f.seen.checked_rem(n) == Some(0)) {
+            if f.corrupt_every
+                .is_some_and(|n| f.seen.checked_rem(n) == Some(0))
+            {
                 if let Some(last) = frame.last_mut() {
                     *last ^= 0x5a;
                     f.corrupted += 1;
@@ -130,7 +134,10 @@ pub struct MapResolver {
 
 impl MapResolver {
     pub fn new(entries: &[(Ipv4Addr, Mac)]) -> MapResolver {
-        MapResolver { table: entries.iter().copied().collect(), ..MapResolver::default() }
+        MapResolver {
+            table: entries.iter().copied().collect(),
+            ..MapResolver::default()
+        }
     }
 }
 
@@ -235,10 +242,13 @@ impl Pair {
                 self.now += smoltcp::time::Duration::from_micros(10);
                 continue;
             }
-            let next = [self.a.stack.poll_at(self.now), self.b.stack.poll_at(self.now)]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = [
+                self.a.stack.poll_at(self.now),
+                self.b.stack.poll_at(self.now),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             match next {
                 Some(t) if t > self.now => self.now = t,
                 Some(_) => self.now += smoltcp::time::Duration::from_micros(10),

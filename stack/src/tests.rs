@@ -21,14 +21,20 @@ fn secs(n: u64) -> Duration {
 /// Listens on B:port, connects from A:cport, accepts. Returns (client, server, listener).
 #[track_caller]
 fn connected(p: &mut Pair, port: u16, cport: u16) -> (SocketId, SocketId, SocketId) {
-    let l = p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, port), 16).unwrap();
+    let l =
+        p.b.stack
+            .tcp_listen(sa(Ipv4Addr::UNSPECIFIED, port), 16)
+            .unwrap();
     let (c, s) = connect_to(p, l, port, cport);
     (c, s, l)
 }
 
 #[track_caller]
 fn connect_to(p: &mut Pair, l: SocketId, port: u16, cport: u16) -> (SocketId, SocketId) {
-    let c = p.a.stack.tcp_connect(sa(IP_A, cport), sa(IP_B, port)).unwrap();
+    let c =
+        p.a.stack
+            .tcp_connect(sa(IP_A, cport), sa(IP_B, port))
+            .unwrap();
     let mut accepted = None;
     assert!(p.run_until(secs(10), |p| {
         if accepted.is_none() {
@@ -92,9 +98,18 @@ fn rx_wrong_mac_non_ipv4_and_runt_frames_are_dropped_and_counted() {
     assert_eq!(c.rx_drop_not_ipv4, 1);
     assert_eq!(c.rx_drop_malformed, 1);
     let mut buf = [0u8; 8];
-    assert_eq!(p.b.stack.udp_recv_from(ub, &mut buf), Ok((1, sa(IP_A, 5000))));
-    assert_eq!(p.b.stack.udp_recv_from(ub, &mut buf), Ok((1, sa(IP_A, 5000))));
-    assert_eq!(p.b.stack.udp_recv_from(ub, &mut buf), Err(Error::WouldBlock));
+    assert_eq!(
+        p.b.stack.udp_recv_from(ub, &mut buf),
+        Ok((1, sa(IP_A, 5000)))
+    );
+    assert_eq!(
+        p.b.stack.udp_recv_from(ub, &mut buf),
+        Ok((1, sa(IP_A, 5000)))
+    );
+    assert_eq!(
+        p.b.stack.udp_recv_from(ub, &mut buf),
+        Err(Error::WouldBlock)
+    );
 }
 
 #[test]
@@ -134,18 +149,31 @@ fn tcp_echo_one_megabyte_over_lossy_corrupting_link() {
         }
         got.len() == data.len()
     }));
-    assert_eq!(fnv(&got, 0xcbf29ce484222325), fnv(&data, 0xcbf29ce484222325));
+    assert_eq!(
+        fnv(&got, 0xcbf29ce484222325),
+        fnv(&data, 0xcbf29ce484222325)
+    );
     assert!(p.a.link.faults.dropped > 0 && p.b.link.faults.dropped > 0);
     assert!(p.b.link.faults.corrupted > 0);
-    assert_eq!(p.b.stack.counters().rx_drop_bad_checksum, p.b.link.faults.corrupted);
+    assert_eq!(
+        p.b.stack.counters().rx_drop_bad_checksum,
+        p.b.link.faults.corrupted
+    );
 }
 
 #[test]
 fn backlog_five_clients_connect_before_any_accept() {
     let mut p = Pair::new();
-    let l = p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 8).unwrap();
+    let l =
+        p.b.stack
+            .tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 8)
+            .unwrap();
     let clients: Vec<_> = (0..5)
-        .map(|i| p.a.stack.tcp_connect(sa(IP_A, 40000 + i), sa(IP_B, 80)).unwrap())
+        .map(|i| {
+            p.a.stack
+                .tcp_connect(sa(IP_A, 40000 + i), sa(IP_B, 80))
+                .unwrap()
+        })
         .collect();
     assert!(p.run_until(secs(5), |p| clients
         .iter()
@@ -165,9 +193,16 @@ fn backlog_five_clients_connect_before_any_accept() {
 #[test]
 fn backlog_full_drops_syn_and_client_gets_in_after_accept() {
     let mut p = Pair::new();
-    let l = p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 2).unwrap();
+    let l =
+        p.b.stack
+            .tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 2)
+            .unwrap();
     let c: Vec<_> = (0..3)
-        .map(|i| p.a.stack.tcp_connect(sa(IP_A, 40000 + i), sa(IP_B, 80)).unwrap())
+        .map(|i| {
+            p.a.stack
+                .tcp_connect(sa(IP_A, 40000 + i), sa(IP_B, 80))
+                .unwrap()
+        })
         .collect();
     p.settle_and_advance(Duration::from_millis(0));
     assert_eq!(p.a.stack.tcp_state(c[0]), Some(State::Established));
@@ -178,7 +213,8 @@ fn backlog_full_drops_syn_and_client_gets_in_after_accept() {
     assert_eq!(p.a.stack.counters().tcp_rx_rst, 0);
     assert!(p.a.stack.poll_at(p.now).is_some());
     let (first, _) = p.b.stack.tcp_accept(l).unwrap();
-    assert!(p.run_until(secs(10), |p| p.a.stack.tcp_state(c[2]) == Some(State::Established)));
+    assert!(p.run_until(secs(10), |p| p.a.stack.tcp_state(c[2])
+        == Some(State::Established)));
     let (_, r1) = p.b.stack.tcp_accept(l).unwrap();
     let (_, r2) = p.b.stack.tcp_accept(l).unwrap();
     assert_eq!((r1, r2), (sa(IP_A, 40001), sa(IP_A, 40002)));
@@ -202,7 +238,10 @@ fn close_exchanges_fin_and_both_sockets_are_reaped() {
     assert_eq!(p.b.stack.counters().tcp_closed, 1);
     assert_eq!(p.a.stack.tcp_send(c, b"x"), Err(Error::InvalidSocket));
     assert_eq!(p.b.stack.tcp_recv(s, &mut buf), Err(Error::InvalidSocket));
-    assert_eq!(p.a.stack.counters().tcp_rx_rst + p.b.stack.counters().tcp_rx_rst, 0);
+    assert_eq!(
+        p.a.stack.counters().tcp_rx_rst + p.b.stack.counters().tcp_rx_rst,
+        0
+    );
     p.b.stack.close(l);
     assert_eq!(p.b.stack.socket_count(), 0);
 }
@@ -227,17 +266,26 @@ fn close_with_unread_data_resets_and_peer_sees_connection_reset() {
 #[test]
 fn connect_to_port_without_listener_is_refused() {
     let mut p = Pair::new();
-    let c = p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 81)).unwrap();
+    let c =
+        p.a.stack
+            .tcp_connect(sa(IP_A, 40000), sa(IP_B, 81))
+            .unwrap();
     assert!(p.run_until(secs(5), |p| p.a.stack.readiness(c).error));
     assert!(p.a.stack.readiness(c).writable);
     assert_eq!(p.a.stack.take_error(c), Ok(Some(Error::ConnectionRefused)));
     assert_eq!(p.a.stack.take_error(c), Ok(None));
     assert_eq!(p.a.stack.counters().tcp_reset, 1);
     assert_eq!(p.a.stack.counters().tcp_connected, 0);
-    let c2 = p.a.stack.tcp_connect(sa(IP_A, 40001), sa(IP_B, 81)).unwrap();
+    let c2 =
+        p.a.stack
+            .tcp_connect(sa(IP_A, 40001), sa(IP_B, 81))
+            .unwrap();
     assert!(p.run_until(secs(5), |p| p.a.stack.readiness(c2).error));
     let mut buf = [0u8; 1];
-    assert_eq!(p.a.stack.tcp_recv(c2, &mut buf), Err(Error::ConnectionRefused));
+    assert_eq!(
+        p.a.stack.tcp_recv(c2, &mut buf),
+        Err(Error::ConnectionRefused)
+    );
 }
 
 #[test]
@@ -246,7 +294,10 @@ fn thousand_connect_close_cycles_keep_socket_count_flat() {
         c.tcp_rx_buffer = 4096;
         c.tcp_tx_buffer = 4096;
     });
-    let l = p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 16).unwrap();
+    let l =
+        p.b.stack
+            .tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 16)
+            .unwrap();
     let mut peak = (0, 0);
     for i in 0..1000u16 {
         let (c, s) = connect_to(&mut p, l, 80, 20000 + i);
@@ -278,48 +329,82 @@ fn udp_both_ways_truncation_and_unbound_port() {
     let ua = p.a.stack.udp_bind(sa(Ipv4Addr::UNSPECIFIED, 5000)).unwrap();
     let ub = p.b.stack.udp_bind(sa(IP_B, 6000)).unwrap();
     assert_eq!(p.b.stack.udp_bind(sa(IP_B, 6000)), Err(Error::AddrInUse));
-    p.a.stack.udp_send_to(ua, b"from a", sa(IP_B, 6000)).unwrap();
-    p.b.stack.udp_send_to(ub, b"from b, longer", sa(IP_A, 5000)).unwrap();
-    p.a.stack.udp_send_to(ua, b"nobody", sa(IP_B, 7000)).unwrap();
+    p.a.stack
+        .udp_send_to(ua, b"from a", sa(IP_B, 6000))
+        .unwrap();
+    p.b.stack
+        .udp_send_to(ub, b"from b, longer", sa(IP_A, 5000))
+        .unwrap();
+    p.a.stack
+        .udp_send_to(ua, b"nobody", sa(IP_B, 7000))
+        .unwrap();
     p.settle_and_advance(Duration::from_millis(0));
     assert!(p.b.stack.readiness(ub).readable);
     let mut buf = [0u8; 64];
-    assert_eq!(p.b.stack.udp_recv_from(ub, &mut buf), Ok((6, sa(IP_A, 5000))));
+    assert_eq!(
+        p.b.stack.udp_recv_from(ub, &mut buf),
+        Ok((6, sa(IP_A, 5000)))
+    );
     assert_eq!(&buf[..6], b"from a");
     let mut small = [0u8; 6];
-    assert_eq!(p.a.stack.udp_recv_from(ua, &mut small), Ok((6, sa(IP_B, 6000))));
+    assert_eq!(
+        p.a.stack.udp_recv_from(ua, &mut small),
+        Ok((6, sa(IP_B, 6000)))
+    );
     assert_eq!(&small, b"from b");
-    assert_eq!(p.a.stack.udp_recv_from(ua, &mut buf), Err(Error::WouldBlock));
+    assert_eq!(
+        p.a.stack.udp_recv_from(ua, &mut buf),
+        Err(Error::WouldBlock)
+    );
     assert_eq!(p.b.stack.counters().udp_rx_drop_no_socket, 1);
     assert_eq!(p.b.stack.counters().udp_rx_datagrams, 1);
     // No ICMP port-unreachable went back.
     assert_eq!(p.a.stack.counters().rx_frames, 1);
     let big = vec![0u8; 1473];
-    assert_eq!(p.a.stack.udp_send_to(ua, &big, sa(IP_B, 6000)), Err(Error::MessageTooLong));
-    assert_eq!(p.a.stack.udp_send_to(ua, &big[..1472], sa(IP_B, 6000)), Ok(1472));
+    assert_eq!(
+        p.a.stack.udp_send_to(ua, &big, sa(IP_B, 6000)),
+        Err(Error::MessageTooLong)
+    );
+    assert_eq!(
+        p.a.stack.udp_send_to(ua, &big[..1472], sa(IP_B, 6000)),
+        Ok(1472)
+    );
     p.a.stack.close(ua);
-    assert_eq!(p.a.stack.udp_send_to(ua, b"x", sa(IP_B, 6000)), Err(Error::InvalidSocket));
+    assert_eq!(
+        p.a.stack.udp_send_to(ua, b"x", sa(IP_B, 6000)),
+        Err(Error::InvalidSocket)
+    );
 }
 
 #[test]
 fn pending_next_hop_drops_then_tcp_recovers() {
     let mut p = Pair::new();
     p.a.resolver.pending = true;
-    let l = p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 4).unwrap();
-    let c = p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 80)).unwrap();
+    let l =
+        p.b.stack
+            .tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 4)
+            .unwrap();
+    let c =
+        p.a.stack
+            .tcp_connect(sa(IP_A, 40000), sa(IP_B, 80))
+            .unwrap();
     p.settle_and_advance(Duration::from_millis(0));
     assert_eq!(p.a.stack.counters().tx_drop_no_neighbour, 1);
     assert_eq!(p.a.stack.counters().tx_frames, 0);
     assert_eq!(p.a.stack.tcp_state(c), Some(State::SynSent));
     p.a.resolver.pending = false;
-    assert!(p.run_until(secs(10), |p| p.a.stack.tcp_state(c) == Some(State::Established)));
+    assert!(p.run_until(secs(10), |p| p.a.stack.tcp_state(c)
+        == Some(State::Established)));
     assert!(p.b.stack.tcp_accept(l).is_ok());
 }
 
 #[test]
 fn poll_at_reports_pending_retransmission() {
     let mut p = Pair::new();
-    let c = p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 80)).unwrap();
+    let c =
+        p.a.stack
+            .tcp_connect(sa(IP_A, 40000), sa(IP_B, 80))
+            .unwrap();
     let start = p.now;
     p.a.poll(p.now);
     p.a.link.take_sent(); // the SYN is lost
@@ -342,7 +427,10 @@ fn ids_of_reaped_sockets_are_invalid_and_not_reused() {
     let u2 = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
     assert_ne!(u, u2);
     let mut buf = [0u8; 4];
-    assert_eq!(p.a.stack.udp_recv_from(u, &mut buf), Err(Error::InvalidSocket));
+    assert_eq!(
+        p.a.stack.udp_recv_from(u, &mut buf),
+        Err(Error::InvalidSocket)
+    );
     assert_eq!(p.a.stack.tcp_recv(u, &mut buf), Err(Error::InvalidSocket));
     assert_eq!(p.a.stack.tcp_state(u), None);
     assert_eq!(p.a.stack.local_addr(u), None);
@@ -357,13 +445,20 @@ fn ids_of_reaped_sockets_are_invalid_and_not_reused() {
 #[test]
 fn listener_close_resets_unaccepted_connections() {
     let mut p = Pair::new();
-    let l = p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 4).unwrap();
+    let l =
+        p.b.stack
+            .tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 4)
+            .unwrap();
     assert_eq!(
         p.b.stack.tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 4),
         Err(Error::AddrInUse)
     );
-    let c = p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 80)).unwrap();
-    assert!(p.run_until(secs(5), |p| p.a.stack.tcp_state(c) == Some(State::Established)));
+    let c =
+        p.a.stack
+            .tcp_connect(sa(IP_A, 40000), sa(IP_B, 80))
+            .unwrap();
+    assert!(p.run_until(secs(5), |p| p.a.stack.tcp_state(c)
+        == Some(State::Established)));
     p.b.stack.close(l);
     assert!(p.run_until(secs(5), |p| p.a.stack.readiness(c).error));
     let mut buf = [0u8; 1];

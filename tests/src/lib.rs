@@ -39,7 +39,9 @@ pub struct Proc {
 impl Proc {
     /// Spawns `cmd` with piped stdout/stderr; stdout lines arrive through `next_line`.
     pub fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn");
         let stdout = child.stdout.take().expect("stdout");
         let mut stderr = child.stderr.take().expect("stderr");
@@ -57,7 +59,12 @@ impl Proc {
             let _ = stderr.read_to_string(&mut s);
             s
         });
-        Proc { child: Some(child), lines: rx, stderr: Some(err), seen: Vec::new() }
+        Proc {
+            child: Some(child),
+            lines: rx,
+            stderr: Some(err),
+            seen: Vec::new(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -78,7 +85,10 @@ impl Proc {
                     }
                 }
                 Err(_) => {
-                    let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                    let status = self
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten());
                     if let Some(c) = self.child.as_mut() {
                         let _ = c.kill();
                         let _ = c.wait();
@@ -95,7 +105,11 @@ impl Proc {
 
     /// Sends `sig`, waits for exit and returns (status, all stdout lines, stderr).
     #[track_caller]
-    pub fn stop(&mut self, sig: nix::sys::signal::Signal, timeout: Duration) -> (std::process::ExitStatus, Vec<String>, String) {
+    pub fn stop(
+        &mut self,
+        sig: nix::sys::signal::Signal,
+        timeout: Duration,
+    ) -> (std::process::ExitStatus, Vec<String>, String) {
         let mut child = self.child.take().expect("process already stopped");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, sig);
@@ -121,7 +135,10 @@ impl Proc {
 
     /// Everything the process wrote to stderr (it has exited, so the pipe is at EOF).
     fn take_stderr(&mut self) -> String {
-        self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// Waits for the process to exit by itself; returns (status, stdout lines, stderr).
@@ -161,7 +178,8 @@ impl Drop for Proc {
 #[track_caller]
 pub fn start_echo(topo: &Topology, port: u16, extra: &[&str]) -> Proc {
     let mut cmd = topo.command_a(tool("accel-echo").to_str().expect("utf-8 path"));
-    cmd.args(["--interface", &topo.if_a, "--port", &port.to_string()]).args(extra);
+    cmd.args(["--interface", &topo.if_a, "--port", &port.to_string()])
+        .args(extra);
     let mut p = Proc::spawn(cmd);
     p.wait_for_line("accel-echo: serving", Duration::from_secs(30));
     p
@@ -202,7 +220,10 @@ pub fn xdp_attached(ns: &str, ifname: &str) -> bool {
         .output()
         .expect("ip link show");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.contains("prog/xdp") || text.contains(" xdp ") || text.contains("xdpgeneric") || text.contains("xdpdrv")
+    text.contains("prog/xdp")
+        || text.contains(" xdp ")
+        || text.contains("xdpgeneric")
+        || text.contains("xdpdrv")
 }
 
 #[cfg(test)]

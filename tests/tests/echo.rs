@@ -18,7 +18,10 @@ fn topo(queues: u32) -> Topology {
 /// The four workloads of the acceptance list, run from namespace B against `server`.
 fn workloads(topo: &Topology, server: SocketAddrV4) {
     // 10 MB over one connection, every byte checked, checksums equal.
-    let r = topo.in_b(move || peer::tcp_echo(server, 10_000_000, 1, T)).unwrap().expect("10 MB TCP echo");
+    let r = topo
+        .in_b(move || peer::tcp_echo(server, 10_000_000, 1, T))
+        .unwrap()
+        .expect("10 MB TCP echo");
     assert_eq!(r.bytes, 10_000_000);
     assert_eq!(r.sent_checksum, r.echoed_checksum);
 
@@ -28,7 +31,10 @@ fn workloads(topo: &Topology, server: SocketAddrV4) {
             let handles: Vec<_> = (0..100u64)
                 .map(|i| std::thread::spawn(move || peer::tcp_echo(server, 64 * 1024, 100 + i, T)))
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("client thread")).collect::<Vec<_>>()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("client thread"))
+                .collect::<Vec<_>>()
         })
         .unwrap();
     for (i, res) in r.into_iter().enumerate() {
@@ -38,13 +44,18 @@ fn workloads(topo: &Topology, server: SocketAddrV4) {
     }
 
     // 10,000 datagrams, none corrupted, none lost, none duplicated.
-    let r = topo.in_b(move || peer::udp_echo(server, 10_000, 512, 32, Duration::from_secs(5))).unwrap().expect("UDP echo");
+    let r = topo
+        .in_b(move || peer::udp_echo(server, 10_000, 512, 32, Duration::from_secs(5)))
+        .unwrap()
+        .expect("UDP echo");
     assert_eq!(r.corrupted, 0, "corrupted datagrams");
     assert_eq!(r.duplicated, 0, "duplicated datagrams");
     assert_eq!(r.received, 10_000, "echoed datagrams (lost {})", r.lost);
 
     // 1,000 connect/send/close in a row.
-    topo.in_b(move || peer::connect_send_close(server, 1_000, T)).unwrap().expect("1,000 connections");
+    topo.in_b(move || peer::connect_send_close(server, 1_000, T))
+        .unwrap()
+        .expect("1,000 connections");
 }
 
 fn check_served_by_accel(topo: &Topology, queues: u32) {
@@ -59,17 +70,42 @@ fn check_served_by_accel(topo: &Topology, queues: u32) {
     let d = after.since(&before);
     eprintln!("kernel counters in A during the workloads: {d:?}");
     eprintln!("accel-echo at exit:\n{}", lines.join("\n"));
-    // The kernel in A carried none of it.
+    // The kernel in A carried none of it: no IPv4 packet reached it at all.
+    assert_eq!(
+        d.ip_in_receives, 0,
+        "kernel IP InReceives moved in A: {d:?}"
+    );
     assert_eq!(d.tcp_in_segs, 0, "kernel TCP InSegs moved in A: {d:?}");
-    assert_eq!(d.tcp_passive_opens, 0, "kernel TCP PassiveOpens moved in A: {d:?}");
-    assert_eq!(d.udp_in_datagrams, 0, "kernel UDP InDatagrams moved in A: {d:?}");
+    assert_eq!(
+        d.tcp_passive_opens, 0,
+        "kernel TCP PassiveOpens moved in A: {d:?}"
+    );
+    assert_eq!(
+        d.udp_in_datagrams, 0,
+        "kernel UDP InDatagrams moved in A: {d:?}"
+    );
     assert_eq!(d.udp_no_ports, 0, "kernel UDP NoPorts moved in A: {d:?}");
     // accel-echo did.
-    assert!(c.get("echo.connections_accepted").copied().unwrap_or(0) >= 1 + 100 + 1000, "{c:?}");
-    assert!(c.get("echo.udp_datagrams_echoed").copied().unwrap_or(0) >= 10_000, "{c:?}");
-    assert!(c.get("echo.tcp_bytes_echoed").copied().unwrap_or(0) >= 10_000_000 + 100 * 65536 + 1000 * 9, "{c:?}");
+    assert!(
+        c.get("echo.connections_accepted").copied().unwrap_or(0) >= 1 + 100 + 1000,
+        "{c:?}"
+    );
+    assert!(
+        c.get("echo.udp_datagrams_echoed").copied().unwrap_or(0) >= 10_000,
+        "{c:?}"
+    );
+    assert!(
+        c.get("echo.tcp_bytes_echoed").copied().unwrap_or(0) >= 10_000_000 + 100 * 65536 + 1000 * 9,
+        "{c:?}"
+    );
     let mut busy_queues = 0;
     for q in 0..queues {
+        // No UMEM frame leaked: each is in a ring, the free pool or a pending list.
+        assert_eq!(
+            c.get(&format!("queue{q}.frames_accounted")),
+            Some(&1),
+            "queue {q}: {c:?}"
+        );
         let rx = c.get(&format!("queue{q}.rx_frames")).copied().unwrap_or(0);
         if rx > 0 {
             busy_queues += 1;
@@ -77,7 +113,11 @@ fn check_served_by_accel(topo: &Topology, queues: u32) {
     }
     // Every queue carried flows (the peer's flow hash spreads 1,100 connections over all).
     assert_eq!(busy_queues, queues, "queues with traffic: {c:?}");
-    assert!(!xdp_attached(&topo.ns_a, &topo.if_a), "XDP program left on {} after exit", topo.if_a);
+    assert!(
+        !xdp_attached(&topo.ns_a, &topo.if_a),
+        "XDP program left on {} after exit",
+        topo.if_a
+    );
 }
 
 #[test]
@@ -97,10 +137,21 @@ fn kernel_keeps_serving_other_traffic_in_a() {
     let t = topo(1);
     let _echo = start_echo(&t, PORT, &[]);
     // ping from B reaches A's kernel.
-    let st = t.command_b("ping").args(["-c", "3", "-i", "0.2", "-W", "2", &t.addr_a.to_string()]).output().expect("ping");
-    assert!(st.status.success(), "ping A from B failed: {}", String::from_utf8_lossy(&st.stdout));
+    let st = t
+        .command_b("ping")
+        .args(["-c", "3", "-i", "0.2", "-W", "2", &t.addr_a.to_string()])
+        .output()
+        .expect("ping");
+    assert!(
+        st.status.success(),
+        "ping A from B failed: {}",
+        String::from_utf8_lossy(&st.stdout)
+    );
     // A kernel TCP server on another port in A serves B.
-    let listener = t.in_a(|| TcpListener::bind("0.0.0.0:7100")).unwrap().expect("kernel listener in A");
+    let listener = t
+        .in_a(|| TcpListener::bind("0.0.0.0:7100"))
+        .unwrap()
+        .expect("kernel listener in A");
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
         let mut buf = [0u8; 5];
@@ -128,7 +179,9 @@ fn port_returns_to_kernel(sig: Signal) {
     let mut echo = start_echo(&t, PORT, &[]);
     // Prove the port was served by accel first.
     let server = SocketAddrV4::new(t.addr_a, PORT);
-    t.in_b(move || peer::connect_send_close(server, 1, T)).unwrap().expect("echo before exit");
+    t.in_b(move || peer::connect_send_close(server, 1, T))
+        .unwrap()
+        .expect("echo before exit");
     let _ = echo.stop(sig, T);
     let exited = Instant::now();
     let listener = t
@@ -159,7 +212,10 @@ fn port_returns_to_kernel(sig: Signal) {
         .expect("B reaches the kernel listener within a second");
     assert!(reached <= Duration::from_secs(1), "took {reached:?}");
     acceptor.join().expect("acceptor").expect("accept");
-    assert!(!xdp_attached(&t.ns_a, &t.if_a), "XDP program left behind after {sig:?}");
+    assert!(
+        !xdp_attached(&t.ns_a, &t.if_a),
+        "XDP program left behind after {sig:?}"
+    );
 }
 
 #[test]
@@ -170,4 +226,102 @@ fn port_returns_to_kernel_after_sigterm() {
 #[test]
 fn port_returns_to_kernel_after_sigkill() {
     port_returns_to_kernel(Signal::SIGKILL);
+}
+
+/// Runs `f` in namespace B on a thread pinned to `cpu` (with `steer_b_tx_by_cpu`, what it
+/// sends lands on A's RX queue `cpu`).
+fn on_queue<F, R>(t: &Topology, cpu: usize, f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    t.in_b(move || {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(cpu).expect("cpu index");
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+            .unwrap_or_else(|e| panic!("cannot pin to CPU {cpu} (the test needs 2 CPUs): {e}"));
+        f()
+    })
+    .expect("namespace B")
+}
+
+/// Two processes accelerating on one interface share the XDP program and its maps, each on its
+/// own queue: each gets exactly its own flows (a flow landing on the other's queue goes to the
+/// kernel, never to the wrong process), each keeps serving while the other comes and goes, and
+/// the interface is left as it was when both are gone.
+#[test]
+fn two_processes_share_the_filter() {
+    let t = topo(2);
+    t.steer_b_tx_by_cpu().expect("XPS in B");
+    let first = SocketAddrV4::new(t.addr_a, PORT);
+    let second = SocketAddrV4::new(t.addr_a, PORT + 1);
+    let mut one = start_echo(&t, PORT, &["--queue", "0"]);
+    let mut two = start_echo(&t, PORT + 1, &["--queue", "1"]);
+    // A third process cannot take a queue that is served already, and says so.
+    let mut three = accel_tests::Proc::spawn({
+        let mut c = t.command_a(accel_tests::tool("accel-echo").to_str().unwrap());
+        c.args(["--interface", &t.if_a, "--port", "7300", "--queue", "0"]);
+        c
+    });
+    let (status, _, err) = three.wait(T);
+    assert!(
+        !status.success() && err.contains("already served"),
+        "{status}: {err}"
+    );
+
+    for (cpu, server) in [(0, first), (1, second)] {
+        let r = on_queue(&t, cpu, move || {
+            peer::udp_echo(server, 200, 64, 8, Duration::from_secs(5))
+        })
+        .expect("udp");
+        assert_eq!(r.received, 200, "{server} via queue {cpu}: {r:?}");
+    }
+    // The first process's flow arriving on the second process's queue: not redirected there.
+    let before = t.snmp_a().expect("snmp");
+    let r = on_queue(&t, 1, move || {
+        peer::udp_echo(first, 10, 64, 10, Duration::from_millis(300))
+    })
+    .expect("udp");
+    assert_eq!(
+        r.received, 0,
+        "a flow of process one was served on process two's queue: {r:?}"
+    );
+    let d = t.snmp_a().expect("snmp").since(&before);
+    assert_eq!(
+        d.ip_in_delivers, 10,
+        "the misplaced datagrams should reach A's kernel: {d:?}"
+    );
+
+    let (status, lines, err) = one.stop(Signal::SIGTERM, T);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        parse_counters(&lines).get("echo.udp_datagrams_echoed"),
+        Some(&200),
+        "{lines:?}"
+    );
+    assert!(
+        xdp_attached(&t.ns_a, &t.if_a),
+        "the program left while the second process still uses it"
+    );
+    let r = on_queue(&t, 1, move || {
+        peer::udp_echo(second, 200, 64, 8, Duration::from_secs(5))
+    })
+    .expect("udp");
+    assert_eq!(
+        r.received, 200,
+        "second process after the first left: {r:?}"
+    );
+    let (status, lines, err) = two.stop(Signal::SIGTERM, T);
+    assert!(status.success(), "{err}");
+    let c = parse_counters(&lines);
+    assert_eq!(c.get("echo.udp_datagrams_echoed"), Some(&400), "{lines:?}");
+    assert_eq!(
+        c.get("stack.udp_rx_drop_no_socket"),
+        Some(&0),
+        "process two saw foreign datagrams: {lines:?}"
+    );
+    assert!(
+        !xdp_attached(&t.ns_a, &t.if_a),
+        "XDP program left behind after both exited"
+    );
 }

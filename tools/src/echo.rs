@@ -41,7 +41,11 @@ pub struct EchoService {
 
 impl EchoService {
     /// Listens (TCP, with `backlog`) and binds (UDP) on `local`.
-    pub fn new(stack: &mut Stack, local: SocketAddrV4, backlog: usize) -> Result<EchoService, Error> {
+    pub fn new(
+        stack: &mut Stack,
+        local: SocketAddrV4,
+        backlog: usize,
+    ) -> Result<EchoService, Error> {
         let listener = stack.tcp_listen(local, backlog)?;
         let udp = stack.udp_bind(local)?;
         Ok(EchoService {
@@ -179,7 +183,12 @@ fn echo_tcp(
     }
 }
 
-fn finish(stack: &mut Stack, s: SocketId, e: Error, counters: &mut EchoCounters) -> Result<bool, ()> {
+fn finish(
+    stack: &mut Stack,
+    s: SocketId,
+    e: Error,
+    counters: &mut EchoCounters,
+) -> Result<bool, ()> {
     match e {
         Error::ConnectionReset => counters.connections_reset += 1,
         _ => {

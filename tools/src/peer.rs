@@ -95,14 +95,24 @@ pub fn tcp_echo(server: SocketAddrV4, total: u64, seed: u64, timeout: Duration) 
         let n = match stream.read(&mut buf) {
             Ok(0) => break Ok(()),
             Ok(n) => n,
-            Err(e) => break Err(anyhow::Error::new(e).context(format!("read after {got} of {total} bytes"))),
+            Err(e) => {
+                break Err(
+                    anyhow::Error::new(e).context(format!("read after {got} of {total} bytes"))
+                )
+            }
         };
         if got + n as u64 > total {
-            break Err(anyhow::anyhow!("server echoed {} bytes, more than the {total} sent", got + n as u64));
+            break Err(anyhow::anyhow!(
+                "server echoed {} bytes, more than the {total} sent",
+                got + n as u64
+            ));
         }
         expect.next(&mut want[..n]);
         if let Some(i) = buf[..n].iter().zip(&want[..n]).position(|(a, b)| a != b) {
-            break Err(anyhow::anyhow!("echoed byte {} differs from the byte sent", got + i as u64));
+            break Err(anyhow::anyhow!(
+                "echoed byte {} differs from the byte sent",
+                got + i as u64
+            ));
         }
         sum.update(&buf[..n]);
         got += n as u64;
@@ -115,7 +125,12 @@ pub fn tcp_echo(server: SocketAddrV4, total: u64, seed: u64, timeout: Duration) 
     if got != total {
         bail!("server echoed {got} bytes, expected {total}");
     }
-    Ok(TcpEcho { bytes: got, sent_checksum, echoed_checksum: sum.value(), elapsed: start.elapsed() })
+    Ok(TcpEcho {
+        bytes: got,
+        sent_checksum,
+        echoed_checksum: sum.value(),
+        elapsed: start.elapsed(),
+    })
 }
 
 /// The byte stream a [`Pattern`] writer produced, regenerated in reads of any size.
@@ -129,7 +144,11 @@ impl Expected {
     pub fn new(seed: u64) -> Expected {
         // The writer fills buffers whose sizes are multiples of 8 (except the last), and the
         // generator emits 8-byte words, so whole 4 KiB blocks reproduce the same stream.
-        Expected { pat: Pattern::new(seed), block: vec![0; 4096], pos: 4096 }
+        Expected {
+            pat: Pattern::new(seed),
+            block: vec![0; 4096],
+            pos: 4096,
+        }
     }
 
     /// Fills `out` with the next `out.len()` bytes of the stream.
@@ -162,7 +181,13 @@ pub struct UdpEcho {
 
 /// Sends `count` datagrams of `size` bytes (seq number + pattern) with at most `window`
 /// outstanding, checks every echo byte for byte, and waits up to `timeout` for the stragglers.
-pub fn udp_echo(server: SocketAddrV4, count: u64, size: usize, window: u64, timeout: Duration) -> Result<UdpEcho> {
+pub fn udp_echo(
+    server: SocketAddrV4,
+    count: u64,
+    size: usize,
+    window: u64,
+    timeout: Duration,
+) -> Result<UdpEcho> {
     if size < 16 {
         bail!("datagram size must be at least 16 bytes");
     }
@@ -199,10 +224,17 @@ pub fn udp_echo(server: SocketAddrV4, count: u64, size: usize, window: u64, time
                 } else {
                     seen[seq as usize] = true;
                     report.received += 1;
-                    report.rtts_us.push(sent_at[seq as usize].elapsed().as_micros() as u64);
+                    report
+                        .rtts_us
+                        .push(sent_at[seq as usize].elapsed().as_micros() as u64);
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if last_progress.elapsed() > timeout {
                     break;
                 }
@@ -232,7 +264,8 @@ pub fn connect_send_close(server: SocketAddrV4, times: u32, timeout: Duration) -
         let msg = format!("hello {i}\n");
         s.write_all(msg.as_bytes())?;
         let mut back = vec![0u8; msg.len()];
-        s.read_exact(&mut back).with_context(|| format!("echo of connection {i}"))?;
+        s.read_exact(&mut back)
+            .with_context(|| format!("echo of connection {i}"))?;
         if back != msg.as_bytes() {
             bail!("connection {i}: echo differs");
         }

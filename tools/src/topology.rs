@@ -44,7 +44,9 @@ pub fn run(prog: &str, args: &[&str]) -> Result<Output> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("cannot run {prog}: is it installed? (the README's set-up installs it)"))?;
+        .with_context(|| {
+            format!("cannot run {prog}: is it installed? (the README's set-up installs it)")
+        })?;
     if !out.status.success() {
         bail!(
             "`{} {}` failed ({}): {}",
@@ -63,11 +65,19 @@ fn pid_alive(pid: u32) -> bool {
 
 /// Deletes namespaces that an earlier, killed run of ours left behind.
 fn remove_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
-        let pid: Option<u32> = rest.trim_start_matches('-').split('-').next().and_then(|p| p.parse().ok());
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid: Option<u32> = rest
+            .trim_start_matches('-')
+            .split('-')
+            .next()
+            .and_then(|p| p.parse().ok());
         if let Some(pid) = pid {
             if pid != std::process::id() && !pid_alive(pid) {
                 let _ = Command::new("ip").args(["netns", "delete", name]).status();
@@ -100,13 +110,31 @@ impl Topology {
         ip(&["netns", "add", &topo.ns_b])?;
         let q = queues.to_string();
         ip(&[
-            "-n", &topo.ns_a, "link", "add", &topo.if_a, "numtxqueues", &q, "numrxqueues", &q,
-            "type", "veth", "peer", "name", &topo.if_b, "netns", &topo.ns_b, "numtxqueues", &q,
-            "numrxqueues", &q,
+            "-n",
+            &topo.ns_a,
+            "link",
+            "add",
+            &topo.if_a,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &topo.if_b,
+            "netns",
+            &topo.ns_b,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
         ])?;
-        for (ns, ifname, addr) in
-            [(&topo.ns_a, &topo.if_a, topo.addr_a), (&topo.ns_b, &topo.if_b, topo.addr_b)]
-        {
+        for (ns, ifname, addr) in [
+            (&topo.ns_a, &topo.if_a, topo.addr_a),
+            (&topo.ns_b, &topo.if_b, topo.addr_b),
+        ] {
             let cidr = format!("{addr}/{}", topo.prefix_len);
             ip(&["-n", ns, "addr", "add", &cidr, "dev", ifname])?;
             ip(&["-n", ns, "link", "set", ifname, "up"])?;
@@ -116,7 +144,12 @@ impl Topology {
         // offload): the kernel on the other end trusts the skb flag, but an AF_XDP socket sees
         // raw bytes with a wrong checksum. A real NIC computes it in hardware; on veth the
         // kernel peer must compute it in software.
-        run("ip", &["netns", "exec", &topo.ns_b, "ethtool", "-K", &topo.if_b, "tx", "off"])?;
+        run(
+            "ip",
+            &[
+                "netns", "exec", &topo.ns_b, "ethtool", "-K", &topo.if_b, "tx", "off",
+            ],
+        )?;
         Ok(topo)
     }
 
@@ -172,9 +205,34 @@ impl Topology {
         Self::in_netns(&self.ns_a, f)
     }
 
+    /// Makes B transmit on TX queue `i` whatever its threads on CPU `i` send (XPS), so a
+    /// test can choose the RX queue of A a flow lands on by pinning the sending thread. Needs
+    /// as many CPUs as queues.
+    pub fn steer_b_tx_by_cpu(&self) -> Result<()> {
+        for q in 0..self.queues {
+            let path = format!("/sys/class/net/{}/queues/tx-{q}/xps_cpus", self.if_b);
+            let mask = format!("{:x}", 1u64 << q);
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &self.ns_b,
+                    "sh",
+                    "-c",
+                    &format!("echo {mask} > {path}"),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     /// The kernel's IP/TCP/UDP counters in namespace A (its /proc/net/snmp).
     pub fn snmp_a(&self) -> Result<Snmp> {
-        let out = run("ip", &["netns", "exec", &self.ns_a, "cat", "/proc/net/snmp"])?;
+        let out = run(
+            "ip",
+            &["netns", "exec", &self.ns_a, "cat", "/proc/net/snmp"],
+        )?;
         Snmp::parse(&String::from_utf8_lossy(&out.stdout))
     }
 }
@@ -191,8 +249,14 @@ impl Drop for Topology {
 }
 
 /// The counters of /proc/net/snmp we use to prove the kernel did not carry a flow.
+/// (UDP InDatagrams counts datagrams when a program reads them, not when they arrive: the IP
+/// counters show what reached the kernel at all.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Snmp {
+    /// IPv4 packets the kernel received (all protocols).
+    pub ip_in_receives: u64,
+    /// IPv4 packets the kernel handed to a transport protocol.
+    pub ip_in_delivers: u64,
     pub tcp_in_segs: u64,
     pub tcp_out_segs: u64,
     pub tcp_passive_opens: u64,
@@ -210,7 +274,8 @@ impl Snmp {
         let mut found = 0;
         for pair in lines.chunks(2) {
             let [head, vals] = pair else { continue };
-            let (Some((p1, h)), Some((p2, v))) = (head.split_once(':'), vals.split_once(':')) else {
+            let (Some((p1, h)), Some((p2, v))) = (head.split_once(':'), vals.split_once(':'))
+            else {
                 continue;
             };
             if p1 != p2 {
@@ -219,6 +284,8 @@ impl Snmp {
             for (name, val) in h.split_whitespace().zip(v.split_whitespace()) {
                 let val: u64 = val.parse().unwrap_or(0);
                 let slot = match (p1, name) {
+                    ("Ip", "InReceives") => &mut s.ip_in_receives,
+                    ("Ip", "InDelivers") => &mut s.ip_in_delivers,
                     ("Tcp", "InSegs") => &mut s.tcp_in_segs,
                     ("Tcp", "OutSegs") => &mut s.tcp_out_segs,
                     ("Tcp", "PassiveOpens") => &mut s.tcp_passive_opens,
@@ -232,8 +299,8 @@ impl Snmp {
                 found += 1;
             }
         }
-        if found < 7 {
-            bail!("/proc/net/snmp has an unexpected format (found {found} of 7 counters)");
+        if found < 9 {
+            bail!("/proc/net/snmp has an unexpected format (found {found} of 9 counters)");
         }
         Ok(s)
     }
@@ -241,12 +308,22 @@ impl Snmp {
     /// Counter-wise difference `self - earlier`.
     pub fn since(&self, earlier: &Snmp) -> Snmp {
         Snmp {
+            ip_in_receives: self.ip_in_receives.saturating_sub(earlier.ip_in_receives),
+            ip_in_delivers: self.ip_in_delivers.saturating_sub(earlier.ip_in_delivers),
             tcp_in_segs: self.tcp_in_segs.saturating_sub(earlier.tcp_in_segs),
             tcp_out_segs: self.tcp_out_segs.saturating_sub(earlier.tcp_out_segs),
-            tcp_passive_opens: self.tcp_passive_opens.saturating_sub(earlier.tcp_passive_opens),
-            tcp_active_opens: self.tcp_active_opens.saturating_sub(earlier.tcp_active_opens),
-            udp_in_datagrams: self.udp_in_datagrams.saturating_sub(earlier.udp_in_datagrams),
-            udp_out_datagrams: self.udp_out_datagrams.saturating_sub(earlier.udp_out_datagrams),
+            tcp_passive_opens: self
+                .tcp_passive_opens
+                .saturating_sub(earlier.tcp_passive_opens),
+            tcp_active_opens: self
+                .tcp_active_opens
+                .saturating_sub(earlier.tcp_active_opens),
+            udp_in_datagrams: self
+                .udp_in_datagrams
+                .saturating_sub(earlier.udp_in_datagrams),
+            udp_out_datagrams: self
+                .udp_out_datagrams
+                .saturating_sub(earlier.udp_out_datagrams),
             udp_no_ports: self.udp_no_ports.saturating_sub(earlier.udp_no_ports),
         }
     }
@@ -256,11 +333,13 @@ impl Snmp {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = "Ip: Forwarding DefaultTTL InReceives\nIp: 1 64 10\nTcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors\nTcp: 1 200 120000 -1 3 4 0 0 0 100 90 0 0 0 0\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\nUdp: 7 2 0 8 0 0 0 0 0\nUdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\nUdpLite: 0 0 0 0 0 0 0 0 0\n";
+    const SAMPLE: &str = "Ip: Forwarding DefaultTTL InReceives InDelivers\nIp: 1 64 10 9\nTcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors\nTcp: 1 200 120000 -1 3 4 0 0 0 100 90 0 0 0 0\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\nUdp: 7 2 0 8 0 0 0 0 0\nUdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\nUdpLite: 0 0 0 0 0 0 0 0 0\n";
 
     #[test]
     fn snmp_parses_the_kernel_format() {
         let s = Snmp::parse(SAMPLE).unwrap();
+        assert_eq!(s.ip_in_receives, 10);
+        assert_eq!(s.ip_in_delivers, 9);
         assert_eq!(s.tcp_active_opens, 3);
         assert_eq!(s.tcp_passive_opens, 4);
         assert_eq!(s.tcp_in_segs, 100);

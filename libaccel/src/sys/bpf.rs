@@ -21,8 +21,8 @@ use std::sync::Once;
 use libbpf_sys as sys;
 
 pub(crate) use sys::{
-    BPF_ANY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_XSKMAP, BPF_NOEXIST, XDP_ATTACHED_DRV,
-    XDP_ATTACHED_SKB, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE,
+    BPF_ANY, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_XSKMAP, BPF_NOEXIST,
+    XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE,
 };
 
 /// `Ok(ret)` for a non-negative libbpf return, else the errno it carries (`-ret`).

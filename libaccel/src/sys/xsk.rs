@@ -106,22 +106,31 @@ pub struct XskQueue {
 
 fn umem_config() -> Result<UmemConfig, XskError> {
     let size = |n| {
-        QueueSize::new(n).map_err(|_| XskError { what: "bad ring size", source: None })
+        QueueSize::new(n).map_err(|_| XskError {
+            what: "bad ring size",
+            source: None,
+        })
     };
     UmemConfig::builder()
-        .frame_size(
-            FrameSize::new(FRAME_SIZE)
-                .map_err(|_| XskError { what: "bad frame size", source: None })?,
-        )
+        .frame_size(FrameSize::new(FRAME_SIZE).map_err(|_| XskError {
+            what: "bad frame size",
+            source: None,
+        })?)
         .fill_queue_size(size(RING_SIZE)?)
         .comp_queue_size(size(RING_SIZE)?)
         .build()
-        .map_err(|_| XskError { what: "bad UMEM configuration", source: None })
+        .map_err(|_| XskError {
+            what: "bad UMEM configuration",
+            source: None,
+        })
 }
 
 fn socket_config(bind: BindFlags) -> Result<SocketConfig, XskError> {
     let size = |n| {
-        QueueSize::new(n).map_err(|_| XskError { what: "bad ring size", source: None })
+        QueueSize::new(n).map_err(|_| XskError {
+            what: "bad ring size",
+            source: None,
+        })
     };
     Ok(SocketConfig::builder()
         .rx_queue_size(size(RING_SIZE)?)
@@ -164,10 +173,17 @@ impl XskQueue {
             });
         }
         if try_zero_copy {
-            match Self::open_with(ifname, queue_id, mtu, BindFlags::XDP_ZEROCOPY, CopyMode::ZeroCopy)
-            {
+            match Self::open_with(
+                ifname,
+                queue_id,
+                mtu,
+                BindFlags::XDP_ZEROCOPY,
+                CopyMode::ZeroCopy,
+            ) {
                 Ok(q) => return Ok(q),
-                Err(e) => tracing::debug!(ifname, queue_id, error = %e, "zero-copy bind failed, using copy mode"),
+                Err(e) => {
+                    tracing::debug!(ifname, queue_id, error = %e, "zero-copy bind failed, using copy mode")
+                }
             }
         }
         Self::open_with(ifname, queue_id, mtu, BindFlags::XDP_COPY, CopyMode::Copy)
@@ -180,8 +196,10 @@ impl XskQueue {
         bind: BindFlags,
         mode: CopyMode,
     ) -> Result<XskQueue, XskError> {
-        let name = CString::new(ifname)
-            .map_err(|_| XskError { what: "interface name contains a NUL byte", source: None })?;
+        let name = CString::new(ifname).map_err(|_| XskError {
+            what: "interface name contains a NUL byte",
+            source: None,
+        })?;
         let count = NonZeroU32::new(FRAME_COUNT).expect("FRAME_COUNT is not zero");
         let (umem, mut descs) = Umem::new(umem_config()?, count, false).map_err(|e| XskError {
             what: "cannot create the UMEM (AF_XDP frame memory)",
@@ -189,12 +207,13 @@ impl XskQueue {
         })?;
         // SAFETY: the UMEM is new and not shared with any other socket, so there is no earlier
         // binding of this (interface, queue) pair on it; the inhibit flag is set anyway.
-        let (tx, rx, rings) =
-            unsafe { xsk_rs::Socket::new(socket_config(bind)?, &umem, &Interface::new(name), queue_id) }
-                .map_err(|e| XskError {
-                    what: "cannot create the AF_XDP socket",
-                    source: io_error_of(&e),
-                })?;
+        let (tx, rx, rings) = unsafe {
+            xsk_rs::Socket::new(socket_config(bind)?, &umem, &Interface::new(name), queue_id)
+        }
+        .map_err(|e| XskError {
+            what: "cannot create the AF_XDP socket",
+            source: io_error_of(&e),
+        })?;
         let (mut fq, cq) = rings.ok_or(XskError {
             what: "AF_XDP socket came without fill and completion rings",
             source: None,
@@ -205,7 +224,10 @@ impl XskQueue {
         // refers to those frames (the rest stay in `descs`, which becomes `free`).
         let n = unsafe { fq.produce(&fill) };
         if n != fill.len() {
-            return Err(XskError { what: "fill ring refused the initial frames", source: None });
+            return Err(XskError {
+                what: "fill ring refused the initial frames",
+                source: None,
+            });
         }
         let mut q = XskQueue {
             rx,
@@ -266,7 +288,11 @@ impl XskQueue {
     /// Kernel statistics of the socket (drops for a full RX ring or an empty fill ring).
     pub fn kernel_stats(&self) -> Option<(u64, u64, u64)> {
         let s = self.rx.fd().xdp_statistics().ok()?;
-        Some((s.rx_dropped(), s.rx_ring_full(), s.rx_fill_ring_empty_descs()))
+        Some((
+            s.rx_dropped(),
+            s.rx_ring_full(),
+            s.rx_fill_ring_empty_descs(),
+        ))
     }
 
     /// Moves completed TX frames back to `free`.
@@ -434,7 +460,11 @@ impl Link for XskQueue {
             self.reclaim();
         }
         Some((
-            XskRx { umem: &self.umem, desc, to_fill: &mut self.to_fill },
+            XskRx {
+                umem: &self.umem,
+                desc,
+                to_fill: &mut self.to_fill,
+            },
             XskTx {
                 umem: &self.umem,
                 free: &mut self.free,

@@ -37,6 +37,7 @@ pub const PROGRAM_NAME: &str = "accel_xdp";
 const FLOWS: &str = "accel_flows";
 const XSKS: &str = "accel_xsks";
 const USERS: &str = "accel_users";
+const QOWNER: &str = "accel_qowner";
 const PIN_ROOT: &str = "/sys/fs/bpf";
 const ARPHRD_ETHER: u16 = 1;
 /// How often open goes back between "attach" and "join" when other processes attach or detach
@@ -133,6 +134,8 @@ pub struct Filter {
     flows: Map,
     xsks: Map,
     users: Map,
+    /// rx queue -> pid serving it; the program redirects a flow only to its owner's socket.
+    qowner: Map,
     pin_dir: Option<PathBuf>,
     own_flows: Mutex<HashSet<FlowKey>>,
     own_queues: Mutex<HashSet<u32>>,
@@ -173,7 +176,7 @@ impl Filter {
                 ifname: ifname.to_owned(),
             });
         };
-        let (flows, xsks, users) = pick_maps(ifname, a.prog_id, a.maps)?;
+        let (flows, xsks, users, qowner) = pick_maps(ifname, a.prog_id, a.maps)?;
         let mut filter = Filter {
             ifindex,
             ifname: ifname.to_owned(),
@@ -183,6 +186,7 @@ impl Filter {
             flows,
             xsks,
             users,
+            qowner,
             pin_dir: None,
             own_flows: Mutex::new(HashSet::new()),
             own_queues: Mutex::new(HashSet::new()),
@@ -338,6 +342,10 @@ impl Filter {
     pub fn register_socket(&self, queue: u32, xsk_fd: BorrowedFd<'_>) -> Result<(), Error> {
         self.check_queue(queue)?;
         let fd = xsk_fd.as_raw_fd() as u32;
+        // Owner first: until the socket is in the XSKMAP the owner entry has no effect.
+        self.qowner
+            .update(&queue.to_ne_bytes(), &self.pid.to_ne_bytes(), sys::BPF_ANY)
+            .map_err(|e| self.err("registering an AF_XDP socket", e))?;
         self.xsks
             .update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), sys::BPF_ANY)
             .map_err(|e| self.err("registering an AF_XDP socket", e))?;
@@ -351,6 +359,7 @@ impl Filter {
         self.xsks
             .delete(&queue.to_ne_bytes())
             .map_err(|e| self.err("unregistering an AF_XDP socket", e))?;
+        self.clear_queue_owner(queue);
         lock(&self.own_queues).remove(&queue);
         Ok(())
     }
@@ -433,6 +442,19 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// Clears the owner of `queue` if it is still this process (another may have taken it).
+    fn clear_queue_owner(&self, queue: u32) {
+        let key = queue.to_ne_bytes();
+        let mut v = [0u8; 4];
+        if let Ok(true) = self.qowner.lookup(&key, &mut v) {
+            if v == self.pid.to_ne_bytes() {
+                let _ = self.qowner.update(&key, &0u32.to_ne_bytes(), sys::BPF_ANY);
+            }
+        }
+    }
+}
+
 impl Drop for Filter {
     fn drop(&mut self) {
         let own_flows: Vec<FlowKey> = lock(&self.own_flows).drain().collect();
@@ -446,6 +468,7 @@ impl Drop for Filter {
             if let Err(e) = self.xsks.delete(&q.to_ne_bytes()) {
                 tracing::debug!(%e, queue = q, "unregistering an AF_XDP socket on drop");
             }
+            self.clear_queue_owner(q);
         }
         let last_in_process = {
             let mut open = lock(&OPEN_IN_PROCESS);
@@ -469,7 +492,7 @@ impl Drop for Filter {
             let _ = self.users.delete(&self.pid.to_ne_bytes());
             if matches!(self.users(), Ok(u) if u.is_empty()) {
                 if let Some(dir) = &self.pin_dir {
-                    unpin_maps(dir, [&self.flows, &self.xsks, &self.users]);
+                    unpin_maps(dir, [&self.flows, &self.xsks, &self.users, &self.qowner]);
                 }
             }
         }
@@ -659,7 +682,7 @@ fn attach(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Round, Error> {
         .map_err(|e| Error::from_io(ifname, "reading accel's XDP program", e))?
         .id;
     let mut maps = Vec::new();
-    for name in [FLOWS, XSKS, USERS] {
+    for name in [FLOWS, XSKS, USERS, QOWNER] {
         let fd = obj
             .map_fd(name)
             .and_then(|fd| fd.try_clone_to_owned())
@@ -678,13 +701,13 @@ fn attach(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Round, Error> {
 }
 
 /// Sorts the program's maps by name and checks they are the ones this version expects.
-fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map, Map), Error> {
+fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map, Map, Map), Error> {
     let incompatible = |reason: String| Error::IncompatibleProgram {
         ifname: ifname.to_owned(),
         prog_id,
         reason,
     };
-    let (mut flows, mut xsks, mut users) = (None, None, None);
+    let (mut flows, mut xsks, mut users, mut qowner) = (None, None, None, None);
     for m in maps {
         let i = m.info();
         let (slot, want) = match i.name.as_str() {
@@ -698,6 +721,7 @@ fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map, Ma
             ),
             XSKS => (&mut xsks, (sys::BPF_MAP_TYPE_XSKMAP, 4, 4)),
             USERS => (&mut users, (sys::BPF_MAP_TYPE_HASH, 4, 8)),
+            QOWNER => (&mut qowner, (sys::BPF_MAP_TYPE_ARRAY, 4, 4)),
             _ => continue,
         };
         if (i.map_type, i.key_size, i.value_size) != want {
@@ -708,10 +732,10 @@ fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map, Ma
         }
         *slot = Some(m);
     }
-    match (flows, xsks, users) {
-        (Some(f), Some(x), Some(u)) => Ok((f, x, u)),
+    match (flows, xsks, users, qowner) {
+        (Some(f), Some(x), Some(u), Some(q)) => Ok((f, x, u, q)),
         _ => Err(incompatible(format!(
-            "it lacks one of the maps {FLOWS}, {XSKS}, {USERS}"
+            "it lacks one of the maps {FLOWS}, {XSKS}, {USERS}, {QOWNER}"
         ))),
     }
 }
@@ -772,7 +796,12 @@ fn pin_maps(f: &Filter, fresh: bool) -> Option<PathBuf> {
         tracing::debug!(%e, dir = %dir.display(), "creating the pin directory");
         return None;
     }
-    for (name, map) in [(FLOWS, &f.flows), (XSKS, &f.xsks), (USERS, &f.users)] {
+    for (name, map) in [
+        (FLOWS, &f.flows),
+        (XSKS, &f.xsks),
+        (USERS, &f.users),
+        (QOWNER, &f.qowner),
+    ] {
         let path = dir.join(name);
         if fresh {
             // Pins left by a program that is gone (its last user was killed).

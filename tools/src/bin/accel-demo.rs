@@ -85,7 +85,10 @@ fn measure(topo: &Topology, server: SocketAddrV4, args: &Args) -> Result<Measure
 /// A plain kernel echo server (TCP and UDP) in namespace A, for the side-by-side numbers.
 fn start_kernel_echo(topo: &Topology, port: u16) -> Result<()> {
     let (tcp, udp) = topo.in_a(move || -> std::io::Result<(TcpListener, UdpSocket)> {
-        Ok((TcpListener::bind(("0.0.0.0", port))?, UdpSocket::bind(("0.0.0.0", port))?))
+        Ok((
+            TcpListener::bind(("0.0.0.0", port))?,
+            UdpSocket::bind(("0.0.0.0", port))?,
+        ))
     })??;
     std::thread::spawn(move || {
         for s in tcp.incoming() {
@@ -120,7 +123,10 @@ fn run(args: &Args) -> Result<()> {
         .map(|d| d.join("accel-echo"))
         .context("cannot locate accel-echo")?;
     if !echo_bin.exists() {
-        bail!("{} is missing: build it with `cargo build --release --bins`", echo_bin.display());
+        bail!(
+            "{} is missing: build it with `cargo build --release --bins`",
+            echo_bin.display()
+        );
     }
     println!("accel-demo: building a throwaway topology (two namespaces, veth, {} queue(s), 198.18.0.0/24)", args.queues);
     let topo = Topology::new(args.queues)?;
@@ -153,19 +159,41 @@ fn run(args: &Args) -> Result<()> {
     let d = after.since(&before);
 
     let child = guard.0.as_mut().context("accel-echo")?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
     let mut rest = String::new();
     stdout.read_to_string(&mut rest)?;
     let _ = child.wait();
     guard.0 = None;
 
     println!();
-    println!("{:<34} {:>12} {:>12} {:>8}", "metric (kernel client in B)", "kernel A", "accel A", "ratio");
-    let row = |name: &str, k: f64, a: f64| println!("{name:<34} {k:>12.1} {a:>12.1} {:>8.2}", a / k);
-    row("TCP echo throughput, Mbit/s", kernel.tcp_mbps, accel.tcp_mbps);
-    row("UDP 64 B round trip p50, us", kernel.udp_p50 as f64, accel.udp_p50 as f64);
-    row("UDP 64 B round trip p99, us", kernel.udp_p99 as f64, accel.udp_p99 as f64);
-    println!("UDP datagrams lost: kernel {}, accel {}", kernel.udp_lost, accel.udp_lost);
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "metric (kernel client in B)", "kernel A", "accel A", "ratio"
+    );
+    let row =
+        |name: &str, k: f64, a: f64| println!("{name:<34} {k:>12.1} {a:>12.1} {:>8.2}", a / k);
+    row(
+        "TCP echo throughput, Mbit/s",
+        kernel.tcp_mbps,
+        accel.tcp_mbps,
+    );
+    row(
+        "UDP 64 B round trip p50, us",
+        kernel.udp_p50 as f64,
+        accel.udp_p50 as f64,
+    );
+    row(
+        "UDP 64 B round trip p99, us",
+        kernel.udp_p99 as f64,
+        accel.udp_p99 as f64,
+    );
+    println!(
+        "UDP datagrams lost: kernel {}, accel {}",
+        kernel.udp_lost, accel.udp_lost
+    );
     println!();
     println!(
         "kernel counters in A while accel served: TCP InSegs +{}, UDP InDatagrams +{} (0 means the kernel carried none of it)",

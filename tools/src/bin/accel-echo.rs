@@ -88,19 +88,29 @@ fn run(args: &Args) -> anyhow::Result<()> {
             anyhow::anyhow!("{} has no IPv4 address: add one with `ip addr add ADDR/PREFIX dev {}`", info.name, info.name)
         })?,
     };
-    let prefix_len = info.addrs.iter().find(|(a, _)| *a == addr).map(|(_, p)| *p).unwrap_or(32);
+    let prefix_len = info
+        .addrs
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, p)| *p)
+        .unwrap_or(32);
     let local = SocketAddrV4::new(addr, args.port);
 
     // Hold the port in the kernel first: if it is taken we stop before touching the interface.
-    let _tcp_port = ports::reserve(PortProto::Tcp, local).map_err(|e| port_error(e, "TCP", local))?;
-    let _udp_port = ports::reserve(PortProto::Udp, local).map_err(|e| port_error(e, "UDP", local))?;
+    let _tcp_port =
+        ports::reserve(PortProto::Tcp, local).map_err(|e| port_error(e, "TCP", local))?;
+    let _udp_port =
+        ports::reserve(PortProto::Udp, local).map_err(|e| port_error(e, "UDP", local))?;
 
     let mode = match args.xdp_mode {
         Mode::Auto => XdpMode::Auto,
         Mode::Native => XdpMode::Native,
         Mode::Generic => XdpMode::Generic,
     };
-    let opts = Options { queues: args.queue.map(|q| vec![q]), mode };
+    let opts = Options {
+        queues: args.queue.map(|q| vec![q]),
+        mode,
+    };
     let mut att = Attachment::open(control, &opts)?;
 
     let epoch = Instant::now();
@@ -108,14 +118,23 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut config = stack::Config::new(info.mac, addr, prefix_len);
     config.mtu = info.mtu as usize;
     config.random_seed = random_seed();
-    config.gateway = att.control.route(Ipv4Addr::new(0, 0, 0, 0)).and_then(|r| r.gateway);
+    config.gateway = att
+        .control
+        .route(Ipv4Addr::new(0, 0, 0, 0))
+        .and_then(|r| r.gateway);
     let mut stack = stack::Stack::new(config, now());
     let mut echo = EchoService::new(&mut stack, local, args.backlog)?;
-    let flows = [FlowKey::listening(Proto::Tcp, local), FlowKey::listening(Proto::Udp, local)];
+    let flows = [
+        FlowKey::listening(Proto::Tcp, local),
+        FlowKey::listening(Proto::Udp, local),
+    ];
     for f in &flows {
         att.filter.add_flow(f)?;
     }
-    println!("accel-echo: serving TCP and UDP echo on {local} ({})", att.describe());
+    println!(
+        "accel-echo: serving TCP and UDP echo on {local} ({})",
+        att.describe()
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
@@ -146,10 +165,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
 /// A seed for TCP initial sequence numbers that differs between runs.
 fn random_seed() -> u64 {
     let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_ok() {
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_ok()
+    {
         return u64::from_le_bytes(b);
     }
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
 }
 
 fn port_error(e: std::io::Error, proto: &str, local: SocketAddrV4) -> anyhow::Error {
@@ -161,7 +186,11 @@ fn port_error(e: std::io::Error, proto: &str, local: SocketAddrV4) -> anyhow::Er
     } else if e.raw_os_error() == Some(libc::EACCES) {
         anyhow::anyhow!("no permission to bind {proto} port {}: ports below 1024 need root or CAP_NET_BIND_SERVICE", local.port())
     } else {
-        anyhow::anyhow!("cannot reserve {proto} port {} on {}: {e}", local.port(), local.ip())
+        anyhow::anyhow!(
+            "cannot reserve {proto} port {} on {}: {e}",
+            local.port(),
+            local.ip()
+        )
     }
 }
 
@@ -171,8 +200,9 @@ fn print_counters(stack: &stack::Stack, echo: &EchoService, att: &Attachment) {
     for q in att.queues.queues() {
         let c = &q.counters;
         out.push_str(&format!(
-            "  queue {}: rx_frames {} tx_frames {} rx_bytes {} tx_bytes {} tx_no_frame {} tx_kicks {}",
-            q.queue_id(), c.rx_frames, c.tx_frames, c.rx_bytes, c.tx_bytes, c.tx_no_frame, c.tx_kicks
+            "  queue {}: rx_frames {} tx_frames {} rx_bytes {} tx_bytes {} tx_no_frame {} tx_kicks {} frames_accounted {}",
+            q.queue_id(), c.rx_frames, c.tx_frames, c.rx_bytes, c.tx_bytes, c.tx_no_frame, c.tx_kicks,
+            u8::from(q.frames_accounted())
         ));
         if let Some((dropped, ring_full, fill_empty)) = q.kernel_stats() {
             out.push_str(&format!(" kernel_rx_dropped {dropped} kernel_rx_ring_full {ring_full} kernel_fill_empty {fill_empty}"));
