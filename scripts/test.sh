@@ -7,4 +7,12 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo build --workspace --bins --locked
 # Two test threads: the machine has two cores and every network test busy-polls one.
-cargo test --workspace --locked -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo prints one per test binary, the last often a
+# doc-test run with nothing in it).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "accel: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
