@@ -140,8 +140,13 @@ int accel_xdp(struct xdp_md *ctx)
 		key.remote_ip = 0;
 		key.remote_port = 0;
 		flow = bpf_map_lookup_elem(&accel_flows, &key);
-		if (!flow)
-			return XDP_PASS;
+		if (!flow) {
+			/* A socket bound to 0.0.0.0 (any local address). */
+			key.local_ip = 0;
+			flow = bpf_map_lookup_elem(&accel_flows, &key);
+			if (!flow)
+				return XDP_PASS;
+		}
 	}
 	owner = bpf_map_lookup_elem(&accel_qowner, &queue);
 	if (!owner || *owner != flow->owner_pid)

@@ -60,8 +60,8 @@ impl Topology {
     fn new(tag: &str) -> Topology {
         let pid = std::process::id();
         let t = Topology {
-            a: format!("accel-ctl-{tag}-a-{pid}"),
-            b: format!("accel-ctl-{tag}-b-{pid}"),
+            a: format!("accel-t-{pid}-ctl{tag}-a"),
+            b: format!("accel-t-{pid}-ctl{tag}-b"),
             // IFNAMSIZ: at most 15 characters.
             if_a: format!("{tag}a{pid}"),
             if_b: format!("{tag}b{pid}"),

@@ -57,8 +57,8 @@ impl Topo {
     fn new(tag: &str, net: u8, queues: Option<u32>) -> Topo {
         let pid = std::process::id();
         let topo = Topo {
-            ns_a: format!("axdp-{pid}-{tag}-a"),
-            ns_b: format!("axdp-{pid}-{tag}-b"),
+            ns_a: format!("accel-t-{pid}-xdp{tag}-a"),
+            ns_b: format!("accel-t-{pid}-xdp{tag}-b"),
             if_a: format!("xa{pid}{tag}"),
             net,
         };

@@ -15,6 +15,7 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::phy::DeviceCapabilities;
 use smoltcp::socket::tcp;
+
 use smoltcp::time::Duration;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
@@ -51,6 +52,16 @@ pub const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Delayed-ACK timeout given to every TCP socket: long enough for a reply to carry the ACK,
 /// short enough not to stall a peer that runs Nagle.
 pub const ACK_DELAY: Duration = Duration::from_millis(1);
+
+/// An active open that got no answer is abandoned after this (the kernel's 6 SYN retries).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
+
+/// A half-open connection whose peer went silent is dropped after this (the kernel's 5 SYN-ACK
+/// retries), so spoofed SYNs cannot hold the backlog forever.
+pub const SYN_RECEIVED_TIMEOUT: Duration = Duration::from_secs(63);
+
+/// Frames one poll takes from the link before it runs egress and flushes.
+pub const RX_BUDGET: usize = 256;
 
 /// How a stack is set up.
 #[derive(Clone, Debug)]
@@ -135,9 +146,11 @@ pub struct Stack {
     listeners: HashMap<u16, u64>,
     /// Bound UDP port -> socket id.
     udp_ports: HashMap<u16, u64>,
-    /// Active opens not yet established or refused.
-    connecting: Vec<u64>,
+    /// Active opens not yet established or refused, with the time each started.
+    connecting: Vec<(u64, Instant)>,
     closing: Vec<Closing>,
+    /// Closed UDP sockets whose accepted datagrams are still queued for sending.
+    udp_closing: Vec<Closing>,
     /// Time of the last poll (or creation): when a close started, for the orphan timeout.
     now: Instant,
 }
@@ -169,6 +182,7 @@ impl Stack {
             udp_ports: HashMap::new(),
             connecting: Vec::new(),
             closing: Vec::new(),
+            udp_closing: Vec::new(),
             now,
         }
     }
@@ -187,7 +201,14 @@ impl Stack {
     ) -> bool {
         self.now = now;
         let mut active = false;
-        while let Some((rx, tx)) = link.receive() {
+        // A budget, so a sustained inflow cannot keep egress (ACKs, replies) and the TX kick
+        // waiting: what is left is taken on the next poll (we report activity).
+        let mut budget = RX_BUDGET;
+        while budget > 0 {
+            let Some((rx, tx)) = link.receive() else {
+                break;
+            };
+            budget -= 1;
             active = true;
             link::RxFrame::consume(rx, |frame| self.ingress(now, frame, tx, resolver));
         }
@@ -226,24 +247,42 @@ impl Stack {
 
     /// Bookkeeping after each poll: finished active opens, reaping closed sockets.
     fn after_poll(&mut self, now: Instant) {
-        let (table, sockets, counters) = (&mut self.table, &self.sockets, &mut self.counters);
-        self.connecting.retain(|id| {
+        let (table, sockets, counters) = (&mut self.table, &mut self.sockets, &mut self.counters);
+        self.connecting.retain(|(id, started)| {
             let Some(Entry::Tcp(conn)) = table.get_mut(id) else {
                 return false;
             };
-            match sockets.get::<tcp::Socket>(conn.handle).state() {
+            let socket = sockets.get_mut::<tcp::Socket>(conn.handle);
+            match socket.state() {
                 tcp::State::SynSent | tcp::State::SynReceived => true,
                 tcp::State::Closed => {
                     conn.connecting = false;
-                    conn.error = Some(Error::ConnectionRefused);
+                    // smoltcp closes a socket both on RST and when the handshake timer ran out.
+                    conn.error = Some(if now >= *started + CONNECT_TIMEOUT {
+                        Error::TimedOut
+                    } else {
+                        Error::ConnectionRefused
+                    });
                     counters.tcp_reset += 1;
                     false
                 }
                 _ => {
                     conn.connecting = false;
+                    // Established: an idle connection must not time out (the kernel keeps it).
+                    socket.set_timeout(None);
                     counters.tcp_connected += 1;
                     false
                 }
+            }
+        });
+        let (sockets, deadline_now) = (&mut self.sockets, now);
+        self.udp_closing.retain(|c| {
+            let socket = sockets.get::<smoltcp::socket::udp::Socket>(c.handle);
+            if socket.send_queue() == 0 || deadline_now >= c.deadline {
+                sockets.remove(c.handle);
+                false
+            } else {
+                true
             }
         });
         let (sockets, counters) = (&mut self.sockets, &mut self.counters);
@@ -318,7 +357,7 @@ impl Stack {
         let deadline = self.now + ORPHAN_TIMEOUT;
         match entry {
             Entry::Tcp(conn) => {
-                self.connecting.retain(|id| *id != s.0);
+                self.connecting.retain(|(id, _)| *id != s.0);
                 let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
                 if abort || socket.recv_queue() > 0 {
                     socket.abort();
@@ -339,7 +378,21 @@ impl Stack {
             }
             Entry::Udp(u) => {
                 self.udp_ports.remove(&u.local.port());
-                self.sockets.remove(u.handle);
+                // Datagrams a send accepted still go out, as with the kernel; the port is free
+                // for a new bind at once (the closing socket only transmits).
+                if self
+                    .sockets
+                    .get::<smoltcp::socket::udp::Socket>(u.handle)
+                    .send_queue()
+                    == 0
+                {
+                    self.sockets.remove(u.handle);
+                } else {
+                    self.udp_closing.push(Closing {
+                        handle: u.handle,
+                        deadline,
+                    });
+                }
             }
         }
         // Sockets with nothing left to send go now.

@@ -74,7 +74,12 @@ impl Listener {
                     sockets.remove(h);
                     false
                 }
-                _ => true,
+                tcp::State::SynReceived | tcp::State::Closed => true,
+                _ => {
+                    // Established (or later): it waits for accept without a timeout.
+                    sockets.get_mut::<tcp::Socket>(h).set_timeout(None);
+                    true
+                }
             }
         });
     }
@@ -171,6 +176,9 @@ impl Stack {
             _ => return false,
         };
         let mut socket = self.new_tcp_socket();
+        // A SYN-RECEIVED connection whose peer went silent is dropped, like the kernel does
+        // after its SYN-ACK retries (tcp_synack_retries = 5: ~63 s); cleared once established.
+        socket.set_timeout(Some(crate::SYN_RECEIVED_TIMEOUT));
         let endpoint = IpListenEndpoint {
             addr: (!local.ip().is_unspecified()).then(|| (*local.ip()).into()),
             port: local.port(),

@@ -115,6 +115,8 @@ impl Stack {
             return Err(Error::Unaddressable);
         }
         let mut socket = self.new_tcp_socket();
+        // Give up like the kernel does after its SYN retries (tcp_syn_retries = 6: ~127 s).
+        socket.set_timeout(Some(crate::CONNECT_TIMEOUT));
         socket
             .connect(self.iface.context(), endpoint(remote), endpoint(local))
             .map_err(|e| match e {
@@ -123,7 +125,7 @@ impl Stack {
             })?;
         let handle = self.sockets.add(socket);
         let id = self.insert(Entry::Tcp(TcpConn::new(handle, true)));
-        self.connecting.push(id.0);
+        self.connecting.push((id.0, self.now));
         Ok(id)
     }
 

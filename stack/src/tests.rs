@@ -484,3 +484,132 @@ fn connect_reusing_a_four_tuple_in_time_wait_is_refused_locally() {
     p.settle_and_advance(secs(0));
     assert!(p.a.stack.tcp_connect(sa(IP_A, 40000), sa(IP_B, 80)).is_ok());
 }
+
+/// Regression (review): handshake timeouts were off, so a connect to a silent peer never ended.
+#[test]
+fn connect_to_a_silent_peer_times_out_like_the_kernel() {
+    let mut p = Pair::new();
+    // B hears nothing: every frame it would receive is dropped.
+    p.b.link.faults.drop_every = Some(1);
+    let c =
+        p.a.stack
+            .tcp_connect(sa(IP_A, 40000), sa(IP_B, 80))
+            .unwrap();
+    assert!(!p.run_until(secs(120), |p| p.a.stack.readiness(c).error));
+    assert!(p.run_until(secs(20), |p| p.a.stack.readiness(c).error));
+    assert_eq!(p.a.stack.take_error(c), Ok(Some(Error::TimedOut)));
+}
+
+/// An Ethernet frame carrying a TCP SYN from `src` to `dst` (valid checksums).
+fn syn_frame(src: SocketAddrV4, dst: SocketAddrV4, dst_mac: [u8; 6]) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    };
+    let tcp = TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(1000),
+        ack_number: None,
+        window_len: 64240,
+        window_scale: None,
+        max_seg_size: Some(1460),
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr: *src.ip(),
+        dst_addr: *dst.ip(),
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut frame = vec![0u8; 14 + ip.buffer_len() + tcp.buffer_len()];
+    frame[..6].copy_from_slice(&dst_mac);
+    frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    let caps = ChecksumCapabilities::default();
+    let mut ipp = Ipv4Packet::new_unchecked(&mut frame[14..]);
+    ip.emit(&mut ipp, &caps);
+    let mut tcpp = TcpPacket::new_unchecked(ipp.payload_mut());
+    tcp.emit(&mut tcpp, &(*src.ip()).into(), &(*dst.ip()).into(), &caps);
+    frame
+}
+
+/// Regression (review): a half-open connection (a SYN from a host that never answers) held its
+/// backlog slot forever; it now leaves after the SYN-RECEIVED timeout (63 s, as the kernel).
+#[test]
+fn half_open_connection_leaves_the_backlog() {
+    let mut p = Pair::new();
+    let l =
+        p.b.stack
+            .tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 1)
+            .unwrap();
+    // A spoofed SYN from a host that does not exist (B cannot even resolve it).
+    let spoofed = sa(Ipv4Addr::new(198, 18, 0, 99), 1234);
+    p.b.link.inject(syn_frame(spoofed, sa(IP_B, 80), MAC_B));
+    p.settle_and_advance(secs(55));
+    // At 55 s the slot is still held: a real client's SYN is dropped (backlog full)...
+    let c =
+        p.a.stack
+            .tcp_connect(sa(IP_A, 40001), sa(IP_B, 80))
+            .unwrap();
+    p.settle_and_advance(Duration::from_millis(0));
+    assert!(p.b.stack.counters().syn_dropped_backlog_full >= 1);
+    // ...and once the half-open connection timed out the client's retry gets in.
+    let mut accepted = None;
+    assert!(p.run_until(secs(30), |p| {
+        if accepted.is_none() {
+            accepted = p.b.stack.tcp_accept(l).ok();
+        }
+        accepted.is_some() && p.a.stack.readiness(c).writable
+    }));
+    assert_eq!(accepted.unwrap().1, sa(IP_A, 40001));
+}
+
+/// Regression (review): closing a UDP socket threw away datagrams a send had accepted.
+#[test]
+fn udp_close_still_sends_accepted_datagrams() {
+    let mut p = Pair::new();
+    let ua = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    let ub = p.b.stack.udp_bind(sa(IP_B, 6000)).unwrap();
+    for i in 0..3u8 {
+        p.a.stack.udp_send_to(ua, &[i; 32], sa(IP_B, 6000)).unwrap();
+    }
+    p.a.stack.close(ua);
+    // The port is free at once, as with the kernel.
+    let ua2 = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    p.settle_and_advance(Duration::from_millis(0));
+    let mut buf = [0u8; 64];
+    for i in 0..3u8 {
+        let (n, from) = p.b.stack.udp_recv_from(ub, &mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&[i; 32][..], sa(IP_A, 5000)));
+    }
+    p.a.stack.close(ua2);
+    let baseline = p.a.stack.socket_count();
+    assert_eq!(
+        baseline, 0,
+        "closed UDP sockets are reaped once their queue is empty"
+    );
+}
+
+/// One poll takes at most RX_BUDGET frames, then runs egress and flushes.
+#[test]
+fn poll_takes_a_bounded_batch_and_flushes() {
+    let mut p = Pair::new();
+    let ua = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    let _ub = p.b.stack.udp_bind(sa(IP_B, 6000)).unwrap();
+    for _ in 0..(crate::RX_BUDGET + 44) {
+        p.a.stack.udp_send_to(ua, &[1; 16], sa(IP_B, 6000)).unwrap();
+    }
+    p.a.poll(p.now);
+    let flushes = p.b.link.flushes;
+    assert!(p.b.poll(p.now));
+    assert_eq!(p.b.stack.counters().rx_frames, crate::RX_BUDGET as u64);
+    assert_eq!(p.b.link.flushes, flushes + 1);
+    assert!(p.b.poll(p.now));
+    assert_eq!(p.b.stack.counters().rx_frames, crate::RX_BUDGET as u64 + 44);
+}

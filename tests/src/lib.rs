@@ -213,12 +213,17 @@ pub fn parse_counters(lines: &[String]) -> HashMap<String, u64> {
     map
 }
 
-/// Whether an XDP program is attached to `ifname` in namespace `ns`.
+/// Whether an XDP program is attached to `ifname` in namespace `ns` (fails if it cannot look).
 pub fn xdp_attached(ns: &str, ifname: &str) -> bool {
     let out = Command::new("ip")
         .args(["-n", ns, "-d", "link", "show", "dev", ifname])
         .output()
         .expect("ip link show");
+    assert!(
+        out.status.success(),
+        "cannot inspect {ifname} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     text.contains("prog/xdp")
         || text.contains(" xdp ")

@@ -379,21 +379,35 @@ impl XskQueue {
     }
 }
 
-/// A received frame handed to the stack.
+/// A received frame handed to the stack. Consumed or dropped, the frame goes back to the fill
+/// list exactly once.
 pub struct XskRx<'a> {
     umem: &'a Umem,
-    desc: FrameDesc,
+    desc: Option<FrameDesc>,
     to_fill: &'a mut Vec<FrameDesc>,
 }
 
 impl RxFrame for XskRx<'_> {
-    fn consume<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+    fn consume<R>(mut self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let desc = self
+            .desc
+            .take()
+            .expect("an RX token holds its frame until consumed");
         // SAFETY: `desc` came from this UMEM's RX ring and is in no ring now; the kernel does
         // not write it until we give it back to the fill ring below, after `f` returns.
-        let data = unsafe { self.umem.data(&self.desc) };
+        let data = unsafe { self.umem.data(&desc) };
         let r = f(data.contents());
-        self.to_fill.push(self.desc);
+        self.to_fill.push(desc);
         r
+    }
+}
+
+impl Drop for XskRx<'_> {
+    fn drop(&mut self) {
+        // A token dropped unconsumed (or during a panic in `f`) still returns its frame.
+        if let Some(desc) = self.desc.take() {
+            self.to_fill.push(desc);
+        }
     }
 }
 
@@ -462,7 +476,7 @@ impl Link for XskQueue {
         Some((
             XskRx {
                 umem: &self.umem,
-                desc,
+                desc: Some(desc),
                 to_fill: &mut self.to_fill,
             },
             XskTx {

@@ -356,6 +356,10 @@ impl Filter {
     /// Undoes [`Filter::register_socket`]: packets on `queue` go to the kernel again.
     pub fn unregister_socket(&self, queue: u32) -> Result<(), Error> {
         self.check_queue(queue)?;
+        if !self.owns_queue(queue) {
+            lock(&self.own_queues).remove(&queue);
+            return Ok(());
+        }
         self.xsks
             .delete(&queue.to_ne_bytes())
             .map_err(|e| self.err("unregistering an AF_XDP socket", e))?;
@@ -419,6 +423,15 @@ impl Filter {
 
     /// Removes the users entries of processes that are gone (or whose pid was recycled), then
     /// every flow whose owner is not a user.
+    /// Whether `pid` has a users entry now and is that process.
+    fn user_is_live(&self, pid: u32) -> bool {
+        let mut start = [0u8; 8];
+        match self.users.lookup(&pid.to_ne_bytes(), &mut start) {
+            Ok(true) => process_alive(pid, Some(u64::from_ne_bytes(start))),
+            _ => false,
+        }
+    }
+
     fn drop_stale_users(&self) -> Result<(), Error> {
         let mut live = HashSet::new();
         for (pid, start) in self.users()? {
@@ -432,7 +445,9 @@ impl Filter {
             }
         }
         for (key, owner) in self.flows()? {
-            if !live.contains(&owner) {
+            // A process may have registered (and added this flow) after the users snapshot:
+            // look again at its entry before deleting anything of it.
+            if !live.contains(&owner) && !self.user_is_live(owner) {
                 self.flows
                     .delete(&key.to_bytes())
                     .map_err(|e| self.err("cleaning the flow table", e))?;
@@ -443,14 +458,19 @@ impl Filter {
 }
 
 impl Filter {
+    /// Whether this process is recorded as serving `queue`.
+    fn owns_queue(&self, queue: u32) -> bool {
+        let mut v = [0u8; 4];
+        matches!(self.qowner.lookup(&queue.to_ne_bytes(), &mut v), Ok(true))
+            && v == self.pid.to_ne_bytes()
+    }
+
     /// Clears the owner of `queue` if it is still this process (another may have taken it).
     fn clear_queue_owner(&self, queue: u32) {
-        let key = queue.to_ne_bytes();
-        let mut v = [0u8; 4];
-        if let Ok(true) = self.qowner.lookup(&key, &mut v) {
-            if v == self.pid.to_ne_bytes() {
-                let _ = self.qowner.update(&key, &0u32.to_ne_bytes(), sys::BPF_ANY);
-            }
+        if self.owns_queue(queue) {
+            let _ = self
+                .qowner
+                .update(&queue.to_ne_bytes(), &0u32.to_ne_bytes(), sys::BPF_ANY);
         }
     }
 }
@@ -465,8 +485,12 @@ impl Drop for Filter {
         }
         let own_queues: Vec<u32> = lock(&self.own_queues).drain().collect();
         for q in own_queues {
-            if let Err(e) = self.xsks.delete(&q.to_ne_bytes()) {
-                tracing::debug!(%e, queue = q, "unregistering an AF_XDP socket on drop");
+            // Closing our socket removes it from the XSKMAP by itself; deleting the entry here
+            // could remove another process's socket registered on the queue meanwhile.
+            if self.owns_queue(q) {
+                if let Err(e) = self.xsks.delete(&q.to_ne_bytes()) {
+                    tracing::debug!(%e, queue = q, "unregistering an AF_XDP socket on drop");
+                }
             }
             self.clear_queue_owner(q);
         }

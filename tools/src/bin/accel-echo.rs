@@ -16,7 +16,7 @@ use libaccel::control::ControlPlane;
 use libaccel::ports::{self, Proto as PortProto};
 use libaccel::xdp::{FlowKey, Proto, XdpMode};
 
-use accel_tools::echo::EchoService;
+use accel_tools::echo::{EchoCounters, EchoService};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
@@ -154,11 +154,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
 
-    print_counters(&stack, &echo, &att);
+    // Close what is open and let queued bytes, FINs and UDP replies go out (for at most a
+    // second) before the sockets and the flows disappear.
+    let echo_counters = echo.counters;
+    let open_connections = echo.open_connections();
+    echo.close(&mut stack);
+    let drain_until = Instant::now() + Duration::from_secs(1);
+    while stack.socket_count() > 0 && Instant::now() < drain_until {
+        stack.poll(now(), &mut att.queues, &mut att.control);
+    }
+    print_counters(&stack, &echo_counters, open_connections, &att);
     for f in &flows {
         let _ = att.filter.remove_flow(f);
     }
-    echo.close(&mut stack);
     Ok(())
 }
 
@@ -194,7 +202,12 @@ fn port_error(e: std::io::Error, proto: &str, local: SocketAddrV4) -> anyhow::Er
     }
 }
 
-fn print_counters(stack: &stack::Stack, echo: &EchoService, att: &Attachment) {
+fn print_counters(
+    stack: &stack::Stack,
+    e: &EchoCounters,
+    open_connections: usize,
+    att: &Attachment,
+) {
     let mut out = String::new();
     out.push_str("accel-echo: counters\n");
     for q in att.queues.queues() {
@@ -212,10 +225,9 @@ fn print_counters(stack: &stack::Stack, echo: &EchoService, att: &Attachment) {
     for (name, value) in stack.counters().iter() {
         out.push_str(&format!("  stack {name} {value}\n"));
     }
-    let e = &echo.counters;
     out.push_str(&format!(
         "  echo connections_accepted {} connections_closed {} connections_reset {} connections_open {} tcp_bytes_echoed {} udp_datagrams_echoed {} udp_send_failed {}\n",
-        e.connections_accepted, e.connections_closed, e.connections_reset, echo.open_connections(),
+        e.connections_accepted, e.connections_closed, e.connections_reset, open_connections,
         e.tcp_bytes_echoed, e.udp_datagrams_echoed, e.udp_send_failed
     ));
     print!("{out}");
