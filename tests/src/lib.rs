@@ -110,9 +110,16 @@ impl Proc {
         sig: nix::sys::signal::Signal,
         timeout: Duration,
     ) -> (std::process::ExitStatus, Vec<String>, String) {
-        let mut child = self.child.take().expect("process already stopped");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
         let _ = nix::sys::signal::kill(pid, sig);
+        self.wait(timeout)
+    }
+
+    /// Waits for the process to exit; returns (status, stdout lines, stderr). Kills it and
+    /// fails if it is still running after `timeout`.
+    #[track_caller]
+    pub fn wait(&mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<String>, String) {
+        let mut child = self.child.take().expect("process already stopped");
         let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(st) = child.try_wait().expect("wait") {
@@ -121,11 +128,11 @@ impl Proc {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("process {pid} did not exit within {timeout:?} after {sig:?}");
+                panic!("process {} did not exit within {timeout:?}", child.id());
             }
             std::thread::sleep(Duration::from_millis(5)); // polling the exit status, not a sync sleep
         };
-        // The reader thread ends at EOF; collect what is left.
+        // The reader threads end at EOF (the process has exited); collect what is left.
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.seen.push(line);
         }
@@ -139,29 +146,6 @@ impl Proc {
             .take()
             .map(|h| h.join().unwrap_or_default())
             .unwrap_or_default()
-    }
-
-    /// Waits for the process to exit by itself; returns (status, stdout lines, stderr).
-    #[track_caller]
-    pub fn wait(&mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<String>, String) {
-        let mut child = self.child.take().expect("process already stopped");
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("process did not exit within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(line);
-        }
-        let err = self.take_stderr();
-        (status, self.seen.clone(), err)
     }
 }
 
