@@ -3,4 +3,5 @@
 
 pub mod echo;
 pub mod peer;
+pub mod stats;
 pub mod topology;
