@@ -1,6 +1,7 @@
 //! Shared code of accel's tools: the throwaway two-namespace topology ([`topology`]) and the
 //! kernel-side echo clients ([`peer`]) that the demo, the tests and later accel-bench use.
 
+pub mod check;
 pub mod echo;
 pub mod peer;
 pub mod stats;
