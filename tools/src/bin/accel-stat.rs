@@ -1,0 +1,245 @@
+//! accel-stat: what accel accelerates right now (like OpenOnload's `onload_stackdump`).
+//!
+//! Reads the snapshots accelerated processes publish (see `accel_tools::stats` for the
+//! contract and schema) and prints, per process and interface, the queues, the sockets and the
+//! counters; `--json` prints the snapshots themselves.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use accel_tools::stats::{self, Snapshot};
+use clap::Parser;
+
+/// A snapshot older than this, from a process that still runs, is flagged (it should be
+/// rewritten every ~100 ms; the pid may have been reused, or the process is stuck).
+const STALE_MS: u64 = 5_000;
+
+/// Show the processes running under accel: their stacks, sockets and counters.
+#[derive(Parser, Debug)]
+#[command(name = "accel-stat", version)]
+struct Args {
+    /// Print a JSON array of the processes' snapshots instead of tables.
+    #[arg(long)]
+    json: bool,
+
+    /// Where the snapshots are [default: $ACCEL_STAT_DIR, else /run/accel].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+/// The live processes' snapshots (by pid), and a warning line for each file that could not be
+/// used. Files of processes that are gone are skipped, and removed when `remove_stale`.
+fn load(dir: &Path, remove_stale: bool) -> (Vec<Snapshot>, Vec<String>) {
+    let mut snaps = Vec::new();
+    let mut warnings = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        // No directory: no process has published anything yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (snaps, warnings),
+        Err(e) => {
+            warnings.push(format!("cannot read {}: {e}", dir.display()));
+            return (snaps, warnings);
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(stats::pid_of_file_name) else {
+            continue;
+        };
+        let path = entry.path();
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            if remove_stale {
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            // Removed by its process between listing and reading: it exited.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                warnings.push(format!("cannot read {}: {e}", path.display()));
+                continue;
+            }
+        };
+        match serde_json::from_str::<Snapshot>(&text) {
+            Ok(s) if s.version != stats::VERSION => warnings.push(format!(
+                "{} has format version {}, this accel-stat reads version {}: use the \
+                 accel-stat of the same accel build",
+                path.display(),
+                s.version,
+                stats::VERSION
+            )),
+            Ok(s) => snaps.push(s),
+            Err(e) => warnings.push(format!("{} is not a valid snapshot: {e}", path.display())),
+        }
+    }
+    snaps.sort_by_key(|s| s.pid);
+    (snaps, warnings)
+}
+
+/// The text report: one block per process.
+fn render(snaps: &[Snapshot], now_ms: u64) -> String {
+    let mut out = String::new();
+    for s in snaps {
+        let age = now_ms.saturating_sub(s.updated_unix_ms);
+        let _ = write!(out, "pid {} {}", s.pid, s.program);
+        if age > STALE_MS {
+            let _ = write!(
+                out,
+                " (snapshot {:.1} s old: the process may be stuck, or its pid reused)",
+                age as f64 / 1000.0
+            );
+        }
+        out.push('\n');
+        if s.stacks.is_empty() {
+            out.push_str("  no accelerated interface\n");
+        }
+        for st in &s.stacks {
+            let q: Vec<String> = st.queues.iter().map(|q| q.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "  {} queues [{}] {} XDP, {}",
+                st.interface,
+                q.join(","),
+                st.xdp_mode,
+                st.copy_mode
+            );
+            if st.sockets.is_empty() {
+                out.push_str("    no sockets\n");
+            } else {
+                let rows: Vec<[String; 7]> = st
+                    .sockets
+                    .iter()
+                    .map(|k| {
+                        [
+                            k.fd.to_string(),
+                            k.proto.clone(),
+                            k.state.clone(),
+                            k.local.clone(),
+                            k.remote.clone().unwrap_or_else(|| "*".into()),
+                            k.recv_queue.to_string(),
+                            k.send_queue.to_string(),
+                        ]
+                    })
+                    .collect();
+                let head = [
+                    "fd", "proto", "state", "local", "remote", "recv-q", "send-q",
+                ];
+                let mut w = head.map(str::len);
+                for r in &rows {
+                    for (i, c) in r.iter().enumerate() {
+                        w[i] = w[i].max(c.len());
+                    }
+                }
+                let line = |cells: [&str; 7]| {
+                    let mut l = String::from("   ");
+                    for (i, c) in cells.iter().enumerate() {
+                        // Numbers right-aligned, words left-aligned.
+                        if i == 0 || i >= 5 {
+                            let _ = write!(l, " {c:>w$}", w = w[i]);
+                        } else {
+                            let _ = write!(l, " {c:<w$}", w = w[i]);
+                        }
+                    }
+                    l.trim_end().to_owned() + "\n"
+                };
+                out.push_str(&line(head));
+                for r in &rows {
+                    out.push_str(&line(r.each_ref().map(String::as_str)));
+                }
+            }
+            if !st.counters.is_empty() {
+                out.push_str("    counters:");
+                for (k, v) in &st.counters {
+                    let _ = write!(out, " {k} {v}");
+                }
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let dir = args.dir.clone().unwrap_or_else(stats::dir);
+    let root = nix::unistd::Uid::effective().is_root();
+    let (snaps, warnings) = load(&dir, root);
+    for w in &warnings {
+        eprintln!("accel-stat: warning: {w}");
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&snaps) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("accel-stat: cannot encode JSON: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    if snaps.is_empty() {
+        println!("no process is running under accel");
+        return ExitCode::SUCCESS;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    print!("{}", render(&snaps, now));
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use accel_tools::stats::{Socket, Stack};
+
+    fn snap(pid: u32, at: u64) -> Snapshot {
+        Snapshot {
+            version: stats::VERSION,
+            pid,
+            program: "nginx".into(),
+            updated_unix_ms: at,
+            stacks: vec![Stack {
+                interface: "veth-a".into(),
+                queues: vec![0, 1],
+                xdp_mode: "native".into(),
+                copy_mode: "copy".into(),
+                counters: [("rx_frames".to_string(), 12), ("tx_frames".to_string(), 3)]
+                    .into_iter()
+                    .collect(),
+                sockets: vec![Socket {
+                    fd: 5,
+                    proto: "tcp".into(),
+                    state: "ESTABLISHED".into(),
+                    local: "198.18.0.1:80".into(),
+                    remote: Some("198.18.0.2:40000".into()),
+                    recv_queue: 10,
+                    send_queue: 2000,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn text_shows_stacks_sockets_and_counters() {
+        let t = render(&[snap(42, 1000)], 1100);
+        assert!(t.starts_with("pid 42 nginx\n"), "{t}");
+        assert!(t.contains("veth-a queues [0,1] native XDP, copy"), "{t}");
+        assert!(t.contains("ESTABLISHED"), "{t}");
+        assert!(t.contains("198.18.0.2:40000"), "{t}");
+        assert!(t.contains(" 2000"), "{t}");
+        assert!(t.contains("counters: rx_frames 12 tx_frames 3"), "{t}");
+        assert!(!t.contains("old"), "{t}");
+    }
+
+    #[test]
+    fn an_old_snapshot_is_flagged() {
+        let t = render(&[snap(42, 1000)], 1000 + STALE_MS + 1);
+        assert!(t.contains("s old"), "{t}");
+    }
+}
