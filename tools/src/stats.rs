@@ -1,7 +1,7 @@
 //! The snapshot an accelerated process publishes for `accel-stat`: what it accelerates (stacks
 //! per interface, their sockets) and its counters.
 //!
-//! This module is the schema. It depends on serde only, so the preload library (which must not
+//! This module is the schema. It depends on serde and serde_json only, so the preload library (which must not
 //! depend on accel-tools) can copy it verbatim; keep the two in step and bump [`VERSION`] on any
 //! change a reader cannot ignore (adding a field is compatible: readers ignore unknown fields,
 //! and absent optional fields take their defaults).
@@ -91,6 +91,23 @@ pub struct Socket {
     pub recv_queue: u64,
     #[serde(default)]
     pub send_queue: u64,
+}
+
+impl Snapshot {
+    /// Parses one snapshot file's text.
+    pub fn from_json(text: &str) -> Result<Snapshot, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The file's text (compact, one line).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a snapshot always serializes")
+    }
+}
+
+/// Parses `accel-stat --json` output: an array of snapshots.
+pub fn parse_list(text: &str) -> Result<Vec<Snapshot>, serde_json::Error> {
+    serde_json::from_str(text)
 }
 
 /// The snapshot directory: `$ACCEL_STAT_DIR`, else [`DEFAULT_DIR`].

@@ -64,7 +64,7 @@ fn load(dir: &Path, remove_stale: bool) -> (Vec<Snapshot>, Vec<String>) {
                 continue;
             }
         };
-        match serde_json::from_str::<Snapshot>(&text) {
+        match Snapshot::from_json(&text) {
             Ok(s) if s.version != stats::VERSION => warnings.push(format!(
                 "{} has format version {}, this accel-stat reads version {}: use the \
                  accel-stat of the same accel build",
