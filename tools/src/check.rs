@@ -235,21 +235,32 @@ pub fn interface_basics(i: &InterfaceInfo) -> Vec<Finding> {
     out
 }
 
+/// A veth's peer: named when it is in this network namespace, else only its ifindex (in its own
+/// namespace) is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Named(String),
+    Index(u32),
+}
+
 /// On veth, the kernel on the other end must compute TCP/UDP checksums itself: veth hands over
 /// frames with a partial checksum only the kernel understands, and accel drops frames whose
-/// checksum is wrong. `peer` is the peer's ifindex (it may live in another namespace).
-pub fn veth(name: &str, driver: Option<&str>, peer: Option<u32>) -> Option<Finding> {
+/// checksum is wrong.
+pub fn veth(name: &str, driver: Option<&str>, peer: Option<Peer>) -> Option<Finding> {
     if driver != Some("veth") {
         return None;
     }
-    let which = match peer {
-        Some(p) => format!("the peer (ifindex {p}, possibly in another network namespace)"),
-        None => "the peer".to_owned(),
+    let fix = match peer {
+        Some(Peer::Named(p)) => format!("`ethtool -K {p} tx off`"),
+        Some(Peer::Index(p)) => format!(
+            "`ethtool -K PEER tx off` on the peer (ifindex {p}, in another network namespace)"
+        ),
+        None => "`ethtool -K PEER tx off` on the peer".to_owned(),
     };
     Some(Finding::warn(
         name,
         "is a veth: frames from its kernel peer carry partial checksums, which accel drops",
-        format!("`ethtool -K PEER tx off` on {which}"),
+        fix,
     ))
 }
 
@@ -379,7 +390,18 @@ pub fn run(requested: &[String], preload_found: &Result<PathBuf, String>) -> Vec
         let basics = interface_basics(i);
         let usable = i.ethernet;
         out.extend(basics);
-        if let Some(f) = veth(&i.name, driver(&i.name).as_deref(), peer_ifindex(i)) {
+        let peer = peer_ifindex(i).map(|p| {
+            // The peer is named only when it is here too: an ifindex from another namespace
+            // can equal a local interface's, but a local veth pair points at each other.
+            match all
+                .iter()
+                .find(|o| o.index == p && peer_ifindex(o) == Some(i.index))
+            {
+                Some(o) => Peer::Named(o.name.clone()),
+                None => Peer::Index(p),
+            }
+        });
+        if let Some(f) = veth(&i.name, driver(&i.name).as_deref(), peer) {
             out.push(f);
         }
         if !usable {
@@ -495,12 +517,17 @@ mod tests {
     #[test]
     fn veth_warns_with_the_peer_fix() {
         assert_eq!(veth("eth0", Some("ixgbe"), None), None);
-        assert_eq!(veth("eth0", None, Some(4)), None);
-        let f = veth("veth-a", Some("veth"), Some(7)).unwrap();
+        assert_eq!(veth("eth0", None, Some(Peer::Index(4))), None);
+        let f = veth("veth-a", Some("veth"), Some(Peer::Index(7))).unwrap();
         assert_eq!(f.level, Level::Warn);
         let s = f.to_string();
         assert!(s.contains("`ethtool -K PEER tx off`"), "{s}");
         assert!(s.contains("ifindex 7"), "{s}");
+        let f = veth("veth-a", Some("veth"), Some(Peer::Named("veth-b".into()))).unwrap();
+        assert!(
+            f.to_string().ends_with("fix: `ethtool -K veth-b tx off`"),
+            "{f}"
+        );
     }
 
     #[test]
