@@ -420,3 +420,28 @@ fn accel_stat_says_when_nothing_runs_under_accel() {
     assert_eq!(code, 0);
     assert_eq!(stats::parse_list(&lines.join("\n")).unwrap(), vec![]);
 }
+
+#[test]
+fn check_joins_the_program_another_accel_process_attached_and_leaves_it_attached() {
+    let topo = Topology::new(1).expect("test topology");
+    let _echo = accel_tests::start_echo(&topo, 7000, &[]);
+    let mut cmd = topo.command_a(tool("accel-run").to_str().unwrap());
+    cmd.args(["--check", "--interface", &topo.if_a]);
+    for v in VARS {
+        cmd.env_remove(v);
+    }
+    let (code, lines, err) = output(cmd);
+    let all = lines.join("\n");
+    assert_eq!(code, 0, "stdout:\n{all}\nstderr:\n{err}");
+    assert!(
+        lines.iter().any(
+            |l| l.starts_with(&format!("ok: {}: another accel process", topo.if_a))
+                && l.contains("joined it and left again")
+        ),
+        "{all}"
+    );
+    assert!(
+        xdp_attached(&topo.ns_a, &topo.if_a),
+        "--check detached the program accel-echo still uses"
+    );
+}
