@@ -5,5 +5,5 @@ set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-cargo build --release --bins --locked
+cargo build --release --workspace --locked
 exec ./target/release/accel-demo "$@"

@@ -59,6 +59,17 @@ pub fn missing_capabilities() -> Vec<&'static str> {
         .collect()
 }
 
+/// The RX queues the interface uses, from sysfs (`queues/rx-N`); `None` if sysfs does not show
+/// this interface (a thread that entered another network namespace sees the old sysfs).
+pub fn real_rx_queues(ifname: &str) -> Option<u32> {
+    let dir = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues")).ok()?;
+    let n = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    (n > 0).then_some(n as u32)
+}
+
 /// What to open.
 #[derive(Clone, Debug)]
 pub struct Options {

@@ -19,6 +19,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
+pub use smoltcp::socket::tcp::State as TcpState;
 pub use smoltcp::time::Instant;
 
 mod counters;

@@ -207,4 +207,12 @@ impl Stack {
             _ => None,
         }
     }
+
+    /// Bytes written and not acknowledged by the peer yet (SIOCOUTQ).
+    pub fn tcp_send_queue(&self, s: SocketId) -> Option<usize> {
+        match self.table.get(&s.0)? {
+            Entry::Tcp(conn) => Some(self.sockets.get::<tcp::Socket>(conn.handle).send_queue()),
+            _ => None,
+        }
+    }
 }

@@ -1,0 +1,291 @@
+//! Safe wrappers of the real (kernel) calls, for the rest of the crate: slices in, `Res` out.
+//!
+//! Each wrapper passes pointers derived from Rust references that live for the call, with
+//! their true lengths, so the kernel never reads or writes outside them.
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use libc::{c_int, c_void, sockaddr, socklen_t};
+
+use super::next;
+use crate::addr::{SockAddrBuf, SOCKADDR_IN_LEN};
+use crate::errno::{Errno, Res};
+
+fn check(r: c_int) -> Res<c_int> {
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+fn check_size(r: isize) -> Res<usize> {
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Writes to stderr (best effort, for accel's one-line warnings).
+pub fn write_stderr(b: &[u8]) {
+    // SAFETY: `b` is a valid slice for its length.
+    let _ = unsafe { next::write(2, b.as_ptr().cast(), b.len()) };
+}
+
+pub fn eventfd() -> Option<OwnedFd> {
+    // SAFETY: eventfd has no pointer arguments.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn eventfd_signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a local u64.
+    let _ = unsafe { next::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+pub fn eventfd_drain(fd: RawFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads at most 8 bytes into a local u64.
+    let _ = unsafe { next::read(fd, (&mut v as *mut u64).cast(), 8) };
+}
+
+/// Sleeps until one of `fds` is readable or `timeout_ms` passes (errors ignored: a wake-up).
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let _ = poll(&mut p, timeout_ms);
+}
+
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usize> {
+    // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfds.
+    check(unsafe { next::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) })
+        .map(|n| n as usize)
+}
+
+pub fn random_u64() -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: writes at most 8 bytes into a local u64.
+    let n = unsafe { libc::getrandom((&mut v as *mut u64).cast(), 8, 0) };
+    if n != 8 {
+        v = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+    }
+    v
+}
+
+pub fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain function with the C ABI that stays valid for the process's life.
+    let _ = unsafe { libc::atexit(f) };
+}
+
+pub fn bind(fd: RawFd, addr: &[u8]) -> Res<()> {
+    // SAFETY: `addr` is valid for its length.
+    check(unsafe {
+        next::bind(
+            fd,
+            addr.as_ptr().cast::<sockaddr>(),
+            addr.len() as socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+pub fn listen(fd: RawFd, backlog: c_int) -> Res<()> {
+    // SAFETY: no pointers.
+    check(unsafe { next::listen(fd, backlog) }).map(|_| ())
+}
+
+/// accept4 on a kernel socket; the address as the kernel gave it.
+pub fn accept4(fd: RawFd, flags: c_int) -> Res<(RawFd, SockAddrBuf)> {
+    let mut buf = SockAddrBuf {
+        bytes: [0; SOCKADDR_IN_LEN],
+        len: SOCKADDR_IN_LEN,
+    };
+    let mut len = SOCKADDR_IN_LEN as socklen_t;
+    // SAFETY: the address buffer is 16 bytes and `len` says so.
+    let r = check(unsafe { next::accept4(fd, buf.bytes.as_mut_ptr().cast(), &mut len, flags) })?;
+    buf.len = (len as usize).min(SOCKADDR_IN_LEN);
+    Ok((r, buf))
+}
+
+pub fn connect(fd: RawFd, addr: &[u8]) -> Res<()> {
+    // SAFETY: `addr` is valid for its length.
+    check(unsafe {
+        next::connect(
+            fd,
+            addr.as_ptr().cast::<sockaddr>(),
+            addr.len() as socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+pub fn getsockname(fd: RawFd) -> Res<SockAddrBuf> {
+    let mut buf = SockAddrBuf {
+        bytes: [0; SOCKADDR_IN_LEN],
+        len: SOCKADDR_IN_LEN,
+    };
+    let mut len = SOCKADDR_IN_LEN as socklen_t;
+    // SAFETY: the address buffer is 16 bytes and `len` says so.
+    check(unsafe { next::getsockname(fd, buf.bytes.as_mut_ptr().cast(), &mut len) })?;
+    buf.len = (len as usize).min(SOCKADDR_IN_LEN);
+    Ok(buf)
+}
+
+pub fn setsockopt(fd: RawFd, level: c_int, name: c_int, val: &[u8]) -> Res<()> {
+    // SAFETY: `val` is valid for its length.
+    check(unsafe {
+        next::setsockopt(
+            fd,
+            level,
+            name,
+            val.as_ptr().cast::<c_void>(),
+            val.len() as socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+pub fn getsockopt(fd: RawFd, level: c_int, name: c_int, out: &mut [u8]) -> Res<usize> {
+    let mut len = out.len() as socklen_t;
+    // SAFETY: `out` is writable for its length and `len` says so.
+    check(unsafe {
+        next::getsockopt(fd, level, name, out.as_mut_ptr().cast::<c_void>(), &mut len)
+    })?;
+    Ok(len as usize)
+}
+
+pub fn getfl(fd: RawFd) -> Res<c_int> {
+    // SAFETY: F_GETFL takes no argument.
+    check(unsafe { next::fcntl(fd, libc::F_GETFL, 0) })
+}
+
+/// recvfrom on a kernel socket (non-blocking per `flags`).
+pub fn recvfrom(fd: RawFd, buf: &mut [u8], flags: c_int) -> Res<(usize, SockAddrBuf)> {
+    let mut from = SockAddrBuf {
+        bytes: [0; SOCKADDR_IN_LEN],
+        len: SOCKADDR_IN_LEN,
+    };
+    let mut len = SOCKADDR_IN_LEN as socklen_t;
+    // SAFETY: `buf` and the 16-byte address buffer are writable for the lengths passed.
+    let n = check_size(unsafe {
+        next::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags,
+            from.bytes.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    from.len = (len as usize).min(SOCKADDR_IN_LEN);
+    Ok((n, from))
+}
+
+pub fn sendto(fd: RawFd, buf: &[u8], flags: c_int, dst: Option<&[u8]>) -> Res<usize> {
+    let (p, l) = dst.map_or((std::ptr::null(), 0), |d| (d.as_ptr(), d.len()));
+    // SAFETY: `buf` and `dst` are valid for their lengths (NULL/0 when there is no address).
+    check_size(unsafe {
+        next::sendto(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            flags,
+            p.cast(),
+            l as socklen_t,
+        )
+    })
+}
+
+pub fn shutdown(fd: RawFd, how: c_int) -> Res<()> {
+    // SAFETY: no pointers.
+    check(unsafe { next::shutdown(fd, how) }).map(|_| ())
+}
+
+pub fn epoll_ctl(epfd: RawFd, op: c_int, fd: RawFd, ev: Option<libc::epoll_event>) -> Res<()> {
+    let mut e = ev.unwrap_or(libc::epoll_event { events: 0, u64: 0 });
+    let p = if ev.is_some() {
+        &mut e as *mut libc::epoll_event
+    } else {
+        std::ptr::null_mut()
+    };
+    // SAFETY: `p` is NULL or points to a local event for the call.
+    check(unsafe { next::epoll_ctl(epfd, op, fd, p) }).map(|_| ())
+}
+
+pub fn epoll_wait(epfd: RawFd, evs: &mut [libc::epoll_event], timeout_ms: c_int) -> Res<usize> {
+    if evs.is_empty() {
+        return Ok(0);
+    }
+    // SAFETY: `evs` is writable for `evs.len()` events.
+    check(unsafe { next::epoll_wait(epfd, evs.as_mut_ptr(), evs.len() as c_int, timeout_ms) })
+        .map(|n| n as usize)
+}
+
+pub fn read(fd: RawFd, buf: &mut [u8]) -> Res<usize> {
+    // SAFETY: `buf` is writable for its length.
+    check_size(unsafe { next::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+pub fn pread(fd: RawFd, buf: &mut [u8], off: i64) -> Res<usize> {
+    // SAFETY: `buf` is writable for its length.
+    check_size(unsafe { next::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) })
+}
+
+pub fn close(fd: RawFd) -> Res<()> {
+    // SAFETY: no pointers; the caller owns `fd`.
+    check(unsafe { next::close(fd) }).map(|_| ())
+}
+
+/// Raises SIGPIPE on this thread (a write to a closed connection without MSG_NOSIGNAL).
+pub fn raise_sigpipe() {
+    // SAFETY: no pointers.
+    let _ = unsafe { libc::raise(libc::SIGPIPE) };
+}
+
+pub fn socket(domain: c_int, ty: c_int, protocol: c_int) -> Res<RawFd> {
+    // SAFETY: no pointers.
+    check(unsafe { next::socket(domain, ty, protocol) })
+}
+
+pub fn setfl(fd: RawFd, flags: c_int) -> Res<()> {
+    // SAFETY: F_SETFL takes an integer argument.
+    check(unsafe { next::fcntl(fd, libc::F_SETFL, flags as libc::c_ulong) }).map(|_| ())
+}
+
+pub fn getpeername(fd: RawFd) -> Res<SockAddrBuf> {
+    let mut buf = SockAddrBuf {
+        bytes: [0; SOCKADDR_IN_LEN],
+        len: SOCKADDR_IN_LEN,
+    };
+    let mut len = SOCKADDR_IN_LEN as socklen_t;
+    // SAFETY: the address buffer is 16 bytes and `len` says so.
+    check(unsafe { next::getpeername(fd, buf.bytes.as_mut_ptr().cast(), &mut len) })?;
+    buf.len = (len as usize).min(SOCKADDR_IN_LEN);
+    Ok(buf)
+}
+
+/// Whether `fd` is an epoll instance (an epoll_ctl on it with a bad op says EINVAL, not EBADF).
+pub fn is_epoll(fd: RawFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|p| p.to_string_lossy().contains("eventpoll"))
+}
+
+pub fn at_fork_child(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain C-ABI function valid for the process's life.
+    let _ = unsafe { libc::pthread_atfork(None, None, Some(f)) };
+}

@@ -1,0 +1,409 @@
+//! The process's accelerated interfaces: one stack per interface over its AF_XDP queues, a
+//! progress thread that runs timers and wakes sleepers, and the wait primitive every blocking
+//! call uses (spin, then sleep with no lost wake-up).
+//!
+//! Locking: each [`Nic`] has one mutex around its stack and queues. Whoever polls the stack
+//! (an application thread spinning, or the progress thread) does it under that lock and, when
+//! the poll moved anything, signals the eventfd of every registered sleeper. A sleeper registers
+//! its eventfd first and checks its condition after, so a wake-up cannot fall between the two:
+//! a poll that moves anything after the registration leaves the eventfd readable.
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use libaccel::attach::{Attachment, Options};
+use libaccel::control::ControlPlane;
+use libaccel::xdp::XdpMode;
+use stack::Stack;
+
+use crate::abi::kernel;
+use crate::config::{Config, Profile};
+
+/// A stack and what it runs over, behind the interface's lock.
+pub struct NicInner {
+    pub stack: Stack,
+    pub att: Attachment,
+    /// eventfds of threads sleeping in a mixed (kernel + accelerated) wait on this interface.
+    waiters: Vec<RawFd>,
+    last_refresh: Instant,
+    /// Flows of closed connections, removed once the stack is surely done with them (the close
+    /// handshake and TIME-WAIT need their packets).
+    flow_removals: Vec<(Instant, libaccel::xdp::FlowKey)>,
+}
+
+impl NicInner {
+    /// Removes `key` from the filter after `delay` (unless it is added again meanwhile).
+    pub fn remove_flow_later(&mut self, key: libaccel::xdp::FlowKey, delay: Duration) {
+        self.flow_removals.push((Instant::now() + delay, key));
+    }
+
+    /// Adds a flow for this process, cancelling a pending removal of the same key.
+    pub fn add_flow(&mut self, key: &libaccel::xdp::FlowKey) -> Result<(), libaccel::xdp::Error> {
+        self.flow_removals.retain(|(_, k)| k != key);
+        self.att.filter.add_flow(key)
+    }
+}
+
+/// One accelerated interface.
+pub struct Nic {
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    inner: Mutex<NicInner>,
+    /// AF_XDP socket fds (readable when frames arrived).
+    pub xsk_fds: Vec<RawFd>,
+    epoch: Instant,
+    /// Counts polls that moved anything (edge-triggered epoll fires again after one).
+    generation: std::sync::atomic::AtomicU64,
+    /// Threads currently spinning on this interface (the progress thread stays off the queues
+    /// while someone spins).
+    spinners: AtomicUsize,
+}
+
+impl Nic {
+    pub fn now(&self) -> stack::Instant {
+        stack::Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    fn to_instant(&self, t: stack::Instant) -> Instant {
+        self.epoch + Duration::from_micros(t.total_micros().max(0) as u64)
+    }
+
+    /// Locks the interface without polling.
+    pub fn lock_only(&self) -> MutexGuard<'_, NicInner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Locks the interface and polls its stack once.
+    pub fn lock(&self) -> MutexGuard<'_, NicInner> {
+        let mut g = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        self.poll_locked(&mut g);
+        g
+    }
+
+    /// Polls the stack (under the lock) and wakes sleepers if anything moved.
+    pub fn poll_locked(&self, g: &mut NicInner) -> bool {
+        let now = self.now();
+        let NicInner { stack, att, .. } = g;
+        let moved = stack.poll(now, &mut att.queues, &mut att.control);
+        if g.last_refresh.elapsed() >= Duration::from_millis(10) {
+            g.last_refresh = Instant::now();
+            let _ = g.att.control.refresh();
+            let now = Instant::now();
+            let NicInner {
+                att, flow_removals, ..
+            } = g;
+            flow_removals.retain(|(when, key)| {
+                if *when <= now {
+                    let _ = att.filter.remove_flow(key);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        if moved {
+            self.wake_locked(g);
+        }
+        moved
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Wakes every sleeper (after the caller changed socket state under the lock).
+    pub fn wake_locked(&self, g: &mut NicInner) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        for fd in g.waiters.drain(..) {
+            kernel::eventfd_signal(fd);
+        }
+    }
+
+    /// When the stack next needs a poll, as a wall-clock instant.
+    pub fn next_timer(&self, g: &mut NicInner) -> Option<Instant> {
+        let now = self.now();
+        g.stack.poll_at(now).map(|t| self.to_instant(t))
+    }
+
+    /// Registers the calling thread's eventfd so the next poll that moves anything signals it.
+    pub fn register_waiter(&self, g: &mut NicInner, efd: RawFd) {
+        if !g.waiters.contains(&efd) {
+            g.waiters.push(efd);
+        }
+    }
+}
+
+/// The accelerated interfaces of this process.
+pub struct Runtime {
+    pub config: Config,
+    pub nics: Vec<Arc<Nic>>,
+    pid: u32,
+}
+
+static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
+static FORKED_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// In a child made by fork(): the parent's stacks, queues and connections are not ours to
+/// touch, so every fd behaves as the kernel socket it is (the child sends, receives and
+/// closes nothing on the parent's behalf).
+#[inline]
+pub fn is_forked_child() -> bool {
+    FORKED_CHILD.load(Ordering::Relaxed)
+}
+
+extern "C" fn after_fork_in_child() {
+    if RUNTIME.get().is_some_and(|r| r.is_some()) {
+        FORKED_CHILD.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The runtime, started on first use; `None` when acceleration is off (then one warning line
+/// said why, and every socket stays on the kernel).
+pub fn get() -> Option<&'static Runtime> {
+    if is_forked_child() {
+        return None;
+    }
+    RUNTIME.get_or_init(|| crate::abi::guarded(start)).as_ref()
+}
+
+/// The runtime if it was started already (never starts it).
+pub fn current() -> Option<&'static Runtime> {
+    RUNTIME.get()?.as_ref()
+}
+
+fn warn(msg: &str) {
+    let line = format!("accel: {msg}\n");
+    kernel::write_stderr(line.as_bytes());
+}
+
+fn start() -> Option<Runtime> {
+    // Only a program started with the library in LD_PRELOAD (accel-run) accelerates: a test or
+    // bench binary that links the crate gets plain pass-through interposers.
+    if !std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("libaccel_preload")) {
+        return None;
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            warn(&format!("not accelerating: {e}"));
+            return None;
+        }
+    };
+    if let Some(filter) = &config.log {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let names: Vec<String> = if config.interfaces.is_empty() {
+        match libaccel::control::interfaces() {
+            Ok(all) => all
+                .into_iter()
+                .filter(|i| i.up && i.ethernet && !i.addrs.is_empty() && i.name != "lo")
+                .map(|i| i.name)
+                .collect(),
+            Err(e) => {
+                warn(&format!("not accelerating: cannot list interfaces: {e}"));
+                return None;
+            }
+        }
+    } else {
+        config.interfaces.clone()
+    };
+    let mut nics = Vec::new();
+    for name in &names {
+        match open_nic(name) {
+            Ok(n) => nics.push(Arc::new(n)),
+            Err(e) => warn(&format!("not accelerating {name}: {e}")),
+        }
+    }
+    if nics.is_empty() {
+        if names.is_empty() {
+            warn("not accelerating: no up Ethernet interface with an IPv4 address (pass one with accel-run --interface)");
+        }
+        return None;
+    }
+    let rt = Runtime {
+        config,
+        nics,
+        pid: std::process::id(),
+    };
+    kernel::at_fork_child(after_fork_in_child);
+    spawn_progress(&rt);
+    if rt.config.stats_at_exit {
+        kernel::at_exit(print_stats_at_exit);
+    }
+    Some(rt)
+}
+
+fn open_nic(name: &str) -> Result<Nic, String> {
+    let control = ControlPlane::open(name).map_err(|e| e.to_string())?;
+    let info = control.interface().clone();
+    let (addr, prefix_len) = *info
+        .addrs
+        .first()
+        .ok_or_else(|| format!("{name} has no IPv4 address"))?;
+    let att = Attachment::open(
+        control,
+        &Options {
+            queues: None,
+            mode: XdpMode::Auto,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let xsk_fds = att
+        .queues
+        .queues()
+        .iter()
+        .map(|q| q.fd().as_raw_fd())
+        .collect();
+    let mut config = stack::Config::new(info.mac, addr, prefix_len);
+    config.mtu = info.mtu as usize;
+    config.random_seed = kernel::random_u64();
+    config.gateway = att
+        .control
+        .route(Ipv4Addr::UNSPECIFIED)
+        .and_then(|r| r.gateway);
+    let epoch = Instant::now();
+    let stack = Stack::new(config, stack::Instant::from_micros(0));
+    Ok(Nic {
+        name: name.to_owned(),
+        addr,
+        prefix_len,
+        inner: Mutex::new(NicInner {
+            stack,
+            att,
+            waiters: Vec::new(),
+            last_refresh: Instant::now(),
+            flow_removals: Vec::new(),
+        }),
+        xsk_fds,
+        epoch,
+        spinners: AtomicUsize::new(0),
+        generation: std::sync::atomic::AtomicU64::new(0),
+    })
+}
+
+impl Runtime {
+    /// The interface that owns local address `ip` (`None` for addresses accel does not serve).
+    pub fn nic_for_local(&self, ip: Ipv4Addr) -> Option<&Arc<Nic>> {
+        self.nics.iter().find(|n| n.addr == ip)
+    }
+
+    /// The interface a packet to `dst` leaves through, if accel serves it (on-link or routed
+    /// through that interface; loopback and unknown destinations stay on the kernel).
+    pub fn nic_for_remote(&self, dst: Ipv4Addr) -> Option<&Arc<Nic>> {
+        if dst.is_loopback() || dst.is_unspecified() || dst.is_multicast() || dst.is_broadcast() {
+            return None;
+        }
+        if self.nics.iter().any(|n| n.addr == dst) {
+            return None; // our own address: the kernel's loopback path
+        }
+        self.nics.iter().find(|n| {
+            let g = n.inner.lock();
+            match g {
+                Ok(g) => g.att.control.route(dst).is_some(),
+                Err(p) => p.into_inner().att.control.route(dst).is_some(),
+            }
+        })
+    }
+}
+
+/// Runs timers and picks up frames while no application thread does.
+fn spawn_progress(rt: &Runtime) {
+    let nics: Vec<Arc<Nic>> = rt.nics.clone();
+    let _ = std::thread::Builder::new()
+        .name("accel-progress".into())
+        .spawn(move || {
+            crate::abi::enter_guard();
+            loop {
+                let mut fds = Vec::new();
+                let mut until: Option<Instant> = None;
+                for nic in &nics {
+                    let mut g = nic.lock();
+                    if let Some(t) = nic.next_timer(&mut g) {
+                        until = Some(until.map_or(t, |u| u.min(t)));
+                    }
+                    if nic.spinners.load(Ordering::Relaxed) == 0 {
+                        fds.extend_from_slice(&nic.xsk_fds);
+                    }
+                }
+                let cap = Instant::now() + Duration::from_millis(100);
+                let until = until.map_or(cap, |u| u.min(cap));
+                let ms = until.saturating_duration_since(Instant::now()).as_millis() as i32;
+                kernel::poll_readable(&fds, ms);
+            }
+        });
+}
+
+/// Marks the calling thread as spinning on `nic` while the guard lives.
+pub struct Spinning(Arc<Nic>);
+
+impl Spinning {
+    pub fn new(nic: &Arc<Nic>) -> Self {
+        nic.spinners.fetch_add(1, Ordering::Relaxed);
+        Spinning(nic.clone())
+    }
+}
+
+impl Drop for Spinning {
+    fn drop(&mut self) {
+        self.0.spinners.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The calling thread's eventfd for mixed waits (created on first use, closed at thread exit).
+pub fn thread_eventfd() -> Option<RawFd> {
+    thread_local! {
+        static EFD: Option<OwnedFd> = kernel::eventfd();
+    }
+    EFD.with(|e| e.as_ref().map(|fd| fd.as_raw_fd()))
+}
+
+/// Whether a waiting call should still spin (rather than sleep), given when it started.
+pub fn should_spin(rt: &Runtime, started: Instant) -> bool {
+    match (rt.config.profile, rt.config.spin) {
+        (_, None) => true,
+        (Profile::Latency, Some(d)) | (Profile::Balanced, Some(d)) => started.elapsed() < d,
+    }
+}
+
+/// Counters of every interface, one line each, for ACCEL_STATS=1.
+pub fn stats_lines() -> Vec<String> {
+    let Some(rt) = current() else {
+        return Vec::new();
+    };
+    rt.nics
+        .iter()
+        .map(|nic| {
+            let g = match nic.inner.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let mut line = format!("accel-stats: interface={}", nic.name);
+            for (name, value) in g.stack.counters().iter() {
+                line.push_str(&format!(" {name}={value}"));
+            }
+            line
+        })
+        .collect()
+}
+
+extern "C" fn print_stats_at_exit() {
+    if current().is_none_or(|rt| rt.pid != std::process::id()) {
+        return;
+    }
+    for line in stats_lines() {
+        kernel::write_stderr(format!("{line}\n").as_bytes());
+    }
+}
