@@ -1104,8 +1104,9 @@ pub fn outq(ep: &Endpoint) -> Res<i32> {
 // ---------------------------------------------------------------------------------------------
 // Readiness (poll, select, epoll).
 
-/// poll(2) bits for an accelerated endpoint (polls its interfaces). `None` for a fresh socket
-/// (the kernel socket answers) .
+/// poll(2) bits for an accelerated endpoint, from the stack's state as of its last poll (the
+/// callers poll each interface once per round). `None` for a fresh socket (the kernel socket
+/// answers).
 pub fn readiness(ep: &Endpoint, fd: RawFd) -> Option<i16> {
     let st = ep.state();
     let mut bits: i16 = 0;
@@ -1114,7 +1115,7 @@ pub fn readiness(ep: &Endpoint, fd: RawFd) -> Option<i16> {
         State::Bound { .. } => return Some(libc::POLLOUT | libc::POLLHUP),
         State::Listener { on, .. } => {
             for o in on {
-                if o.nic.lock().stack.readiness(o.id).readable {
+                if o.nic.lock_only().stack.readiness(o.id).readable {
                     bits |= libc::POLLIN;
                 }
             }
@@ -1122,7 +1123,7 @@ pub fn readiness(ep: &Endpoint, fd: RawFd) -> Option<i16> {
             bits |= kernel_pollin(fd);
         }
         State::Conn { on, rd_shut, .. } => {
-            let r = on.nic.lock().stack.readiness(on.id);
+            let r = on.nic.lock_only().stack.readiness(on.id);
             if r.readable || *rd_shut {
                 bits |= libc::POLLIN;
             }
@@ -1137,7 +1138,7 @@ pub fn readiness(ep: &Endpoint, fd: RawFd) -> Option<i16> {
             }
         }
         State::Udp { on, .. } => {
-            let r = on.nic.lock().stack.readiness(on.id);
+            let r = on.nic.lock_only().stack.readiness(on.id);
             if r.readable {
                 bits |= libc::POLLIN;
             }
@@ -1183,6 +1184,9 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usize> {
     let mut spinning: Vec<runtime::Spinning> = Vec::new();
     let mut registered = false;
     loop {
+        for nic in &nics {
+            drop(nic.lock());
+        }
         // Kernel fds first, without waiting.
         let mut kfds: Vec<libc::pollfd> = fds
             .iter()

@@ -147,7 +147,6 @@ impl Nic {
 pub struct Runtime {
     pub config: Config,
     pub nics: Vec<Arc<Nic>>,
-    pid: u32,
 }
 
 static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
@@ -233,16 +232,10 @@ fn start() -> Option<Runtime> {
         }
         return None;
     }
-    let rt = Runtime {
-        config,
-        nics,
-        pid: std::process::id(),
-    };
+    let rt = Runtime { config, nics };
     kernel::at_fork_child(after_fork_in_child);
     spawn_progress(&rt);
-    if rt.config.stats_at_exit {
-        kernel::at_exit(print_stats_at_exit);
-    }
+    kernel::at_exit(at_exit);
     Some(rt)
 }
 
@@ -326,8 +319,9 @@ fn spawn_progress(rt: &Runtime) {
         .name("accel-progress".into())
         .spawn(move || {
             crate::abi::enter_guard();
+            let kick = progress_kick_fd();
             loop {
-                let mut fds = Vec::new();
+                let mut fds: Vec<RawFd> = kick.into_iter().collect();
                 let mut until: Option<Instant> = None;
                 for nic in &nics {
                     let mut g = nic.lock();
@@ -342,8 +336,20 @@ fn spawn_progress(rt: &Runtime) {
                 let until = until.map_or(cap, |u| u.min(cap));
                 let ms = until.saturating_duration_since(Instant::now()).as_millis() as i32;
                 kernel::poll_readable(&fds, ms);
+                if let Some(k) = kick {
+                    kernel::eventfd_drain(k);
+                }
             }
         });
+}
+
+/// The eventfd that makes the progress thread look again at who spins (it watches the queues
+/// only while nobody does).
+fn progress_kick_fd() -> Option<RawFd> {
+    static KICK: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    KICK.get_or_init(kernel::eventfd)
+        .as_ref()
+        .map(|f| f.as_raw_fd())
 }
 
 /// Marks the calling thread as spinning on `nic` while the guard lives.
@@ -358,7 +364,12 @@ impl Spinning {
 
 impl Drop for Spinning {
     fn drop(&mut self) {
-        self.0.spinners.fetch_sub(1, Ordering::Relaxed);
+        if self.0.spinners.fetch_sub(1, Ordering::Relaxed) == 1 {
+            // The last spinner is going to sleep: the progress thread must watch the queues.
+            if let Some(k) = progress_kick_fd() {
+                kernel::eventfd_signal(k);
+            }
+        }
     }
 }
 
@@ -399,11 +410,31 @@ pub fn stats_lines() -> Vec<String> {
         .collect()
 }
 
-extern "C" fn print_stats_at_exit() {
-    if current().is_none_or(|rt| rt.pid != std::process::id()) {
+/// How long an exiting process keeps its stacks running so data it wrote (and its FINs)
+/// reach the peer: after exit nothing retransmits for it.
+const EXIT_DRAIN: Duration = Duration::from_secs(2);
+
+extern "C" fn at_exit() {
+    if is_forked_child() {
         return;
     }
-    for line in stats_lines() {
-        kernel::write_stderr(format!("{line}\n").as_bytes());
-    }
+    let Some(rt) = current() else { return };
+    crate::abi::guarded(|| {
+        let until = Instant::now() + EXIT_DRAIN;
+        for nic in &rt.nics {
+            loop {
+                let g = nic.lock();
+                if !g.stack.has_unacked_output() || Instant::now() >= until {
+                    break;
+                }
+                drop(g);
+                std::thread::yield_now();
+            }
+        }
+        if rt.config.stats_at_exit {
+            for line in stats_lines() {
+                kernel::write_stderr(format!("{line}\n").as_bytes());
+            }
+        }
+    });
 }

@@ -316,6 +316,21 @@ impl Stack {
         self.sockets.iter().count()
     }
 
+    /// Whether any TCP socket (open or closing) still has bytes or a FIN the peer has not
+    /// acknowledged: a process about to exit waits for this to clear, since nothing will
+    /// retransmit for it afterwards.
+    pub fn has_unacked_output(&self) -> bool {
+        self.sockets.iter().any(|(_, s)| {
+            <tcp::Socket as smoltcp::socket::AnySocket>::downcast(s).is_some_and(|t| {
+                t.send_queue() > 0
+                    || matches!(
+                        t.state(),
+                        tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck
+                    )
+            })
+        })
+    }
+
     /// Application-visible sockets (ids that are valid now).
     pub fn open_ids(&self) -> usize {
         self.table.len()
