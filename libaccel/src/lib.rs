@@ -6,6 +6,7 @@
 //! - [`control`]: a mirror of the kernel's view of an interface (index, MAC, MTU, addresses,
 //!   routes, neighbours) kept current through netlink.
 //! - [`ports`]: kernel sockets that hold the ports accelerated sockets use.
+//! - [`stats`]: the snapshot an accelerated process publishes for `accel-stat` (JSON schema).
 //!
 //! All unsafe code and FFI lives in [`sys`] (private); the rest is safe Rust over it.
 
@@ -15,4 +16,5 @@ pub mod attach;
 pub mod control;
 pub mod ports;
 pub mod queue;
+pub mod stats;
 pub mod xdp;

@@ -320,6 +320,7 @@ fn spawn_progress(rt: &Runtime) {
         .spawn(move || {
             crate::abi::enter_guard();
             let kick = progress_kick_fd();
+            let mut last_snapshot = Instant::now() - SNAPSHOT_EVERY;
             loop {
                 let mut fds: Vec<RawFd> = kick.into_iter().collect();
                 let mut until: Option<Instant> = None;
@@ -332,15 +333,86 @@ fn spawn_progress(rt: &Runtime) {
                         fds.extend_from_slice(&nic.xsk_fds);
                     }
                 }
-                let cap = Instant::now() + Duration::from_millis(100);
+                let cap = Instant::now() + SNAPSHOT_EVERY;
                 let until = until.map_or(cap, |u| u.min(cap));
                 let ms = until.saturating_duration_since(Instant::now()).as_millis() as i32;
                 kernel::poll_readable(&fds, ms);
                 if let Some(k) = kick {
                     kernel::eventfd_drain(k);
                 }
+                if last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+                    last_snapshot = Instant::now();
+                    write_snapshot(&nics);
+                }
             }
         });
+}
+
+/// How often the process publishes its snapshot for accel-stat.
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
+
+/// This process's snapshot for accel-stat (libaccel::stats schema).
+fn snapshot(nics: &[Arc<Nic>]) -> libaccel::stats::Snapshot {
+    use libaccel::stats::{Snapshot, Stack as StackInfo, VERSION};
+    let mut stacks: Vec<StackInfo> = nics
+        .iter()
+        .map(|nic| {
+            let g = nic.lock_only();
+            StackInfo {
+                interface: nic.name.clone(),
+                queues: g.att.queues.queues().iter().map(|q| q.queue_id()).collect(),
+                xdp_mode: format!("{:?}", g.att.filter.attached_mode()).to_lowercase(),
+                copy_mode: match g.att.queues.queues().first().map(|q| q.copy_mode()) {
+                    Some(libaccel::queue::CopyMode::ZeroCopy) => "zero-copy".into(),
+                    _ => "copy".into(),
+                },
+                counters: g
+                    .stack
+                    .counters()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                sockets: Vec::new(),
+            }
+        })
+        .collect();
+    for (fd, ep) in crate::fdtable::all() {
+        if let Some((nic_name, sock)) = crate::ops::describe(fd, &ep) {
+            if let Some(st) = stacks.iter_mut().find(|s| s.interface == nic_name) {
+                st.sockets.push(sock);
+            }
+        }
+    }
+    Snapshot {
+        version: VERSION,
+        pid: std::process::id(),
+        program: std::fs::read_to_string("/proc/self/comm")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        updated_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        stacks,
+    }
+}
+
+/// Writes the snapshot atomically (temp file + rename); failures are silent (accel-stat is an
+/// observer, the program must not notice).
+fn write_snapshot(nics: &[Arc<Nic>]) {
+    let dir = libaccel::stats::dir();
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let snap = snapshot(nics);
+    let Ok(text) = serde_json::to_string(&snap) else {
+        return;
+    };
+    let tmp = libaccel::stats::temp_path_for(&dir, snap.pid);
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, libaccel::stats::path_for(&dir, snap.pid));
+    }
 }
 
 /// The eventfd that makes the progress thread look again at who spins (it watches the queues
@@ -431,6 +503,8 @@ extern "C" fn at_exit() {
                 std::thread::yield_now();
             }
         }
+        let dir = libaccel::stats::dir();
+        let _ = std::fs::remove_file(libaccel::stats::path_for(&dir, std::process::id()));
         if rt.config.stats_at_exit {
             for line in stats_lines() {
                 kernel::write_stderr(format!("{line}\n").as_bytes());

@@ -4,5 +4,5 @@
 pub mod check;
 pub mod echo;
 pub mod peer;
-pub mod stats;
+pub use libaccel::stats;
 pub mod topology;
