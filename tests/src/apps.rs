@@ -23,7 +23,11 @@
 //!   kernel saw no IPv4 packet of the workload (`/proc/net/snmp` in A: Ip InReceives, Tcp
 //!   InSegs/OutSegs/ActiveOpens/PassiveOpens, Udp InDatagrams/OutDatagrams/NoPorts unchanged
 //!   between a snapshot taken after the server is ready and one taken when the workload is
-//!   done). Readiness probes happen before the first snapshot.
+//!   done). Readiness probes happen before the first snapshot. For a program that exits on
+//!   its own (a client, a one-shot server), the window ends after it exited, so its closing
+//!   handshakes count: a preload that exits before its last FIN is acknowledged lets the
+//!   peer's late packets reach A's kernel (which answers them with a RST), and that fails the
+//!   proof. A server we stop with a signal is stopped after the second snapshot.
 //!
 //! # Developing the harness without the preload
 //!
@@ -1268,6 +1272,12 @@ mod tests {
         assert_eq!(j.get("error"), None);
         assert!(Json::parse("{\"a\":1} x").is_err());
         assert!(Json::parse("{\"a\":").is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "install the Debian package `accel-no-such-package`")]
+    fn a_missing_program_names_its_package() {
+        need("accel-no-such-program", "accel-no-such-package");
     }
 
     #[test]

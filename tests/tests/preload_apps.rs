@@ -191,9 +191,11 @@ fn iperf3(port: u16, reverse: bool) {
         kernel(&t, Side::B, &iperf3, &args),
         Duration::from_secs(40),
     );
+    let client = client.success();
+    // The server exits by itself after the one test (-1): its closing handshakes are part of
+    // the window.
     let fin = server.finish(STOP);
     let d = snmp_a(&t).since(&before);
-    let client = client.success();
     let j = Json::parse(&client.stdout)
         .unwrap_or_else(|e| panic!("iperf3 -J output is not JSON ({e})\n{}", client.describe()));
     if let Some(err) = j.get("error") {
