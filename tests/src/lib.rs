@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod apps;
 pub use accel_tools::peer;
 pub use accel_tools::topology::{Snmp, Topology};
 
