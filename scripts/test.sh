@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 # Everything, the preload library (cdylib) included: the tests run the built tools.
 cargo build --workspace --locked
+# Real programs run under the release build of accel-run and the preload (tests/src/apps.rs).
+cargo build --release --workspace --locked
 # Two test threads: the machine has two cores and every network test busy-polls one.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -60,6 +60,8 @@ pub enum State {
         remote: SocketAddrV4,
         rd_shut: bool,
         wr_shut: bool,
+        /// A non-blocking connect whose outcome connect() has not reported yet.
+        connect_pending: bool,
     },
     Udp {
         on: On,
@@ -329,12 +331,16 @@ fn wait<T>(
     let started = Instant::now();
     let deadline = timeout.filter(|t| !t.is_zero()).map(|t| started + t);
     let mut spinning: Vec<runtime::Spinning> = Vec::new();
+    let interrupts = runtime::interrupts();
     loop {
         if let Some(r) = attempt() {
             return r;
         }
         if nonblock {
             return Err(Errno::EAGAIN);
+        }
+        if runtime::interrupts() != interrupts {
+            return Err(Errno::EINTR);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(Errno::EAGAIN);
@@ -372,11 +378,10 @@ fn wait<T>(
                 revents: 0,
             },
         ];
-        let r = kernel::poll(&mut fds, ms);
+        let _ = kernel::poll(&mut fds, ms);
         kernel::eventfd_drain(efd);
-        if r == Err(Errno::EINTR) {
-            return Err(Errno::EINTR);
-        }
+        // A handler that interrupted the poll is seen at the top of the loop (EINTR unless it
+        // was installed with SA_RESTART, in which case the wait goes on, as in the kernel).
     }
 }
 
@@ -452,6 +457,7 @@ pub fn accept(ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd, SockAddrBuf)>
                 remote,
                 rd_shut: false,
                 wr_shut: false,
+                connect_pending: false,
             };
             fdtable::insert(nfd, Arc::new(child));
             Ok((nfd, SockAddrBuf::v4(remote)))
@@ -478,12 +484,15 @@ pub fn connect(ep: &Endpoint, fd: RawFd, addr: &[u8]) -> Res<()> {
         return udp_connect(ep, fd, dst, addr);
     }
     let bound = match &*ep.state() {
-        State::Fresh => None,
-        State::Bound { local } => Some(*local),
-        State::Conn { .. } => {
-            return Err(conn_connect_again(ep));
-        }
-        _ => return Err(Errno::EINVAL),
+        State::Fresh => Ok(None),
+        State::Bound { local } => Ok(Some(*local)),
+        State::Conn { .. } => Err(true),
+        _ => Err(false),
+    };
+    let bound = match bound {
+        Ok(b) => b,
+        Err(true) => return conn_connect_again(ep),
+        Err(false) => return Err(Errno::EINVAL),
     };
     let rt = rt()?;
     let Some(nic) = rt.nic_for_remote(*dst.ip()).cloned() else {
@@ -520,6 +529,7 @@ pub fn connect(ep: &Endpoint, fd: RawFd, addr: &[u8]) -> Res<()> {
         }
     };
     kernel_nonblocking(fd);
+    let nonblock = ep.nonblocking();
     *ep.state() = State::Conn {
         on: On {
             nic: nic.clone(),
@@ -530,26 +540,40 @@ pub fn connect(ep: &Endpoint, fd: RawFd, addr: &[u8]) -> Res<()> {
         remote: dst,
         rd_shut: false,
         wr_shut: false,
+        connect_pending: nonblock,
     };
-    if ep.nonblocking() {
+    if nonblock {
         return Err(Errno::EINPROGRESS);
     }
     wait_connected(ep, &nic, id)
 }
 
-/// connect() on a socket that already has a connection (or an attempt in progress).
-fn conn_connect_again(ep: &Endpoint) -> Errno {
-    let State::Conn { on, .. } = &*ep.state() else {
-        return Errno::EINVAL;
+/// connect() on a socket that already has a connection (or an attempt in progress), as
+/// Linux answers it: EALREADY while the handshake runs; after a non-blocking connect, the
+/// first call once it completed reports its outcome (0 or the error), later ones EISCONN.
+fn conn_connect_again(ep: &Endpoint) -> Res<()> {
+    let mut st = ep.state();
+    let State::Conn {
+        on,
+        connect_pending,
+        ..
+    } = &mut *st
+    else {
+        return Err(Errno::EINVAL);
     };
     let mut g = on.nic.lock();
     match g.stack.tcp_state(on.id) {
-        Some(stack::TcpState::SynSent) | Some(stack::TcpState::SynReceived) => Errno::EALREADY,
+        Some(stack::TcpState::SynSent) | Some(stack::TcpState::SynReceived) => Err(Errno::EALREADY),
         _ => {
             if let Ok(Some(e)) = g.stack.take_error(on.id) {
-                return e.into();
+                *connect_pending = false;
+                return Err(e.into());
             }
-            Errno::EISCONN
+            if std::mem::take(connect_pending) {
+                Ok(())
+            } else {
+                Err(Errno::EISCONN)
+            }
         }
     }
 }
@@ -1183,7 +1207,12 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usize> {
     let deadline = (timeout_ms >= 0).then(|| started + Duration::from_millis(timeout_ms as u64));
     let mut spinning: Vec<runtime::Spinning> = Vec::new();
     let mut registered = false;
+    // poll and select are never restarted after a handler (SA_RESTART or not): EINTR.
+    let signals = runtime::signals_seen();
     loop {
+        if runtime::signals_seen() != signals {
+            return Err(Errno::EINTR);
+        }
         for nic in &nics {
             drop(nic.lock());
         }
@@ -1467,7 +1496,12 @@ fn epoll_wait_inner(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ms: i
     let mut spinning: Vec<runtime::Spinning> = Vec::new();
     let mut registered = false;
     let tag = wake_tag();
+    // poll and epoll_wait are never restarted after a handler (SA_RESTART or not): EINTR.
+    let signals = runtime::signals_seen();
     loop {
+        if runtime::signals_seen() != signals {
+            return Err(Errno::EINTR);
+        }
         let mut nics = Vec::new();
         let mut n = collect(epfd, events, &mut nics);
         if n < events.len() {

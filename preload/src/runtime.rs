@@ -152,6 +152,29 @@ pub struct Runtime {
 static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
 static FORKED_CHILD: AtomicBool = AtomicBool::new(false);
 
+/// Handlers of the program that ran without SA_RESTART (counted by abi's trampoline). A wait
+/// that sees this change returns EINTR, as the kernel's wait would.
+static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Every handler run of the program (poll, select and epoll_wait end with EINTR after any).
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn note_interrupt() {
+    INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn note_signal() {
+    SIGNALS.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn signals_seen() -> usize {
+    SIGNALS.load(Ordering::Relaxed)
+}
+
+pub fn interrupts() -> usize {
+    INTERRUPTS.load(Ordering::Relaxed)
+}
+
 /// In a child made by fork(): the parent's stacks, queues and connections are not ours to
 /// touch, so every fd behaves as the kernel socket it is (the child sends, receives and
 /// closes nothing on the parent's behalf).
@@ -233,6 +256,7 @@ fn start() -> Option<Runtime> {
         return None;
     }
     let rt = Runtime { config, nics };
+    keep_stderr();
     kernel::at_fork_child(after_fork_in_child);
     spawn_progress(&rt);
     kernel::at_exit(at_exit);
@@ -343,6 +367,10 @@ fn spawn_progress(rt: &Runtime) {
                 if last_snapshot.elapsed() >= SNAPSHOT_EVERY {
                     last_snapshot = Instant::now();
                     write_snapshot(&nics);
+                    if let Some(nic) = nics.first() {
+                        let line = counters_line(nic, &nic.lock_only());
+                        *LAST_STATS.lock().unwrap_or_else(|p| p.into_inner()) = Some(line);
+                    }
                 }
             }
         });
@@ -468,18 +496,64 @@ pub fn stats_lines() -> Vec<String> {
     };
     rt.nics
         .iter()
-        .map(|nic| {
-            let g = match nic.inner.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            let mut line = format!("accel-stats: interface={}", nic.name);
-            for (name, value) in g.stack.counters().iter() {
-                line.push_str(&format!(" {name}={value}"));
+        .map(|nic| match try_lock_briefly(nic) {
+            Some(g) => {
+                let line = counters_line(nic, &g);
+                *LAST_STATS.lock().unwrap_or_else(|p| p.into_inner()) = Some(line.clone());
+                line
             }
-            line
+            // Held by the code this thread was running when a signal handler called exit():
+            // the progress thread's last copy (at most 100 ms old).
+            None => LAST_STATS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_else(|| format!("accel-stats: interface={}", nic.name)),
         })
         .collect()
+}
+
+/// The last counters line the progress thread made (for an exit that cannot take the lock).
+static LAST_STATS: Mutex<Option<String>> = Mutex::new(None);
+
+fn counters_line(nic: &Nic, g: &NicInner) -> String {
+    let mut line = format!("accel-stats: interface={}", nic.name);
+    for (name, value) in g.stack.counters().iter() {
+        line.push_str(&format!(" {name}={value}"));
+    }
+    line
+}
+
+/// The interface's lock if it can be had within 50 ms. At exit the lock may be held by this
+/// very thread (exit() called from a signal handler that interrupted accel's code): waiting
+/// would deadlock, so the caller does without.
+fn try_lock_briefly(nic: &Nic) -> Option<MutexGuard<'_, NicInner>> {
+    let until = Instant::now() + Duration::from_millis(50);
+    loop {
+        match nic.inner.try_lock() {
+            Ok(g) => return Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < until => {
+                std::thread::yield_now()
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    }
+}
+
+/// A copy of stderr taken when accel starts: programs such as nginx later point fd 2 at their
+/// own log, and ACCEL_STATS lines belong on the stderr the user gave.
+static STDERR_COPY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(2);
+
+fn keep_stderr() {
+    // F_DUPFD_CLOEXEC at or above 500: out of the way of the program's own low fds.
+    if let Ok(fd) = kernel::dup_cloexec_above(2, 500) {
+        STDERR_COPY.store(fd, Ordering::Relaxed);
+    }
+}
+
+fn write_user_stderr(b: &[u8]) {
+    kernel::write_fd(STDERR_COPY.load(Ordering::Relaxed), b);
 }
 
 /// How long an exiting process keeps its stacks running so data it wrote (and its FINs)
@@ -494,8 +568,8 @@ extern "C" fn at_exit() {
     crate::abi::guarded(|| {
         let until = Instant::now() + EXIT_DRAIN;
         for nic in &rt.nics {
-            loop {
-                let g = nic.lock();
+            while let Some(mut g) = try_lock_briefly(nic) {
+                nic.poll_locked(&mut g);
                 if !g.stack.has_unacked_output() || Instant::now() >= until {
                     break;
                 }
@@ -507,7 +581,7 @@ extern "C" fn at_exit() {
         let _ = std::fs::remove_file(libaccel::stats::path_for(&dir, std::process::id()));
         if rt.config.stats_at_exit {
             for line in stats_lines() {
-                kernel::write_stderr(format!("{line}\n").as_bytes());
+                write_user_stderr(format!("{line}\n").as_bytes());
             }
         }
     });

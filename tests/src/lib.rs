@@ -29,6 +29,25 @@ pub fn tool(name: &str) -> PathBuf {
     path
 }
 
+/// Path of a release-built binary of this workspace (`target/release/NAME`); the README's test
+/// command builds them too.
+#[track_caller]
+pub fn release_tool(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let target = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .and_then(|d| d.parent())
+        .expect("target dir");
+    let path = target.join("release").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the release tools first (`cargo build --release --workspace`, as the README's test command does)",
+        path.display()
+    );
+    path
+}
+
 /// A process we started, stopped by its pid (SIGKILL) when dropped if it still runs.
 pub struct Proc {
     child: Option<Child>,

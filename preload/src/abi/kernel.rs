@@ -289,3 +289,15 @@ pub fn at_fork_child(f: extern "C" fn()) {
     // SAFETY: `f` is a plain C-ABI function valid for the process's life.
     let _ = unsafe { libc::pthread_atfork(None, None, Some(f)) };
 }
+
+/// F_DUPFD_CLOEXEC: a close-on-exec copy of `fd` numbered `min` or above.
+pub fn dup_cloexec_above(fd: RawFd, min: c_int) -> Res<RawFd> {
+    // SAFETY: integer arguments only.
+    check(unsafe { next::fcntl(fd, libc::F_DUPFD_CLOEXEC, min as libc::c_ulong) })
+}
+
+/// Writes all of `b` to `fd` (best effort).
+pub fn write_fd(fd: RawFd, b: &[u8]) {
+    // SAFETY: `b` is valid for its length.
+    let _ = unsafe { next::write(fd, b.as_ptr().cast(), b.len()) };
+}
