@@ -301,3 +301,15 @@ pub fn write_fd(fd: RawFd, b: &[u8]) {
     // SAFETY: `b` is valid for its length.
     let _ = unsafe { next::write(fd, b.as_ptr().cast(), b.len()) };
 }
+
+/// `write` through accel's interposer, as a program calls it (for the overhead benchmark).
+pub fn write_interposed(fd: RawFd, b: &[u8]) -> isize {
+    // SAFETY: `b` is valid for its length; the interposer has write(2)'s contract.
+    unsafe { super::interpose::write(fd, b.as_ptr().cast(), b.len()) }
+}
+
+/// `write` straight to the real libc function (for the overhead benchmark).
+pub fn write_direct(fd: RawFd, b: &[u8]) -> isize {
+    // SAFETY: `b` is valid for its length.
+    unsafe { next::write(fd, b.as_ptr().cast(), b.len()) }
+}

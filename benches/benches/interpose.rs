@@ -1,0 +1,23 @@
+//! What the preload adds to a call on a kernel fd: `write` of 1 byte to /dev/null through the
+//! interposer (fd-table check, then the real write) against the real write itself.
+
+use std::os::fd::AsRawFd;
+
+use accel_preload::abi::kernel::{write_direct, write_interposed};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn kernel_fd_write(c: &mut Criterion) {
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .expect("/dev/null");
+    let fd = null.as_raw_fd();
+    let byte = [0u8; 1];
+    let mut g = c.benchmark_group("kernel_fd_write_1B_dev_null");
+    g.bench_function("direct", |b| b.iter(|| write_direct(fd, &byte)));
+    g.bench_function("interposed", |b| b.iter(|| write_interposed(fd, &byte)));
+    g.finish();
+}
+
+criterion_group!(benches, kernel_fd_write);
+criterion_main!(benches);
