@@ -660,3 +660,24 @@ fn epoll_mixes_kernel_and_accelerated_fds() {
     assert_eq!(echo.accepted(), 1, "connections the echo server accepted");
     assert_accelerated("mixed_epoll", &t.if_a, &fin, &d, &["tcp_connected"]);
 }
+
+/// Threads and fork(): sockets used across threads, two threads blocked on two sockets at
+/// once, and a forked child that closes and writes its copies without disturbing the parent.
+#[test]
+fn threads_share_sockets_and_a_forked_child_disturbs_nothing() {
+    let t = topo();
+    let dir = TempDir::new("threads_fork");
+    let exe = compile_c("threads_fork", dir.path());
+    let echo = KernelServer::start(&t, 7070, Behaviour::Echo);
+    let before = snmp_a(&t);
+    let fin = run_app(
+        "threads_fork (under accel-run)",
+        accelerated(&t, Side::A, None, &exe, &[&s(t.addr_b), "7070"]),
+        Duration::from_secs(30),
+    );
+    let d = snmp_a(&t).since(&before);
+    let fin = fin.success();
+    assert!(fin.stdout.contains("threads_fork: ok"), "{}", fin.describe());
+    assert_eq!(echo.accepted(), 2, "connections the echo server accepted");
+    assert_accelerated("threads_fork", &t.if_a, &fin, &d, &["tcp_connected"]);
+}
