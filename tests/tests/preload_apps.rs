@@ -663,6 +663,8 @@ fn epoll_mixes_kernel_and_accelerated_fds() {
 
 /// Threads and fork(): sockets used across threads, two threads blocked on two sockets at
 /// once, and a forked child that closes and writes its copies without disturbing the parent.
+/// (This is accel's rule until full fork support, not the kernel's: a kernel child shares the
+/// connection and its write does reach the peer, so this test fails in kernel-only mode.)
 #[test]
 fn threads_share_sockets_and_a_forked_child_disturbs_nothing() {
     let t = topo();
