@@ -353,11 +353,8 @@ fn wait<T>(
             continue;
         }
         spinning.clear();
-        let efd = runtime::thread_eventfd().ok_or(Errno::ENOMEM)?;
-        for nic in nics {
-            let mut g = nic.lock_only();
-            nic.register_waiter(&mut g, efd);
-        }
+        let waiting = runtime::Waiting::register(nics).ok_or(Errno::ENOMEM)?;
+        let efd = waiting.efd;
         if let Some(r) = attempt() {
             return r;
         }
@@ -379,7 +376,7 @@ fn wait<T>(
             },
         ];
         let _ = kernel::poll(&mut fds, ms);
-        kernel::eventfd_drain(efd);
+        drop(waiting);
         // A handler that interrupted the poll is seen at the top of the loop (EINTR unless it
         // was installed with SA_RESTART, in which case the wait goes on, as in the kernel).
     }
@@ -497,11 +494,9 @@ pub fn connect(ep: &Endpoint, fd: RawFd, addr: &[u8]) -> Res<()> {
     let rt = rt()?;
     let Some(nic) = rt.nic_for_remote(*dst.ip()).cloned() else {
         // Not through an accelerated interface: the kernel connects it, for good.
-        if bound.is_none() {
-            to_kernel(fd);
-            return kernel::connect(fd, addr);
-        }
-        return Err(Errno(libc::ENETUNREACH));
+        // (A socket bound to one of our addresses may still reach it through the kernel.)
+        to_kernel(fd);
+        return kernel::connect(fd, addr);
     };
     let local = match bound {
         Some(l) if !l.ip().is_unspecified() => l,
@@ -746,7 +741,8 @@ fn tcp_send(
     );
     match r {
         Ok(n) => Ok(n),
-        Err(e) if e == Errno::EAGAIN && sent > 0 => Ok(sent),
+        // What was queued before a timeout or a signal is reported, never sent twice.
+        Err(e) if (e == Errno::EAGAIN || e == Errno::EINTR) && sent > 0 => Ok(sent),
         Err(e) => Err(epipe(flags, e)),
     }
 }
@@ -816,13 +812,23 @@ pub fn recv(ep: &Endpoint, fd: RawFd, bufs: &mut [IoSliceMut<'_>], flags: i32) -
                 truncated: false,
             })
         }
-        (Some(_), true, false) => Ok(Received {
-            len: 0,
-            from: None,
-            truncated: false,
-        }),
+        // After SHUT_RD: what is queued still reads, then EOF (no waiting).
+        (Some(on), true, false) => match tcp_recv(ep, &on, bufs, flags, true) {
+            Err(e) if e == Errno::EAGAIN => Ok(Received {
+                len: 0,
+                from: None,
+                truncated: false,
+            }),
+            r => r,
+        },
         (Some(on), _, false) => tcp_recv(ep, &on, bufs, flags, nonblock),
-        (Some(on), _, true) => udp_recv(ep, fd, &on, bufs, nonblock),
+        (Some(on), _, true) => {
+            let peer = match &*ep.state() {
+                State::Udp { peer, .. } => *peer,
+                _ => None,
+            };
+            udp_recv(ep, fd, &on, peer, bufs, flags, nonblock)
+        }
     }
 }
 
@@ -902,7 +908,8 @@ fn tcp_recv(
             from: None,
             truncated: false,
         }),
-        Err(e) if e == Errno::EAGAIN && got > 0 => Ok(Received {
+        // What was read before a timeout or a signal is returned, never lost.
+        Err(e) if (e == Errno::EAGAIN || e == Errno::EINTR) && got > 0 => Ok(Received {
             len: got,
             from: None,
             truncated: false,
@@ -911,44 +918,64 @@ fn tcp_recv(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn udp_recv(
     ep: &Endpoint,
     fd: RawFd,
     on: &On,
+    peer: Option<SocketAddrV4>,
     bufs: &mut [IoSliceMut<'_>],
+    flags: i32,
     nonblock: bool,
 ) -> Res<Received> {
     let total: usize = bufs.iter().map(|b| b.len()).sum();
     let nic = on.nic.clone();
-    let mut tmp = vec![0u8; total.clamp(1, 65536)];
-    let r = wait(
+    // Room for any datagram, so a truncation is seen and reported (MSG_TRUNC).
+    let mut tmp = vec![0u8; 65536];
+    let from_peer = |from: &SockAddrBuf| match (peer, parse_v4(from.as_bytes())) {
+        // A connected UDP socket receives only from its peer, as in the kernel.
+        (Some(p), Ok(f)) => p == f,
+        _ => true,
+    };
+    let (n, from) = wait(
         std::slice::from_ref(&nic),
         nonblock,
         rcvtimeo(ep),
         Some(fd),
-        || {
+        || loop {
             let mut g = nic.lock();
             match g.stack.udp_recv_from(on.id, &mut tmp) {
-                Ok((n, from)) => return Some(Ok((n, SockAddrBuf::v4(from)))),
+                Ok((n, from)) => {
+                    let from = SockAddrBuf::v4(from);
+                    if from_peer(&from) {
+                        return Some(Ok((n, from)));
+                    }
+                    continue;
+                }
                 Err(StackError::WouldBlock) => {}
                 Err(e) => return Some(Err(e.into())),
             }
             drop(g);
             // Datagrams that came through the kernel (loopback, ...) wait on the kernel socket.
-            match kernel::recvfrom(fd, &mut tmp, libc::MSG_DONTWAIT) {
-                Ok((n, from)) => Some(Ok((n, from))),
-                Err(e) if e == Errno::EAGAIN => None,
-                Err(e) => Some(Err(e)),
+            match kernel::recvfrom(fd, &mut tmp, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
+                Ok((n, from)) if from_peer(&from) => return Some(Ok((n.min(tmp.len()), from))),
+                Ok(_) => continue,
+                Err(e) if e == Errno::EAGAIN => return None,
+                Err(e) => return Some(Err(e)),
             }
         },
     )?;
-    let (n, from) = r;
-    let n = n.min(total);
-    scatter(&tmp[..n], bufs);
+    let copied = n.min(total);
+    scatter(&tmp[..copied], bufs);
     Ok(Received {
-        len: n,
+        // recv(MSG_TRUNC) returns the datagram's real length, as the kernel does.
+        len: if flags & libc::MSG_TRUNC != 0 {
+            n
+        } else {
+            copied
+        },
         from: Some(from),
-        truncated: false,
+        truncated: n > total,
     })
 }
 
@@ -1206,7 +1233,7 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usize> {
     let started = Instant::now();
     let deadline = (timeout_ms >= 0).then(|| started + Duration::from_millis(timeout_ms as u64));
     let mut spinning: Vec<runtime::Spinning> = Vec::new();
-    let mut registered = false;
+    let mut waiting: Option<runtime::Waiting> = None;
     // poll and select are never restarted after a handler (SA_RESTART or not): EINTR.
     let signals = runtime::signals_seen();
     loop {
@@ -1250,18 +1277,12 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usize> {
             continue;
         }
         spinning.clear();
-        if !registered {
+        if waiting.is_none() {
             // Register, then check once more before sleeping (no lost wake-up).
-            let efd = runtime::thread_eventfd().ok_or(Errno::ENOMEM)?;
-            for nic in &nics {
-                let mut g = nic.lock_only();
-                nic.register_waiter(&mut g, efd);
-            }
-            registered = true;
+            waiting = Some(runtime::Waiting::register(&nics).ok_or(Errno::ENOMEM)?);
             continue;
         }
-        registered = false;
-        let efd = runtime::thread_eventfd().ok_or(Errno::ENOMEM)?;
+        let efd = waiting.as_ref().map_or(-1, |w| w.efd);
         let mut sleep: Vec<libc::pollfd> = kfds
             .iter()
             .map(|k| libc::pollfd {
@@ -1294,7 +1315,7 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usize> {
             None => cap,
         };
         let r = kernel::poll(&mut sleep, ms);
-        kernel::eventfd_drain(efd);
+        waiting = None;
         if r == Err(Errno::EINTR) {
             return Err(Errno::EINTR);
         }
@@ -1321,12 +1342,6 @@ struct Interest {
 static EPOLLS: Mutex<std::collections::BTreeMap<RawFd, Vec<Interest>>> =
     Mutex::new(std::collections::BTreeMap::new());
 static ANY_EPOLL: AtomicBool = AtomicBool::new(false);
-
-/// Marks our own wake-up eventfd's entries in an application's epoll set.
-fn wake_tag() -> u64 {
-    static TAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TAG.get_or_init(kernel::random_u64)
-}
 
 fn wants_kernel(ep: &Endpoint) -> bool {
     matches!(
@@ -1428,6 +1443,12 @@ fn poll_to_epoll(bits: i16) -> u32 {
 
 /// Accelerated events of one epoll set, written to `out`; the nics involved in `nics`.
 fn collect(epfd: RawFd, out: &mut [libc::epoll_event], nics: &mut Vec<Arc<Nic>>) -> usize {
+    // One poll of every interface per round: readiness below reads the stacks' state.
+    if let Some(rt) = runtime::current() {
+        for nic in &rt.nics {
+            drop(nic.lock());
+        }
+    }
     let mut all = lock(&EPOLLS);
     let Some(set) = all.get_mut(&epfd) else {
         return 0;
@@ -1494,9 +1515,8 @@ fn epoll_wait_inner(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ms: i
     let started = Instant::now();
     let deadline = (timeout_ms >= 0).then(|| started + Duration::from_millis(timeout_ms as u64));
     let mut spinning: Vec<runtime::Spinning> = Vec::new();
-    let mut registered = false;
-    let tag = wake_tag();
-    // poll and epoll_wait are never restarted after a handler (SA_RESTART or not): EINTR.
+    let mut waiting: Option<runtime::Waiting> = None;
+    // epoll_wait is never restarted after a handler (SA_RESTART or not): EINTR.
     let signals = runtime::signals_seen();
     loop {
         if runtime::signals_seen() != signals {
@@ -1505,80 +1525,46 @@ fn epoll_wait_inner(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ms: i
         let mut nics = Vec::new();
         let mut n = collect(epfd, events, &mut nics);
         if n < events.len() {
-            n += kernel_events(epfd, &mut events[n..], 0, tag)?;
+            n += kernel::epoll_wait(epfd, &mut events[n..], 0)?;
         }
         if n > 0 || timeout_ms == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(n);
         }
-        if nics.is_empty() {
-            // Only fresh sockets: the kernel's set has everything.
-            let ms = deadline.map_or(-1, |d| {
-                d.saturating_duration_since(Instant::now()).as_millis() as i32
-            });
-            return kernel_events(
-                epfd,
-                events,
-                ms.min(50).max(if ms < 0 { 50 } else { 0 }),
-                tag,
-            );
-        }
-        if runtime::should_spin(rt, started) {
+        if !nics.is_empty() && runtime::should_spin(rt, started) {
             if spinning.is_empty() {
                 spinning = nics.iter().map(runtime::Spinning::new).collect();
             }
             continue;
         }
         spinning.clear();
-        let efd = runtime::thread_eventfd().ok_or(Errno::ENOMEM)?;
-        if !registered {
-            let ev = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: tag,
-            };
-            match kernel::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, efd, Some(ev)) {
-                Ok(()) => {}
-                Err(e) if e == Errno(libc::EEXIST) => {}
-                Err(e) => return Err(e),
-            }
-            for nic in &nics {
-                let mut g = nic.lock_only();
-                nic.register_waiter(&mut g, efd);
-            }
-            registered = true;
-            continue; // check once more after registering
-        }
-        registered = false;
-        let ms = match deadline {
-            Some(d) => (d.saturating_duration_since(Instant::now()).as_millis() as i32).min(50),
-            None => 50,
-        };
-        let n = kernel_events(epfd, events, ms, tag)?;
-        kernel::eventfd_drain(efd);
-        if n > 0 {
-            // Kernel events; add what the stack has too if there is room.
-            let mut extra = Vec::new();
-            let room = events.len() - n;
-            let mut more = vec![libc::epoll_event { events: 0, u64: 0 }; room];
-            let m = collect(epfd, &mut more, &mut extra);
-            events[n..n + m].copy_from_slice(&more[..m]);
-            return Ok(n + m);
-        }
-    }
-}
-
-/// The kernel's events for `epfd`, without our wake-up entries.
-fn kernel_events(epfd: RawFd, events: &mut [libc::epoll_event], ms: i32, tag: u64) -> Res<usize> {
-    let n = kernel::epoll_wait(epfd, events, ms)?;
-    let mut w = 0;
-    for r in 0..n {
-        let e = events[r];
-        if e.u64 == tag {
+        if waiting.is_none() && !nics.is_empty() {
+            // Register, then check once more before sleeping (no lost wake-up).
+            waiting = Some(runtime::Waiting::register(&nics).ok_or(Errno::ENOMEM)?);
             continue;
         }
-        events[w] = e;
-        w += 1;
+        // Sleep in this thread's private epoll, which holds our eventfd, with the program's
+        // epoll fd nested in it for the nap: either wakes us; the program's set is untouched.
+        let private = runtime::thread_epoll().ok_or(Errno::ENOMEM)?;
+        let nest = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: epfd as u64,
+        };
+        match kernel::epoll_ctl(private, libc::EPOLL_CTL_ADD, epfd, Some(nest)) {
+            Ok(()) => {}
+            Err(e) if e == Errno(libc::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        let cap = if nics.is_empty() { 1000 } else { 50 };
+        let ms = match deadline {
+            Some(d) => (d.saturating_duration_since(Instant::now()).as_millis() as i32).min(cap),
+            None => cap,
+        };
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        let r = kernel::epoll_wait(private, &mut ev, ms);
+        let _ = kernel::epoll_ctl(private, libc::EPOLL_CTL_DEL, epfd, None);
+        waiting = None;
+        r?;
     }
-    Ok(w)
 }
 
 /// One accelerated socket for accel-stat: its interface and the row describing it.

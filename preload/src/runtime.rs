@@ -141,6 +141,10 @@ impl Nic {
             g.waiters.push(efd);
         }
     }
+
+    fn unregister_waiter(&self, efd: RawFd) {
+        self.lock_only().waiters.retain(|&w| w != efd);
+    }
 }
 
 /// The accelerated interfaces of this process.
@@ -152,27 +156,30 @@ pub struct Runtime {
 static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
 static FORKED_CHILD: AtomicBool = AtomicBool::new(false);
 
-/// Handlers of the program that ran without SA_RESTART (counted by abi's trampoline). A wait
-/// that sees this change returns EINTR, as the kernel's wait would.
-static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
-
-/// Every handler run of the program (poll, select and epoll_wait end with EINTR after any).
-static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Handlers of the program that ran on this thread without SA_RESTART (counted by abi's
+    /// trampoline; a signal interrupts only the thread it is delivered to). A wait that sees
+    /// this change returns EINTR, as the kernel's wait would. Const, destructor-free: safe to
+    /// touch from a signal handler.
+    static INTERRUPTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Every handler run on this thread (poll, select and epoll_wait end with EINTR after any).
+    static SIGNALS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 pub fn note_interrupt() {
-    INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+    INTERRUPTS.with(|c| c.set(c.get().wrapping_add(1)));
 }
 
 pub fn note_signal() {
-    SIGNALS.fetch_add(1, Ordering::Relaxed);
+    SIGNALS.with(|c| c.set(c.get().wrapping_add(1)));
 }
 
 pub fn signals_seen() -> usize {
-    SIGNALS.load(Ordering::Relaxed)
+    SIGNALS.with(|c| c.get())
 }
 
 pub fn interrupts() -> usize {
-    INTERRUPTS.load(Ordering::Relaxed)
+    INTERRUPTS.with(|c| c.get())
 }
 
 /// In a child made by fork(): the parent's stacks, queues and connections are not ours to
@@ -479,6 +486,47 @@ pub fn thread_eventfd() -> Option<RawFd> {
         static EFD: Option<OwnedFd> = kernel::eventfd();
     }
     EFD.with(|e| e.as_ref().map(|fd| fd.as_raw_fd()))
+}
+
+/// The calling thread registered as a sleeper on some interfaces; dropping it takes the
+/// registrations back, so no poll ever signals a closed (and maybe reused) fd number.
+pub struct Waiting {
+    pub efd: RawFd,
+    nics: Vec<Arc<Nic>>,
+}
+
+impl Waiting {
+    /// Registers this thread's eventfd with `nics` (the caller checks its condition after).
+    pub fn register(nics: &[Arc<Nic>]) -> Option<Waiting> {
+        let efd = thread_eventfd()?;
+        for nic in nics {
+            let mut g = nic.lock_only();
+            nic.register_waiter(&mut g, efd);
+        }
+        Some(Waiting {
+            efd,
+            nics: nics.to_vec(),
+        })
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        for nic in &self.nics {
+            nic.unregister_waiter(self.efd);
+        }
+        kernel::eventfd_drain(self.efd);
+    }
+}
+
+/// This thread's private epoll instance, holding its eventfd: an epoll_wait that must also
+/// wake on accel's progress sleeps here, with the program's epoll fd nested inside for the
+/// time of the sleep, so the program's own set is never changed.
+pub fn thread_epoll() -> Option<RawFd> {
+    thread_local! {
+        static EP: Option<OwnedFd> = kernel::epoll_with(thread_eventfd()?);
+    }
+    EP.with(|e| e.as_ref().map(|fd| fd.as_raw_fd()))
 }
 
 /// Whether a waiting call should still spin (rather than sleep), given when it started.

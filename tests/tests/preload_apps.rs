@@ -679,7 +679,11 @@ fn threads_share_sockets_and_a_forked_child_disturbs_nothing() {
     );
     let d = snmp_a(&t).since(&before);
     let fin = fin.success();
-    assert!(fin.stdout.contains("threads_fork: ok"), "{}", fin.describe());
+    assert!(
+        fin.stdout.contains("threads_fork: ok"),
+        "{}",
+        fin.describe()
+    );
     assert_eq!(echo.accepted(), 2, "connections the echo server accepted");
     assert_accelerated("threads_fork", &t.if_a, &fin, &d, &["tcp_connected"]);
 }

@@ -143,7 +143,8 @@ unsafe fn iov_out<'a>(iov: *const iovec, n: c_int) -> Res<Vec<IoSliceMut<'a>>> {
     }
     let mut v = Vec::with_capacity(n as usize);
     for i in 0..n as usize {
-        // SAFETY: `iov` has `n` entries; each describes a writable buffer of its own.
+        // SAFETY: `iov` has `n` entries, each a writable buffer. Overlapping iovecs (legal in
+        // C, meaningless for a read) would alias; we rely on callers not passing them.
         let e = unsafe { *iov.add(i) };
         v.push(IoSliceMut::new(unsafe { out_buf(e.iov_base, e.iov_len)? }));
     }
@@ -249,15 +250,15 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if !in_accel() {
+    // A forked child only ever closes its own copy of the kernel fd: the parent's stacks,
+    // flows and tables (shared memory pages, shared BPF maps) are not its to touch.
+    if !in_accel() && !crate::runtime::is_forked_child() {
         if let Some(ep) = if fdtable::is_ours(fd) {
             fdtable::remove(fd)
         } else {
             None
         } {
-            if !crate::runtime::is_forked_child() {
-                run(|| ops::close(ep));
-            }
+            run(|| ops::close(ep));
         }
         run(|| ops::on_close(fd));
     }
@@ -819,7 +820,7 @@ fn after_dup(old: c_int, newfd: c_int) {
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     // SAFETY: no pointers.
     let n = unsafe { next::dup(fd) };
-    if n >= 0 && !in_accel() && fdtable::is_ours(fd) {
+    if n >= 0 && !in_accel() && !crate::runtime::is_forked_child() && fdtable::is_ours(fd) {
         after_dup(fd, n);
     }
     n
@@ -827,7 +828,10 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 
 /// dup2/dup3 onto an accelerated fd closes it first, as the kernel does.
 fn before_dup_onto(old: c_int, newfd: c_int) {
-    if old != newfd && fdtable::is_ours(newfd) {
+    // The kernel leaves `newfd` alone when `old` is not open: so do we.
+    // SAFETY: F_GETFD takes no argument.
+    let old_open = unsafe { next::fcntl(old, libc::F_GETFD, 0) } >= 0;
+    if old_open && old != newfd && fdtable::is_ours(newfd) {
         if let Some(ep) = fdtable::remove(newfd) {
             run(|| ops::close(ep));
         }
@@ -837,7 +841,7 @@ fn before_dup_onto(old: c_int, newfd: c_int) {
 
 #[no_mangle]
 pub unsafe extern "C" fn dup2(fd: c_int, newfd: c_int) -> c_int {
-    if in_accel() {
+    if in_accel() || crate::runtime::is_forked_child() {
         // SAFETY: no pointers.
         return unsafe { next::dup2(fd, newfd) };
     }
@@ -852,7 +856,7 @@ pub unsafe extern "C" fn dup2(fd: c_int, newfd: c_int) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn dup3(fd: c_int, newfd: c_int, flags: c_int) -> c_int {
-    if in_accel() {
+    if in_accel() || crate::runtime::is_forked_child() {
         // SAFETY: no pointers.
         return unsafe { next::dup3(fd, newfd, flags) };
     }

@@ -313,3 +313,25 @@ pub fn write_direct(fd: RawFd, b: &[u8]) -> isize {
     // SAFETY: `b` is valid for its length.
     unsafe { next::write(fd, b.as_ptr().cast(), b.len()) }
 }
+
+/// A new epoll instance (close-on-exec) watching `fd` for input.
+pub fn epoll_with(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: epoll_create1 has no pointer arguments.
+    let ep = unsafe { next::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return None;
+    }
+    // SAFETY: `ep` is a new descriptor nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(ep) };
+    epoll_ctl(
+        ep,
+        libc::EPOLL_CTL_ADD,
+        fd,
+        Some(libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
+        }),
+    )
+    .ok()?;
+    Some(owned)
+}
