@@ -79,6 +79,9 @@ pub struct Endpoint {
     rcvtimeo: Mutex<Option<Duration>>,
     sndtimeo: Mutex<Option<Duration>>,
     linger_abort: AtomicBool,
+    /// Socket options the stack honours (TCP_NODELAY, SO_KEEPALIVE, IP_TTL), applied when a
+    /// connection exists and inherited by the connections a listener accepts.
+    tcp_opts: Mutex<TcpOpts>,
     /// fds referring to this endpoint (dup); the stack socket closes with the last.
     refs: AtomicUsize,
 }
@@ -96,6 +99,7 @@ impl Endpoint {
             rcvtimeo: Mutex::new(None),
             sndtimeo: Mutex::new(None),
             linger_abort: AtomicBool::new(false),
+            tcp_opts: Mutex::new(TcpOpts::default()),
             refs: AtomicUsize::new(1),
         }
     }
@@ -447,6 +451,10 @@ pub fn accept(ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd, SockAddrBuf)>
                 }
             };
             let child = Endpoint::new(Proto::Tcp, flags & libc::SOCK_NONBLOCK != 0);
+            // Options set on the listener carry over to the connections it accepts.
+            *lock(&child.tcp_opts) = *lock(&ep.tcp_opts);
+            *lock(&child.rcvtimeo) = rcvtimeo(ep);
+            *lock(&child.sndtimeo) = sndtimeo(ep);
             *child.state() = State::Conn {
                 on: On { nic, id },
                 flow,
@@ -456,6 +464,7 @@ pub fn accept(ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd, SockAddrBuf)>
                 wr_shut: false,
                 connect_pending: false,
             };
+            apply_opts(&child);
             fdtable::insert(nfd, Arc::new(child));
             Ok((nfd, SockAddrBuf::v4(remote)))
         }
@@ -537,6 +546,7 @@ pub fn connect(ep: &Endpoint, fd: RawFd, addr: &[u8]) -> Res<()> {
         wr_shut: false,
         connect_pending: nonblock,
     };
+    apply_opts(ep);
     if nonblock {
         return Err(Errno::EINPROGRESS);
     }
@@ -1103,8 +1113,78 @@ pub fn getsockopt(ep: &Endpoint, fd: RawFd, level: i32, name: i32, out: &mut [u8
 
 /// setsockopt: stored on the kernel socket (which validates it with the kernel's errno) and
 /// honoured by the endpoint where it means something to the stack.
+/// The stack-relevant socket options of an endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpOpts {
+    /// TCP_NODELAY as the program set it (`None`: never set; accel then runs without Nagle).
+    nodelay: Option<bool>,
+    keepalive: bool,
+    /// TCP_KEEPIDLE (the kernel's default is two hours).
+    keepidle: Duration,
+    ttl: Option<u8>,
+}
+
+impl Default for TcpOpts {
+    fn default() -> Self {
+        TcpOpts {
+            nodelay: None,
+            keepalive: false,
+            keepidle: Duration::from_secs(7200),
+            ttl: None,
+        }
+    }
+}
+
+impl TcpOpts {
+    fn apply(&self, g: &mut NicInner, id: SocketId) {
+        use stack::TcpOption;
+        // Nagle stays off unless the program turned TCP_NODELAY off explicitly (accel is a
+        // latency shim; the kernel's default would be on).
+        let _ = g
+            .stack
+            .tcp_set_option(id, TcpOption::NoDelay(self.nodelay.unwrap_or(true)));
+        let _ = g.stack.tcp_set_option(
+            id,
+            TcpOption::KeepAlive(self.keepalive.then_some(self.keepidle)),
+        );
+        let _ = g.stack.tcp_set_option(id, TcpOption::HopLimit(self.ttl));
+    }
+}
+
+fn opt_int(val: &[u8]) -> Option<i32> {
+    val.get(..4)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Applies the endpoint's options to its connection, if it has one now.
+fn apply_opts(ep: &Endpoint) {
+    let opts = *lock(&ep.tcp_opts);
+    if let State::Conn { on, .. } = &*ep.state() {
+        opts.apply(&mut on.nic.lock_only(), on.id);
+    }
+}
+
 pub fn setsockopt(ep: &Endpoint, fd: RawFd, level: i32, name: i32, val: &[u8]) -> Res<()> {
     kernel::setsockopt(fd, level, name, val)?;
+    {
+        let mut o = lock(&ep.tcp_opts);
+        let before = (o.nodelay, o.keepalive, o.keepidle, o.ttl);
+        match (level, name, opt_int(val)) {
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY, Some(v)) => o.nodelay = Some(v != 0),
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE, Some(v)) => o.keepalive = v != 0,
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, Some(v)) if v > 0 => {
+                o.keepidle = Duration::from_secs(v as u64)
+            }
+            (libc::IPPROTO_IP, libc::IP_TTL, Some(v)) => {
+                o.ttl = (1..=255).contains(&v).then_some(v as u8)
+            }
+            _ => {}
+        }
+        if before != (o.nodelay, o.keepalive, o.keepidle, o.ttl) {
+            drop(o);
+            apply_opts(ep);
+        }
+    }
     if level == libc::SOL_SOCKET {
         match name {
             libc::SO_RCVTIMEO | libc::SO_SNDTIMEO if val.len() >= 16 => {

@@ -38,6 +38,7 @@ mod tests;
 
 pub use counters::Counters;
 pub use error::{errno, Error};
+pub use tcp_api::TcpOption;
 
 use listen::Listener;
 use tcp_api::TcpConn;

@@ -168,6 +168,22 @@ impl Stack {
         }
     }
 
+    /// Applies a socket option that changes what the connection does on the wire.
+    pub fn tcp_set_option(&mut self, s: SocketId, opt: TcpOption) -> Result<(), Error> {
+        let (_, socket) = self.tcp_conn(s)?;
+        match opt {
+            TcpOption::NoDelay(on) => socket.set_nagle_enabled(!on),
+            TcpOption::KeepAlive(interval) => socket.set_keep_alive(
+                interval.map(|d| smoltcp::time::Duration::from_micros(d.as_micros() as u64)),
+            ),
+            TcpOption::HopLimit(ttl) => socket.set_hop_limit(ttl),
+            TcpOption::AckDelay(d) => socket.set_ack_delay(
+                d.map(|d| smoltcp::time::Duration::from_micros(d.as_micros() as u64)),
+            ),
+        }
+        Ok(())
+    }
+
     /// Sends FIN after the queued data (shutdown(SHUT_WR)).
     pub fn tcp_shutdown_write(&mut self, s: SocketId) -> Result<(), Error> {
         let (conn, socket) = self.tcp_conn(s)?;
@@ -215,4 +231,17 @@ impl Stack {
             _ => None,
         }
     }
+}
+
+/// Options the stack honours per TCP connection (the preload maps socket options onto them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpOption {
+    /// TCP_NODELAY: true turns Nagle off (the stack's default).
+    NoDelay(bool),
+    /// SO_KEEPALIVE with the idle interval (TCP_KEEPIDLE); `None` turns keep-alive off.
+    KeepAlive(Option<core::time::Duration>),
+    /// IP_TTL; `None` is the default.
+    HopLimit(Option<u8>),
+    /// TCP_QUICKACK: `None` acknowledges at once.
+    AckDelay(Option<core::time::Duration>),
 }

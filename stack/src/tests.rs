@@ -613,3 +613,43 @@ fn poll_takes_a_bounded_batch_and_flushes() {
     assert!(p.b.poll(p.now));
     assert_eq!(p.b.stack.counters().rx_frames, crate::RX_BUDGET as u64 + 44);
 }
+
+/// Socket options the preload maps: keep-alive probes an idle connection, the TTL is written.
+#[test]
+fn keepalive_probes_and_ttl_is_written() {
+    use crate::TcpOption;
+    let mut p = Pair::new();
+    let (c, _s, _l) = connected(&mut p, 80, 40000);
+    p.settle_and_advance(Duration::from_millis(0));
+    p.a.stack
+        .tcp_set_option(c, TcpOption::HopLimit(Some(7)))
+        .unwrap();
+    p.a.stack
+        .tcp_set_option(
+            c,
+            TcpOption::KeepAlive(Some(core::time::Duration::from_secs(1))),
+        )
+        .unwrap();
+    let sent = p.a.stack.counters().tx_frames;
+    // Nothing to send; only keep-alive makes A talk within 2 s of idle time (A alone is
+    // polled, so its frames stay on the wire for us to read).
+    for _ in 0..20 {
+        p.now += Duration::from_millis(100);
+        p.a.poll(p.now);
+        if p.a.stack.counters().tx_frames > sent {
+            break;
+        }
+    }
+    assert!(
+        p.a.stack.counters().tx_frames > sent,
+        "no keep-alive probe within 2 s"
+    );
+    let frames = p.a.link.take_sent();
+    let probe = frames.last().expect("a keep-alive probe");
+    assert_eq!(probe[14 + 8], 7, "IPv4 TTL of the probe");
+    assert_eq!(
+        p.a.stack
+            .tcp_set_option(SocketId(u64::MAX), TcpOption::NoDelay(true)),
+        Err(Error::InvalidSocket)
+    );
+}
