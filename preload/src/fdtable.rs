@@ -87,3 +87,31 @@ pub fn all() -> Vec<(i32, Arc<Endpoint>)> {
         .map(|m| m.iter().map(|(k, v)| (*k, v.clone())).collect())
         .unwrap_or_default()
 }
+
+/// fds accel opened for itself (AF_XDP and netlink sockets, BPF objects, eventfds): the
+/// program never opened them, so to the program they do not exist (close() says EBADF, and
+/// close_range() passes over them).
+static INTERNAL: [AtomicU64; MAX_FD / 64] = [const { AtomicU64::new(0) }; MAX_FD / 64];
+
+pub fn mark_internal(fd: i32) {
+    if let Some((word, bit)) = slot(fd) {
+        INTERNAL[word].fetch_or(bit, Ordering::Release);
+    }
+}
+
+#[inline]
+pub fn is_internal(fd: i32) -> bool {
+    match slot(fd) {
+        Some((word, bit)) => INTERNAL[word].load(Ordering::Relaxed) & bit != 0,
+        None => false,
+    }
+}
+
+/// The fds open in this process now (from /proc/self/fd).
+pub fn open_fds() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}

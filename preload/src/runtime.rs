@@ -228,6 +228,7 @@ fn start() -> Option<Runtime> {
             return None;
         }
     };
+    let before = crate::fdtable::open_fds();
     if let Some(filter) = &config.log {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -264,6 +265,22 @@ fn start() -> Option<Runtime> {
     }
     let rt = Runtime { config, nics };
     keep_stderr();
+    if let Some(k) = progress_kick_fd() {
+        crate::fdtable::mark_internal(k);
+    }
+    // What was opened since `before` and is surely accel's own: AF_XDP sockets and BPF
+    // objects, then the control planes' netlink sockets by name (not every netlink socket:
+    // another thread's getaddrinfo may have opened one meanwhile).
+    for fd in crate::fdtable::open_fds() {
+        if !before.contains(&fd) && kernel::is_accel_kind(fd) {
+            crate::fdtable::mark_internal(fd);
+        }
+    }
+    for nic in &rt.nics {
+        for fd in nic.lock_only().att.control.raw_fds() {
+            crate::fdtable::mark_internal(fd);
+        }
+    }
     kernel::at_fork_child(after_fork_in_child);
     spawn_progress(&rt);
     kernel::at_exit(at_exit);
@@ -483,7 +500,7 @@ impl Drop for Spinning {
 /// The calling thread's eventfd for mixed waits (created on first use, closed at thread exit).
 pub fn thread_eventfd() -> Option<RawFd> {
     thread_local! {
-        static EFD: Option<OwnedFd> = kernel::eventfd();
+        static EFD: Option<OwnedFd> = kernel::eventfd().inspect(|fd| crate::fdtable::mark_internal(fd.as_raw_fd()));
     }
     EFD.with(|e| e.as_ref().map(|fd| fd.as_raw_fd()))
 }
@@ -524,7 +541,8 @@ impl Drop for Waiting {
 /// time of the sleep, so the program's own set is never changed.
 pub fn thread_epoll() -> Option<RawFd> {
     thread_local! {
-        static EP: Option<OwnedFd> = kernel::epoll_with(thread_eventfd()?);
+        static EP: Option<OwnedFd> =
+            kernel::epoll_with(thread_eventfd()?).inspect(|fd| crate::fdtable::mark_internal(fd.as_raw_fd()));
     }
     EP.with(|e| e.as_ref().map(|fd| fd.as_raw_fd()))
 }
@@ -597,6 +615,7 @@ fn keep_stderr() {
     // F_DUPFD_CLOEXEC at or above 500: out of the way of the program's own low fds.
     if let Ok(fd) = kernel::dup_cloexec_above(2, 500) {
         STDERR_COPY.store(fd, Ordering::Relaxed);
+        crate::fdtable::mark_internal(fd);
     }
 }
 

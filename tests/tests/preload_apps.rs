@@ -687,3 +687,25 @@ fn threads_share_sockets_and_a_forked_child_disturbs_nothing() {
     assert_eq!(echo.accepted(), 2, "connections the echo server accepted");
     assert_accelerated("threads_fork", &t.if_a, &fin, &d, &["tcp_connected"]);
 }
+
+/// A program that closes every fd it did not open (a close() loop and close_range) keeps
+/// working: accel's own fds (AF_XDP sockets, BPF objects, netlink sockets, eventfds) are not
+/// the program's to close.
+#[test]
+fn a_program_closing_all_other_fds_keeps_working() {
+    let t = topo();
+    let dir = TempDir::new("closefrom");
+    let exe = compile_c("closefrom", dir.path());
+    let echo = KernelServer::start(&t, 7075, Behaviour::Echo);
+    let before = snmp_a(&t);
+    let fin = run_app(
+        "closefrom (under accel-run)",
+        accelerated(&t, Side::A, None, &exe, &[&s(t.addr_b), "7075"]),
+        Duration::from_secs(30),
+    );
+    let d = snmp_a(&t).since(&before);
+    let fin = fin.success();
+    assert!(fin.stdout.contains("closefrom: ok"), "{}", fin.describe());
+    assert_eq!(echo.accepted(), 1, "connections the echo server accepted");
+    assert_accelerated("closefrom", &t.if_a, &fin, &d, &["tcp_connected"]);
+}

@@ -307,6 +307,18 @@ impl ControlPlane {
 
 /// The notification socket: readable when [`ControlPlane::refresh`] has changes to apply, for
 /// callers that sleep in `poll`/`epoll` instead of refreshing on a timer.
+impl ControlPlane {
+    /// Both netlink sockets' fds (a process that hosts accel keeps them out of the program's
+    /// reach).
+    pub fn raw_fds(&self) -> [std::os::fd::RawFd; 2] {
+        use std::os::fd::AsRawFd;
+        [
+            self.events.as_fd().as_raw_fd(),
+            self.requests.as_fd().as_raw_fd(),
+        ]
+    }
+}
+
 impl AsFd for ControlPlane {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.events.as_fd()

@@ -250,6 +250,10 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if !in_accel() && fdtable::is_internal(fd) {
+        // accel's own fd: the program never opened it (a closefrom-style loop, say).
+        return ret_int(Err(Errno::EBADF));
+    }
     // A forked child only ever closes its own copy of the kernel fd: the parent's stacks,
     // flows and tables (shared memory pages, shared BPF maps) are not its to touch.
     if !in_accel() && !crate::runtime::is_forked_child() {
@@ -1381,4 +1385,47 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
         return libc::SIG_ERR;
     }
     old.sa_sigaction
+}
+
+/// close_range(2): closes the program's fds in the range, passing over accel's own.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if in_accel() {
+        // SAFETY: no pointers.
+        return unsafe { next::close_range(first, last, flags) };
+    }
+    let internal: Vec<c_uint> = (0..fdtable::MAX_FD as c_uint)
+        .filter(|&fd| fd >= first && fd <= last && fdtable::is_internal(fd as c_int))
+        .collect();
+    // Accelerated fds in the range release their stack sockets first.
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        for (fd, _) in fdtable::all() {
+            if fd >= 0 && (fd as c_uint) >= first && (fd as c_uint) <= last {
+                if let Some(ep) = fdtable::remove(fd) {
+                    if !crate::runtime::is_forked_child() {
+                        run(|| ops::close(ep));
+                    }
+                }
+            }
+        }
+    }
+    let mut start = first;
+    for fd in internal {
+        if fd > start {
+            // SAFETY: no pointers.
+            let r = unsafe { next::close_range(start, fd - 1, flags) };
+            if r != 0 {
+                return r;
+            }
+        }
+        start = fd.saturating_add(1);
+        if start == 0 {
+            return 0;
+        }
+    }
+    if start <= last {
+        // SAFETY: no pointers.
+        return unsafe { next::close_range(start, last, flags) };
+    }
+    0
 }

@@ -335,3 +335,17 @@ pub fn epoll_with(fd: RawFd) -> Option<OwnedFd> {
     .ok()?;
     Some(owned)
 }
+
+/// Whether `fd` is an AF_XDP socket or a BPF object (map, program, link).
+pub fn is_accel_kind(fd: RawFd) -> bool {
+    if std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|p| p.to_string_lossy().starts_with("anon_inode:bpf"))
+    {
+        return true;
+    }
+    let mut v = [0u8; 4];
+    matches!(
+        getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, &mut v),
+        Ok(4)
+    ) && i32::from_ne_bytes(v) == libc::AF_XDP
+}
