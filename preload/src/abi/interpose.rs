@@ -46,9 +46,20 @@ fn ret_size(r: Res<usize>) -> ssize_t {
 }
 
 /// The endpoint of `fd` if it is accelerated and we are not inside accel's own code.
-#[inline]
+#[inline(always)]
 fn ours(fd: c_int) -> Option<Arc<Endpoint>> {
-    if !fdtable::is_ours(fd) || in_accel() || crate::runtime::is_forked_child() {
+    // The fast path for kernel fds is this one bitmap load; everything else (the thread-local
+    // guard, whose access is a function call in a shared library) stays out of line.
+    if !fdtable::is_ours(fd) {
+        return None;
+    }
+    ours_slow(fd)
+}
+
+#[cold]
+#[inline(never)]
+fn ours_slow(fd: c_int) -> Option<Arc<Endpoint>> {
+    if in_accel() || crate::runtime::is_forked_child() {
         return None;
     }
     fdtable::get(fd)

@@ -11,10 +11,20 @@ use libc::{
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-fn resolve(name: &'static [u8]) -> usize {
+/// Finds the symbol and caches it in `slot` (out of line: it runs once per symbol).
+#[cold]
+#[inline(never)]
+fn resolve(slot: &AtomicUsize, name: &'static [u8]) -> usize {
     // SAFETY: `name` is a NUL-terminated symbol name (see the macro); dlsym has no other
     // precondition and returns NULL when the symbol is absent.
-    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) as usize }
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) as usize };
+    if p == 0 {
+        // SAFETY: __errno_location returns this thread's errno slot.
+        unsafe { *libc::__errno_location() = libc::ENOSYS };
+    } else {
+        slot.store(p, Ordering::Relaxed);
+    }
+    p
 }
 
 macro_rules! real {
@@ -25,13 +35,10 @@ macro_rules! real {
                 static PTR: AtomicUsize = AtomicUsize::new(0);
                 let mut p = PTR.load(Ordering::Relaxed);
                 if p == 0 {
-                    p = resolve(concat!(stringify!($name), "\0").as_bytes());
+                    p = resolve(&PTR, concat!(stringify!($name), "\0").as_bytes());
                     if p == 0 {
-                        // SAFETY: __errno_location returns this thread's errno slot.
-                        unsafe { *libc::__errno_location() = libc::ENOSYS };
                         return -1 as $ret;
                     }
-                    PTR.store(p, Ordering::Relaxed);
                 }
                 // SAFETY: `p` is the address of the libc symbol of this name, whose C
                 // prototype is the one spelled here.
