@@ -586,6 +586,11 @@ fn conn_connect_again(ep: &Endpoint) -> Res<()> {
 fn wait_connected(ep: &Endpoint, nic: &Arc<Nic>, id: SocketId) -> Res<()> {
     wait(std::slice::from_ref(nic), false, sndtimeo(ep), None, || {
         let mut g = nic.lock();
+        if g.stack.tcp_established_once(id) {
+            // The handshake completed: connect() succeeded. A reset that came right after
+            // is for the next call to report, as the kernel does.
+            return Some(Ok(()));
+        }
         let r = g.stack.readiness(id);
         if r.error {
             return Some(match g.stack.take_error(id) {

@@ -245,3 +245,21 @@ pub enum TcpOption {
     /// TCP_QUICKACK: `None` acknowledges at once.
     AckDelay(Option<core::time::Duration>),
 }
+
+impl Stack {
+    /// Whether this connection completed its handshake (an active open that was accepted; a
+    /// passive one always did). connect() succeeds once this holds, even if the peer reset the
+    /// connection right after: that error belongs to the next call, as in the kernel.
+    pub fn tcp_established_once(&self, s: SocketId) -> bool {
+        match self.table.get(&s.0) {
+            Some(Entry::Tcp(conn)) => {
+                !conn.connecting
+                    && !matches!(
+                        conn.error,
+                        Some(Error::ConnectionRefused) | Some(Error::TimedOut)
+                    )
+            }
+            _ => false,
+        }
+    }
+}

@@ -653,3 +653,19 @@ fn keepalive_probes_and_ttl_is_written() {
         Err(Error::InvalidSocket)
     );
 }
+
+/// Regression (misuse test flake): a connection reset right after its handshake still counts
+/// as established, so connect() succeeds and the reset is the next call's error (kernel).
+#[test]
+fn reset_right_after_the_handshake_is_the_next_calls_error() {
+    let mut p = Pair::new();
+    let (c, s, _l) = connected(&mut p, 80, 40000);
+    p.b.stack.abort(s);
+    assert!(p.run_until(secs(1), |p| p.a.stack.readiness(c).error));
+    assert!(p.a.stack.tcp_established_once(c));
+    assert_eq!(p.a.stack.take_error(c), Ok(Some(Error::ConnectionReset)));
+    // A refused connect never was established.
+    let r = p.a.stack.tcp_connect(sa(IP_A, 40001), sa(IP_B, 81)).unwrap();
+    assert!(p.run_until(secs(5), |p| p.a.stack.readiness(r).error));
+    assert!(!p.a.stack.tcp_established_once(r));
+}
