@@ -167,10 +167,16 @@ pub fn wrk(output: &str) -> Result<Wrk> {
         }
     }
     let (Some(requests), Some(requests_per_sec)) = (requests, rps) else {
-        bail!("wrk output has no `N requests in` / `Requests/sec:` lines:\n{}", tail(output));
+        bail!(
+            "wrk output has no `N requests in` / `Requests/sec:` lines:\n{}",
+            tail(output)
+        );
     };
     let Some(p99_usec) = p99 else {
-        bail!("wrk output has no `99%` latency line (was --latency given?):\n{}", tail(output));
+        bail!(
+            "wrk output has no `99%` latency line (was --latency given?):\n{}",
+            tail(output)
+        );
     };
     if requests == 0 {
         bail!("wrk completed no requests:\n{}", tail(output));

@@ -190,3 +190,13 @@ pub fn markdown(r: &Results) -> String {
     }
     out
 }
+
+/// The results as pretty JSON (results.json).
+pub fn to_json(r: &Results) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(r)
+}
+
+/// Reads results.json back.
+pub fn from_json(text: &str) -> serde_json::Result<Results> {
+    serde_json::from_str(text)
+}

@@ -125,13 +125,26 @@ impl Proc {
     }
 
     /// Connects from B to `addr` until it works (bounded); fails early if the program exits.
-    pub fn wait_tcp(&mut self, topo: &Topology, addr: SocketAddrV4, timeout: Duration) -> Result<()> {
+    pub fn wait_tcp(
+        &mut self,
+        topo: &Topology,
+        addr: SocketAddrV4,
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 std::thread::sleep(Duration::from_millis(100));
                 self.drain();
-                bail!("{} exited ({st}) before accepting on {addr}:\n{}", self.name, self.printed());
+                bail!(
+                    "{} exited ({st}) before accepting on {addr}:\n{}",
+                    self.name,
+                    self.printed()
+                );
             }
             let r = topo.in_b(move || {
                 TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500))
@@ -176,7 +189,11 @@ impl Proc {
                 let _ = child.kill();
                 let _ = child.wait();
                 self.drain();
-                bail!("{} did not finish within {timeout:?} (killed):\n{}", self.name, self.printed());
+                bail!(
+                    "{} did not finish within {timeout:?} (killed):\n{}",
+                    self.name,
+                    self.printed()
+                );
             }
         };
         let drain_deadline = Instant::now() + Duration::from_secs(3);
@@ -293,7 +310,10 @@ impl Bench {
         if tcp {
             args.insert(1, "--tcp");
         }
-        let mut srv = Proc::start("sockperf server", self.cmd(Side::A, accel, "sockperf", &args))?;
+        let mut srv = Proc::start(
+            "sockperf server",
+            self.cmd(Side::A, accel, "sockperf", &args),
+        )?;
         srv.wait_for("to block on socket", START)?;
         Ok(srv)
     }
@@ -301,13 +321,20 @@ impl Bench {
     fn pingpong(&self, tcp: bool, accel: bool) -> Result<Vec<Sample>> {
         let port = port();
         let _srv = self.sockperf_server(tcp, accel, port)?;
-        let (a, p, t) = (self.topo.addr_a.to_string(), port.to_string(), self.secs.to_string());
+        let (a, p, t) = (
+            self.topo.addr_a.to_string(),
+            port.to_string(),
+            self.secs.to_string(),
+        );
         let mut args = vec!["ping-pong", "-i", &a, "-p", &p, "-m", "64", "-t", &t];
         if tcp {
             args.insert(1, "--tcp");
         }
-        let out = Proc::start("sockperf ping-pong", self.cmd(Side::B, accel, "sockperf", &args))?
-            .finish(self.client_timeout())?;
+        let out = Proc::start(
+            "sockperf ping-pong",
+            self.cmd(Side::B, accel, "sockperf", &args),
+        )?
+        .finish(self.client_timeout())?;
         let s = parse::sockperf_pingpong(&out)?;
         Ok(vec![
             ("avg", "usec", false, s.avg_usec),
@@ -320,11 +347,23 @@ impl Bench {
     fn msgrate(&self, accel: bool) -> Result<Vec<Sample>> {
         let port = port();
         let _srv = self.sockperf_server(false, accel, port)?;
-        let (a, p, t) = (self.topo.addr_a.to_string(), port.to_string(), self.secs.to_string());
+        let (a, p, t) = (
+            self.topo.addr_a.to_string(),
+            port.to_string(),
+            self.secs.to_string(),
+        );
         let args = ["throughput", "-i", &a, "-p", &p, "-m", "64", "-t", &t];
-        let out = Proc::start("sockperf throughput", self.cmd(Side::B, accel, "sockperf", &args))?
-            .finish(self.client_timeout())?;
-        Ok(vec![("msg rate", "msg/s", true, parse::sockperf_throughput(&out)?)])
+        let out = Proc::start(
+            "sockperf throughput",
+            self.cmd(Side::B, accel, "sockperf", &args),
+        )?
+        .finish(self.client_timeout())?;
+        Ok(vec![(
+            "msg rate",
+            "msg/s",
+            true,
+            parse::sockperf_throughput(&out)?,
+        )])
     }
 
     fn nginx(&self, accel: bool, close: bool) -> Result<Vec<Sample>> {
@@ -365,7 +404,10 @@ impl Bench {
         drop(srv);
         let w = parse::wrk(&out)?;
         if w.non_2xx_3xx > 0 {
-            bail!("nginx answered {} requests with an error status", w.non_2xx_3xx);
+            bail!(
+                "nginx answered {} requests with an error status",
+                w.non_2xx_3xx
+            );
         }
         let mut v = vec![(
             if close { "conn/s" } else { "req/s" },
@@ -382,15 +424,29 @@ impl Bench {
         let port = port();
         let (a, p) = (self.topo.addr_a.to_string(), port.to_string());
         let args = [
-            "--port", &p, "--save", "", "--appendonly", "no", "--protected-mode", "no", "--bind",
+            "--port",
+            &p,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--bind",
             &a,
         ];
-        let mut srv = Proc::start("redis-server", self.cmd(Side::A, accel, "redis-server", &args))?;
+        let mut srv = Proc::start(
+            "redis-server",
+            self.cmd(Side::A, accel, "redis-server", &args),
+        )?;
         srv.wait_tcp(&self.topo, self.addr_a(port), START)?;
         let n = self.redis_requests.to_string();
         let args = ["-h", &a, "-p", &p, "-q", "-t", "get,set", "-n", &n];
-        let out = Proc::start("redis-benchmark", self.cmd(Side::B, false, "redis-benchmark", &args))?
-            .finish(self.client_timeout() + Duration::from_secs(60))?;
+        let out = Proc::start(
+            "redis-benchmark",
+            self.cmd(Side::B, false, "redis-benchmark", &args),
+        )?
+        .finish(self.client_timeout() + Duration::from_secs(60))?;
         drop(srv);
         let r = parse::redis_benchmark(&out)?;
         let get = |t: &str| {
@@ -412,7 +468,12 @@ impl Bench {
             let p = port.to_string();
             let mut srv = Proc::start(
                 "iperf3 server",
-                self.cmd(Side::A, accel, "iperf3", &["-s", "-1", "-p", &p, "--forceflush"]),
+                self.cmd(
+                    Side::A,
+                    accel,
+                    "iperf3",
+                    &["-s", "-1", "-p", &p, "--forceflush"],
+                ),
             )?;
             srv.wait_for("Server listening", START)?;
             let (a, t) = (self.topo.addr_a.to_string(), self.secs.to_string());
@@ -437,7 +498,9 @@ impl Drop for Bench {
 
 /// The release binaries next to `exe`: accel-run, checked together with the preload library.
 pub fn find_accel_run(exe: &Path) -> Result<PathBuf> {
-    let dir = exe.parent().context("accel-bench's own path has no directory")?;
+    let dir = exe
+        .parent()
+        .context("accel-bench's own path has no directory")?;
     let run = dir.join("accel-run");
     let lib = dir.join("libaccel_preload.so");
     for p in [&run, &lib] {

@@ -83,11 +83,18 @@ fn run(args: Args) -> Result<()> {
         };
         for rep in 0..reps {
             // Alternate which stack goes first, so slow drift does not favour one of them.
-            let order = if rep % 2 == 0 { [false, true] } else { [true, false] };
+            let order = if rep % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
             for accel in order {
                 step += 1;
                 let stack = if accel { "accel" } else { "kernel" };
-                eprint!("[{step}/{total}] {name} rep {}/{reps} {stack} ... ", rep + 1);
+                eprint!(
+                    "[{step}/{total}] {name} rep {}/{reps} {stack} ... ",
+                    rep + 1
+                );
                 let t = Instant::now();
                 match bench.run(name, accel) {
                     Ok(samples) => {
@@ -95,7 +102,11 @@ fn run(args: Args) -> Result<()> {
                             .iter()
                             .map(|(m, u, _, v)| format!("{m}={v:.3} {u}"))
                             .collect();
-                        eprintln!("{} ({:.1} s)", summary.join(", "), t.elapsed().as_secs_f64());
+                        eprintln!(
+                            "{} ({:.1} s)",
+                            summary.join(", "),
+                            t.elapsed().as_secs_f64()
+                        );
                         for (m, u, hib, v) in samples {
                             w.add(m, u, hib, accel, v);
                         }
@@ -115,10 +126,13 @@ fn run(args: Args) -> Result<()> {
 
     let table = report::text_table(&results);
     println!("{table}");
-    let json = serde_json::to_string_pretty(&results)?;
+    let json = report::to_json(&results)?;
     std::fs::write(args.out.join("results.json"), json)?;
     std::fs::write(args.out.join("results.md"), report::markdown(&results))?;
-    std::fs::write(args.out.join("latency.svg"), latency_svg(&latency_groups(&results)))?;
+    std::fs::write(
+        args.out.join("latency.svg"),
+        latency_svg(&latency_groups(&results)),
+    )?;
     eprintln!(
         "wrote results.json, results.md and latency.svg to {} ({:.0} s)",
         args.out.display(),
