@@ -97,9 +97,10 @@ impl Workload {
     }
 }
 
-fn fmt(v: Option<f64>) -> String {
+fn fmt(v: Option<f64>, unit: &str) -> String {
     match v {
         None => "-".into(),
+        Some(v) if unit == "count" || unit == "pkts" => format!("{v:.0}"),
         Some(v) if v.abs() >= 1000.0 => format!("{v:.0}"),
         Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
         Some(v) => format!("{v:.3}"),
@@ -114,8 +115,8 @@ fn rows(r: &Results) -> Vec<[String; 5]> {
             rows.push([
                 w.name.clone(),
                 format!("{} ({})", m.name, m.unit),
-                fmt(m.kernel_median),
-                fmt(m.accel_median),
+                fmt(m.kernel_median, &m.unit),
+                fmt(m.accel_median, &m.unit),
                 m.ratio.map(|x| format!("{x:.2}")).unwrap_or("-".into()),
             ]);
         }
@@ -178,7 +179,10 @@ pub fn text_table(r: &Results) -> String {
 pub fn markdown(r: &Results) -> String {
     let mut out = format!(
         "# accel-bench results\n\nMedians over {} repetition(s){}; kernel = program on the kernel \
-         stack, accel = under `accel-run --profile latency`. Run took {:.0} s.\n\n",
+         stack, accel = under `accel-run --profile latency` (servers in namespace A; the sockperf \
+         clients in B too, the wrk, redis-benchmark and iperf3 clients stay on B's kernel). \
+         \"A kernel IPv4 rx\" counts the packets A's kernel received during a run: near 0 under \
+         accel means the traffic bypassed it. Run took {:.0} s.\n\n",
         r.reps,
         if r.quick { " (--quick)" } else { "" },
         r.elapsed_sec

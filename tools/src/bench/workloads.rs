@@ -290,8 +290,18 @@ impl Bench {
         Duration::from_secs(u64::from(self.secs) + 30)
     }
 
-    /// Runs workload `name` once on one stack.
+    /// Runs workload `name` once on one stack. Besides the tool's numbers it reports how many
+    /// IPv4 packets A's kernel received meanwhile (/proc/net/snmp): with accel it stays near
+    /// zero when the workload's traffic bypassed the kernel (ENGINEERING.md §6).
     pub fn run(&self, name: &str, accel: bool) -> Result<Vec<Sample>> {
+        let before = self.topo.snmp_a()?;
+        let mut v = self.run_tool(name, accel)?;
+        let d = self.topo.snmp_a()?.since(&before);
+        v.push(("A kernel IPv4 rx", "pkts", false, d.ip_in_receives as f64));
+        Ok(v)
+    }
+
+    fn run_tool(&self, name: &str, accel: bool) -> Result<Vec<Sample>> {
         match name {
             "pingpong-tcp" => self.pingpong(true, accel),
             "pingpong-udp" => self.pingpong(false, accel),
@@ -410,8 +420,8 @@ impl Bench {
             );
         }
         let mut v = vec![(
+            if close { "connections" } else { "requests" },
             if close { "conn/s" } else { "req/s" },
-            "1/s",
             true,
             w.requests_per_sec,
         )];
