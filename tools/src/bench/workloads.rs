@@ -475,15 +475,13 @@ impl Bench {
         let mut v = Vec::new();
         for (reverse, metric) in [(false, "B->A"), (true, "A->B")] {
             let port = port();
-            let p = port.to_string();
+            let (p, a) = (port.to_string(), self.topo.addr_a.to_string());
+            // -B: without it iperf3 listens on an IPv6 dual-stack socket, which accel leaves
+            // to the kernel.
+            let srv_args = ["-s", "-1", "-B", &a, "-p", &p, "--forceflush"];
             let mut srv = Proc::start(
                 "iperf3 server",
-                self.cmd(
-                    Side::A,
-                    accel,
-                    "iperf3",
-                    &["-s", "-1", "-p", &p, "--forceflush"],
-                ),
+                self.cmd(Side::A, accel, "iperf3", &srv_args),
             )?;
             srv.wait_for("Server listening", START)?;
             let (a, t) = (self.topo.addr_a.to_string(), self.secs.to_string());
