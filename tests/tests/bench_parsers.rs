@@ -220,3 +220,27 @@ fn results_round_trip_through_json_and_table() {
     assert_eq!(report::median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
     assert_eq!(report::median(&[]), None);
 }
+
+#[test]
+fn floor_summary_line() {
+    let out = "floor reflector ready\nfloor: observations=123456 lost=0 avg=3.471 p50=3.251 p99=5.355 p99.9=19.161 usec\n";
+    let s = accel_tools::bench::floor::parse_summary(out).unwrap();
+    assert_eq!(
+        s,
+        parse::PingPong {
+            observations: 123456,
+            avg_usec: 3.471,
+            p50_usec: 3.251,
+            p99_usec: 5.355,
+            p999_usec: 19.161,
+        }
+    );
+    assert!(accel_tools::bench::floor::parse_summary("").is_err());
+    assert!(accel_tools::bench::floor::parse_summary(
+        "floor: observations=0 avg=1 p50=1 p99=1 p99.9=1\n"
+    )
+    .is_err());
+    assert!(
+        accel_tools::bench::floor::parse_summary("floor: observations=5 avg=1 p50=1\n").is_err()
+    );
+}

@@ -18,6 +18,7 @@ use crate::topology::{run, Topology};
 
 /// Every workload, in the order they run.
 pub const ALL: &[&str] = &[
+    "floor",
     "pingpong-tcp",
     "pingpong-udp",
     "msgrate-udp",
@@ -229,6 +230,8 @@ enum Side {
 /// The bench context: the topology, accel-run's path, durations, a scratch directory.
 pub struct Bench {
     pub topo: Topology,
+    /// accel-bench itself (it runs the floor's two ends).
+    pub exe: PathBuf,
     pub accel_run: PathBuf,
     /// Seconds each timed client runs.
     pub secs: u32,
@@ -246,7 +249,7 @@ fn port() -> u16 {
 
 impl Bench {
     /// Builds the topology and prepares B for many short connections (conn-rate).
-    pub fn new(accel_run: PathBuf, quick: bool) -> Result<Bench> {
+    pub fn new(exe: PathBuf, accel_run: PathBuf, quick: bool) -> Result<Bench> {
         let topo = Topology::new(1).context("cannot build the topology")?;
         for kv in [
             "net.ipv4.tcp_tw_reuse=1",
@@ -259,6 +262,7 @@ impl Bench {
         std::fs::write(scratch.join("www/1k.html"), vec![b'x'; 1024])?;
         Ok(Bench {
             topo,
+            exe,
             accel_run,
             secs: if quick { 2 } else { 5 },
             redis_requests: if quick { 20_000 } else { 100_000 },
@@ -303,6 +307,7 @@ impl Bench {
 
     fn run_tool(&self, name: &str, accel: bool) -> Result<Vec<Sample>> {
         match name {
+            "floor" => self.floor(),
             "pingpong-tcp" => self.pingpong(true, accel),
             "pingpong-udp" => self.pingpong(false, accel),
             "msgrate-udp" => self.msgrate(accel),
@@ -312,6 +317,63 @@ impl Bench {
             "iperf3" => self.iperf3(accel),
             other => Err(anyhow!("unknown workload {other:?}")),
         }
+    }
+
+    fn mac(&self, ns: &str, ifname: &str) -> Result<String> {
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "cat",
+                &format!("/sys/class/net/{ifname}/address"),
+            ],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The raw AF_XDP ping-pong (see [`super::floor`]); there is no kernel variant.
+    fn floor(&self) -> Result<Vec<Sample>> {
+        let port = port();
+        let local_a = SocketAddrV4::new(self.topo.addr_a, port).to_string();
+        let local_b = SocketAddrV4::new(self.topo.addr_b, port).to_string();
+        let exe = self.exe.to_string_lossy().to_string();
+        let mut refl = Proc::start(
+            "floor reflector",
+            self.cmd(
+                Side::A,
+                false,
+                &exe,
+                &["__floor", "reflect", &self.topo.if_a, &local_a],
+            ),
+        )?;
+        refl.wait_for("floor reflector ready", START)?;
+        let (mac_a, mac_b) = (
+            self.mac(&self.topo.ns_a, &self.topo.if_a)?,
+            self.mac(&self.topo.ns_b, &self.topo.if_b)?,
+        );
+        let secs = self.secs.to_string();
+        let args = [
+            "__floor",
+            "ping",
+            &self.topo.if_b,
+            &local_b,
+            &local_a,
+            &mac_b,
+            &mac_a,
+            &secs,
+        ];
+        let out = Proc::start("floor pinger", self.cmd(Side::B, false, &exe, &args))?
+            .finish(self.client_timeout())?;
+        drop(refl);
+        let s = super::floor::parse_summary(&out)?;
+        Ok(vec![
+            ("avg", "usec", false, s.avg_usec),
+            ("p50", "usec", false, s.p50_usec),
+            ("p99", "usec", false, s.p99_usec),
+            ("p99.9", "usec", false, s.p999_usec),
+        ])
     }
 
     fn sockperf_server(&self, tcp: bool, accel: bool, port: u16) -> Result<Proc> {

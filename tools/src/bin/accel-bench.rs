@@ -26,13 +26,20 @@ struct Args {
     /// Repetitions (each runs kernel and accel once); default 5, or 1 with --quick.
     #[arg(long)]
     reps: Option<u32>,
-    /// Workloads to run (default: all): pingpong-tcp pingpong-udp msgrate-udp nginx conn-rate
+    /// Workloads to run (default: all): floor pingpong-tcp pingpong-udp msgrate-udp nginx conn-rate
     /// redis iperf3.
     workloads: Vec<String>,
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let argv: Vec<String> = std::env::args().collect();
+    let result = if argv.get(1).map(String::as_str) == Some("__floor") {
+        // One end of the floor workload, started by accel-bench itself.
+        accel_tools::bench::floor::main(&argv[2..])
+    } else {
+        run(Args::parse())
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("accel-bench: {e:#}");
@@ -48,9 +55,6 @@ fn run(args: Args) -> Result<()> {
         args.workloads.clone()
     };
     for n in &names {
-        if n == "floor" {
-            bail!("the `floor` workload (raw AF_XDP ping-pong) is not implemented yet");
-        }
         if !ALL.contains(&n.as_str()) {
             bail!("unknown workload {n:?}; known: {}", ALL.join(" "));
         }
@@ -63,7 +67,7 @@ fn run(args: Args) -> Result<()> {
     let accel_run = find_accel_run(&exe)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let bench = Bench::new(accel_run, args.quick)?;
+    let bench = Bench::new(exe, accel_run, args.quick)?;
     let started = Instant::now();
     let mut results = Results {
         reps,
@@ -74,7 +78,9 @@ fn run(args: Args) -> Result<()> {
             .unwrap_or(0),
         ..Results::default()
     };
-    let total = names.len() as u32 * reps * 2;
+    // The floor has no kernel variant: it runs once per repetition.
+    let runs = |n: &str| if n == "floor" { 1 } else { 2 };
+    let total: u32 = names.iter().map(|n| runs(n) * reps).sum();
     let mut step = 0;
     for name in &names {
         let mut w = Workload {
@@ -89,6 +95,9 @@ fn run(args: Args) -> Result<()> {
                 [true, false]
             };
             for accel in order {
+                if name == "floor" && !accel {
+                    continue;
+                }
                 step += 1;
                 let stack = if accel { "accel" } else { "kernel" };
                 eprint!(
@@ -145,7 +154,7 @@ fn run(args: Args) -> Result<()> {
 fn latency_groups(r: &Results) -> Vec<LatencyGroup> {
     r.workloads
         .iter()
-        .filter(|w| w.name.starts_with("pingpong"))
+        .filter(|w| w.name.starts_with("pingpong") || w.name == "floor")
         .filter_map(|w| {
             let get = |m: &str, accel: bool| {
                 let m = w.metrics.iter().find(|x| x.name == m)?;
@@ -156,10 +165,16 @@ fn latency_groups(r: &Results) -> Vec<LatencyGroup> {
                 }
             };
             let pcts = |accel| Some([get("p50", accel)?, get("p99", accel)?, get("p99.9", accel)?]);
+            let accel = pcts(true)?;
             Some(LatencyGroup {
                 workload: w.name.clone(),
-                kernel: pcts(false)?,
-                accel: pcts(true)?,
+                // The floor has no kernel run: its kernel bars are drawn at zero height.
+                kernel: if w.name == "floor" {
+                    [0.0; 3]
+                } else {
+                    pcts(false)?
+                },
+                accel,
             })
         })
         .collect()
