@@ -121,7 +121,16 @@ fn rows(r: &Results) -> Vec<[String; 5]> {
             ]);
         }
         for e in &w.errors {
-            let e: String = e.lines().next().unwrap_or("").chars().take(110).collect();
+            // One line per failure in the table (the JSON keeps the whole message).
+            let e: String = e
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" / ")
+                .chars()
+                .take(160)
+                .collect();
             rows.push([
                 w.name.clone(),
                 "FAILED".into(),
