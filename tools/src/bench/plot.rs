@@ -1,5 +1,6 @@
 //! A small hand-written SVG chart: p50, p99 and p99.9 of each ping-pong workload, kernel vs
-//! accel, as grouped bars on a log-free linear axis scaled to the largest value.
+//! accel, as grouped bars on a logarithmic axis (tails are often 100 times the median) from
+//! 1 usec to the next power of ten above the largest value.
 
 use std::fmt::Write;
 
@@ -33,8 +34,9 @@ pub fn latency_svg(groups: &[LatencyGroup]) -> String {
         .copied()
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
-    let max = if max > 0.0 { max * 1.1 } else { 1.0 };
-    let y = |v: f64| top + plot_h - (v.max(0.0) / max) * plot_h;
+    // Decades shown: 1 usec up to the power of ten above the largest value (at least 10).
+    let decades = max.max(10.0).log10().ceil().max(1.0);
+    let y = |v: f64| top + plot_h - (v.max(1.0).log10() / decades).min(1.0) * plot_h;
     let mut s = String::new();
     let _ = write!(
         s,
@@ -42,15 +44,15 @@ pub fn latency_svg(groups: &[LatencyGroup]) -> String {
     );
     let _ = write!(
         s,
-        r#"<text x="{left}" y="20" font-size="14">sockperf ping-pong latency (usec, half RTT): kernel vs accel</text>"#
+        r#"<text x="{left}" y="20" font-size="14">sockperf ping-pong latency (usec, half RTT, log scale): kernel vs accel</text>"#
     );
     // Axis and grid.
-    for i in 0..=4 {
-        let v = max * f64::from(i) / 4.0;
+    for i in 0..=decades as i32 {
+        let v = 10f64.powi(i);
         let yy = y(v);
         let _ = write!(
             s,
-            r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{v:.1}</text>"##,
+            r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{v:.0}</text>"##,
             width - 20.0,
             left - 4.0,
             yy + 4.0
