@@ -6,3 +6,4 @@ pub mod echo;
 pub mod peer;
 pub use libaccel::stats;
 pub mod topology;
+pub mod bench;

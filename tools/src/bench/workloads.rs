@@ -1,0 +1,586 @@
+//! The workloads: real tools on a throwaway [`Topology`], once on the kernel stack and once
+//! under `accel-run`. Servers run in namespace A, clients in B. Every process is started by pid
+//! and killed (by that pid) when its handle drops, also when a run fails; readiness is seen in
+//! the server's output or by a bounded connect retry, never by a fixed sleep.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::parse;
+use crate::topology::{run, Topology};
+
+/// Every workload, in the order they run.
+pub const ALL: &[&str] = &[
+    "floor",
+    "pingpong-tcp",
+    "pingpong-udp",
+    "msgrate-udp",
+    "nginx",
+    "conn-rate",
+    "redis",
+    "iperf3",
+];
+
+/// One measured value: metric name, unit, whether higher is better, value.
+pub type Sample = (&'static str, &'static str, bool, f64);
+
+const START: Duration = Duration::from_secs(15);
+
+/// A started program. Its stdout and stderr are read as they come; dropping it kills it by pid
+/// (SIGKILL) and reaps it.
+pub struct Proc {
+    name: String,
+    child: Option<Child>,
+    rx: mpsc::Receiver<String>,
+    out: Vec<String>,
+}
+
+fn reader<R: Read + Send + 'static>(r: R, tx: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches('\n')
+                        .to_string();
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+impl Proc {
+    pub fn start(name: &str, mut cmd: Command) -> Result<Proc> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({cmd:?})"))?;
+        let (tx, rx) = mpsc::channel();
+        reader(child.stdout.take().expect("piped"), tx.clone());
+        reader(child.stderr.take().expect("piped"), tx);
+        Ok(Proc {
+            name: name.into(),
+            child: Some(child),
+            rx,
+            out: Vec::new(),
+        })
+    }
+
+    fn printed(&self) -> String {
+        let n = self.out.len();
+        self.out[n.saturating_sub(12)..].join("\n")
+    }
+
+    /// Waits for a line containing `needle`; fails if the program exits first or on timeout.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        if self.out.iter().any(|l| l.contains(needle)) {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self
+                .rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.out.push(line);
+                    if hit {
+                        return Ok(());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!(
+                    "{} exited before printing {needle:?}:\n{}",
+                    self.name,
+                    self.printed()
+                ),
+                Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                    "{} printed no {needle:?} within {timeout:?}:\n{}",
+                    self.name,
+                    self.printed()
+                ),
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(l) = self.rx.try_recv() {
+            self.out.push(l);
+        }
+    }
+
+    /// Connects from B to `addr` until it works (bounded); fails early if the program exits.
+    pub fn wait_tcp(
+        &mut self,
+        topo: &Topology,
+        addr: SocketAddrV4,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                std::thread::sleep(Duration::from_millis(100));
+                self.drain();
+                bail!(
+                    "{} exited ({st}) before accepting on {addr}:\n{}",
+                    self.name,
+                    self.printed()
+                );
+            }
+            let r = topo.in_b(move || {
+                TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500))
+            })?;
+            if r.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.drain();
+                bail!(
+                    "{} did not accept on {addr} within {timeout:?} ({r:?}):\n{}",
+                    self.name,
+                    self.printed()
+                );
+            }
+            // Retry interval of a bounded poll (a refusal comes back at once).
+            std::thread::sleep(Duration::from_millis(20));
+            self.drain();
+        }
+    }
+
+    /// Waits (bounded) for the program to exit; returns all it printed. Fails if it exits
+    /// non-zero or runs past `timeout` (then it is killed).
+    pub fn finish(mut self, timeout: Duration) -> Result<String> {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(l) => {
+                    self.out.push(l);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+            }
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.drain();
+                bail!(
+                    "{} did not finish within {timeout:?} (killed):\n{}",
+                    self.name,
+                    self.printed()
+                );
+            }
+        };
+        let drain_deadline = Instant::now() + Duration::from_secs(3);
+        while let Ok(l) = self
+            .rx
+            .recv_timeout(drain_deadline.saturating_duration_since(Instant::now()))
+        {
+            self.out.push(l);
+        }
+        if !status.success() {
+            bail!("{} failed ({status}):\n{}", self.name, self.printed());
+        }
+        Ok(self.out.join("\n"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Which namespace a program runs in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+/// The bench context: the topology, accel-run's path, durations, a scratch directory.
+pub struct Bench {
+    pub topo: Topology,
+    /// accel-bench itself (it runs the floor's two ends).
+    pub exe: PathBuf,
+    pub accel_run: PathBuf,
+    /// Seconds each timed client runs.
+    pub secs: u32,
+    /// redis-benchmark requests per test.
+    pub redis_requests: u32,
+    pub scratch: PathBuf,
+}
+
+static PORT: AtomicU16 = AtomicU16::new(20000);
+
+/// A fresh port per run, so no run meets an earlier run's TIME_WAIT or late packets.
+fn port() -> u16 {
+    PORT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Bench {
+    /// Builds the topology and prepares B for many short connections (conn-rate).
+    pub fn new(exe: PathBuf, accel_run: PathBuf, quick: bool) -> Result<Bench> {
+        let topo = Topology::new(1).context("cannot build the topology")?;
+        for kv in [
+            "net.ipv4.tcp_tw_reuse=1",
+            "net.ipv4.ip_local_port_range=10000 65000",
+        ] {
+            run("ip", &["netns", "exec", &topo.ns_b, "sysctl", "-qw", kv])?;
+        }
+        let scratch = std::env::temp_dir().join(format!("accel-bench-{}", std::process::id()));
+        std::fs::create_dir_all(scratch.join("www"))?;
+        std::fs::write(scratch.join("www/1k.html"), vec![b'x'; 1024])?;
+        Ok(Bench {
+            topo,
+            exe,
+            accel_run,
+            secs: if quick { 2 } else { 5 },
+            redis_requests: if quick { 20_000 } else { 100_000 },
+            scratch,
+        })
+    }
+
+    /// `prog args` in `side`, under accel-run (latency profile) when `accel`.
+    fn cmd(&self, side: Side, accel: bool, prog: &str, args: &[&str]) -> Command {
+        let (ns, ifname) = match side {
+            Side::A => (&self.topo.ns_a, &self.topo.if_a),
+            Side::B => (&self.topo.ns_b, &self.topo.if_b),
+        };
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]);
+        if accel {
+            c.arg(&self.accel_run)
+                .args(["--interface", ifname, "--profile", "latency", "--"]);
+        }
+        c.arg(prog).args(args);
+        c
+    }
+
+    fn addr_a(&self, port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(self.topo.addr_a, port)
+    }
+
+    fn client_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.secs) + 30)
+    }
+
+    /// Runs workload `name` once on one stack. Besides the tool's numbers it reports how many
+    /// IPv4 packets A's kernel received meanwhile (/proc/net/snmp): with accel it stays near
+    /// zero when the workload's traffic bypassed the kernel (ENGINEERING.md §6).
+    pub fn run(&self, name: &str, accel: bool) -> Result<Vec<Sample>> {
+        let before = self.topo.snmp_a()?;
+        let mut v = self.run_tool(name, accel)?;
+        let d = self.topo.snmp_a()?.since(&before);
+        v.push(("A kernel IPv4 rx", "pkts", false, d.ip_in_receives as f64));
+        Ok(v)
+    }
+
+    fn run_tool(&self, name: &str, accel: bool) -> Result<Vec<Sample>> {
+        match name {
+            "floor" => self.floor(),
+            "pingpong-tcp" => self.pingpong(true, accel),
+            "pingpong-udp" => self.pingpong(false, accel),
+            "msgrate-udp" => self.msgrate(accel),
+            "nginx" => self.nginx(accel, false),
+            "conn-rate" => self.nginx(accel, true),
+            "redis" => self.redis(accel),
+            "iperf3" => self.iperf3(accel),
+            other => Err(anyhow!("unknown workload {other:?}")),
+        }
+    }
+
+    fn mac(&self, ns: &str, ifname: &str) -> Result<String> {
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "cat",
+                &format!("/sys/class/net/{ifname}/address"),
+            ],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The raw AF_XDP ping-pong (see [`super::floor`]); there is no kernel variant.
+    fn floor(&self) -> Result<Vec<Sample>> {
+        let port = port();
+        let local_a = SocketAddrV4::new(self.topo.addr_a, port).to_string();
+        let local_b = SocketAddrV4::new(self.topo.addr_b, port).to_string();
+        let exe = self.exe.to_string_lossy().to_string();
+        let mut refl = Proc::start(
+            "floor reflector",
+            self.cmd(
+                Side::A,
+                false,
+                &exe,
+                &["__floor", "reflect", &self.topo.if_a, &local_a],
+            ),
+        )?;
+        refl.wait_for("floor reflector ready", START)?;
+        let (mac_a, mac_b) = (
+            self.mac(&self.topo.ns_a, &self.topo.if_a)?,
+            self.mac(&self.topo.ns_b, &self.topo.if_b)?,
+        );
+        let secs = self.secs.to_string();
+        let args = [
+            "__floor",
+            "ping",
+            &self.topo.if_b,
+            &local_b,
+            &local_a,
+            &mac_b,
+            &mac_a,
+            &secs,
+        ];
+        let out = Proc::start("floor pinger", self.cmd(Side::B, false, &exe, &args))?
+            .finish(self.client_timeout())?;
+        drop(refl);
+        let s = super::floor::parse_summary(&out)?;
+        Ok(vec![
+            ("avg", "usec", false, s.avg_usec),
+            ("p50", "usec", false, s.p50_usec),
+            ("p99", "usec", false, s.p99_usec),
+            ("p99.9", "usec", false, s.p999_usec),
+        ])
+    }
+
+    fn sockperf_server(&self, tcp: bool, accel: bool, port: u16) -> Result<Proc> {
+        let (a, p) = (self.topo.addr_a.to_string(), port.to_string());
+        let mut args = vec!["server", "-i", &a, "-p", &p];
+        if tcp {
+            args.insert(1, "--tcp");
+        }
+        let mut srv = Proc::start(
+            "sockperf server",
+            self.cmd(Side::A, accel, "sockperf", &args),
+        )?;
+        srv.wait_for("to block on socket", START)?;
+        Ok(srv)
+    }
+
+    fn pingpong(&self, tcp: bool, accel: bool) -> Result<Vec<Sample>> {
+        let port = port();
+        let _srv = self.sockperf_server(tcp, accel, port)?;
+        let (a, p, t) = (
+            self.topo.addr_a.to_string(),
+            port.to_string(),
+            self.secs.to_string(),
+        );
+        let mut args = vec!["ping-pong", "-i", &a, "-p", &p, "-m", "64", "-t", &t];
+        if tcp {
+            args.insert(1, "--tcp");
+        }
+        let out = Proc::start(
+            "sockperf ping-pong",
+            self.cmd(Side::B, accel, "sockperf", &args),
+        )?
+        .finish(self.client_timeout())?;
+        let s = parse::sockperf_pingpong(&out)?;
+        Ok(vec![
+            ("avg", "usec", false, s.avg_usec),
+            ("p50", "usec", false, s.p50_usec),
+            ("p99", "usec", false, s.p99_usec),
+            ("p99.9", "usec", false, s.p999_usec),
+        ])
+    }
+
+    fn msgrate(&self, accel: bool) -> Result<Vec<Sample>> {
+        let port = port();
+        let _srv = self.sockperf_server(false, accel, port)?;
+        let (a, p, t) = (
+            self.topo.addr_a.to_string(),
+            port.to_string(),
+            self.secs.to_string(),
+        );
+        let args = ["throughput", "-i", &a, "-p", &p, "-m", "64", "-t", &t];
+        let out = Proc::start(
+            "sockperf throughput",
+            self.cmd(Side::B, accel, "sockperf", &args),
+        )?
+        .finish(self.client_timeout())?;
+        Ok(vec![(
+            "msg rate",
+            "msg/s",
+            true,
+            parse::sockperf_throughput(&out)?,
+        )])
+    }
+
+    fn nginx(&self, accel: bool, close: bool) -> Result<Vec<Sample>> {
+        let port = port();
+        let dir = self.scratch.join(format!("nginx-{port}"));
+        std::fs::create_dir_all(&dir)?;
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1;\n\
+             error_log {d}/error.log; pid {d}/nginx.pid;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; keepalive_timeout {}; keepalive_requests 1000000;\n\
+               client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
+               uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen {}; root {}; }} }}\n",
+            if close { "0" } else { "65" },
+            self.addr_a(port),
+            self.scratch.join("www").display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let conf_s = conf_path.to_string_lossy().to_string();
+        let dir_s = dir.to_string_lossy().to_string();
+        let mut srv = Proc::start(
+            "nginx",
+            self.cmd(Side::A, accel, "nginx", &["-c", &conf_s, "-p", &dir_s]),
+        )?;
+        srv.wait_tcp(&self.topo, self.addr_a(port), START)?;
+        let url = format!("http://{}/1k.html", self.addr_a(port));
+        let d = format!("{}s", self.secs);
+        let mut args = vec!["-t1", "-c32", "-d", &d, "--latency"];
+        if close {
+            args.extend(["-H", "Connection: close"]);
+        }
+        args.push(&url);
+        let out = Proc::start("wrk", self.cmd(Side::B, false, "wrk", &args))?
+            .finish(self.client_timeout())?;
+        drop(srv);
+        let w = parse::wrk(&out)?;
+        if w.non_2xx_3xx > 0 {
+            bail!(
+                "nginx answered {} requests with an error status",
+                w.non_2xx_3xx
+            );
+        }
+        let mut v = vec![(
+            if close { "connections" } else { "requests" },
+            if close { "conn/s" } else { "req/s" },
+            true,
+            w.requests_per_sec,
+        )];
+        v.push(("p99 latency", "usec", false, w.p99_usec));
+        v.push(("socket errors", "count", false, w.socket_errors as f64));
+        Ok(v)
+    }
+
+    fn redis(&self, accel: bool) -> Result<Vec<Sample>> {
+        let port = port();
+        let (a, p) = (self.topo.addr_a.to_string(), port.to_string());
+        let args = [
+            "--port",
+            &p,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--bind",
+            &a,
+        ];
+        let mut srv = Proc::start(
+            "redis-server",
+            self.cmd(Side::A, accel, "redis-server", &args),
+        )?;
+        srv.wait_tcp(&self.topo, self.addr_a(port), START)?;
+        let n = self.redis_requests.to_string();
+        let args = ["-h", &a, "-p", &p, "-q", "-t", "get,set", "-n", &n];
+        let out = Proc::start(
+            "redis-benchmark",
+            self.cmd(Side::B, false, "redis-benchmark", &args),
+        )?
+        .finish(self.client_timeout() + Duration::from_secs(60))?;
+        drop(srv);
+        let r = parse::redis_benchmark(&out)?;
+        let get = |t: &str| {
+            r.iter()
+                .find(|(n, _)| n == t)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| anyhow!("redis-benchmark printed no {t} result:\n{out}"))
+        };
+        Ok(vec![
+            ("GET", "req/s", true, get("GET")?),
+            ("SET", "req/s", true, get("SET")?),
+        ])
+    }
+
+    fn iperf3(&self, accel: bool) -> Result<Vec<Sample>> {
+        let mut v = Vec::new();
+        for (reverse, metric) in [(false, "B->A"), (true, "A->B")] {
+            let port = port();
+            let (p, a) = (port.to_string(), self.topo.addr_a.to_string());
+            // -B: without it iperf3 listens on an IPv6 dual-stack socket, which accel leaves
+            // to the kernel.
+            let srv_args = ["-s", "-1", "-B", &a, "-p", &p, "--forceflush"];
+            let mut srv = Proc::start(
+                "iperf3 server",
+                self.cmd(Side::A, accel, "iperf3", &srv_args),
+            )?;
+            srv.wait_for("Server listening", START)?;
+            let (a, t) = (self.topo.addr_a.to_string(), self.secs.to_string());
+            let mut args = vec!["-c", &a, "-p", &p, "-t", &t, "-J"];
+            if reverse {
+                args.push("-R");
+            }
+            let out = Proc::start("iperf3 client", self.cmd(Side::B, false, "iperf3", &args))?
+                .finish(self.client_timeout())?;
+            drop(srv);
+            v.push((metric, "Gbit/s", true, parse::iperf3(&out)?));
+        }
+        Ok(v)
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+/// The release binaries next to `exe`: accel-run, checked together with the preload library.
+pub fn find_accel_run(exe: &Path) -> Result<PathBuf> {
+    let dir = exe
+        .parent()
+        .context("accel-bench's own path has no directory")?;
+    let run = dir.join("accel-run");
+    let lib = dir.join("libaccel_preload.so");
+    for p in [&run, &lib] {
+        if !p.is_file() {
+            bail!(
+                "{} is missing: accel-bench uses the binaries next to it; build them with \
+                 `cargo build --release --workspace`",
+                p.display()
+            );
+        }
+    }
+    Ok(run)
+}

@@ -1,0 +1,181 @@
+//! accel-bench: the same workloads on the kernel stack and under accel-run, side by side
+//! (ENGINEERING.md §6). See `accel-bench --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use accel_tools::bench::plot::{latency_svg, LatencyGroup};
+use accel_tools::bench::report::{self, Results, Workload};
+use accel_tools::bench::workloads::{find_accel_run, Bench, ALL};
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+/// Runs each workload with the kernel stack and under `accel-run --profile latency`,
+/// alternating, and reports medians and the accel/kernel ratio. Needs root (it builds a
+/// throwaway two-namespace veth topology) and the release build next to it.
+#[derive(Parser)]
+#[command(name = "accel-bench")]
+struct Args {
+    /// One repetition with short runs (the whole run takes under two minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Where results.json, results.md and latency.svg go.
+    #[arg(long, default_value = "accel-bench-results")]
+    out: PathBuf,
+    /// Repetitions (each runs kernel and accel once); default 5, or 1 with --quick.
+    #[arg(long)]
+    reps: Option<u32>,
+    /// Workloads to run (default: all): floor pingpong-tcp pingpong-udp msgrate-udp nginx conn-rate
+    /// redis iperf3.
+    workloads: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let result = if argv.get(1).map(String::as_str) == Some("__floor") {
+        // One end of the floor workload, started by accel-bench itself.
+        accel_tools::bench::floor::main(&argv[2..])
+    } else {
+        run(Args::parse())
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("accel-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let names: Vec<String> = if args.workloads.is_empty() {
+        ALL.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.workloads.clone()
+    };
+    for n in &names {
+        if !ALL.contains(&n.as_str()) {
+            bail!("unknown workload {n:?}; known: {}", ALL.join(" "));
+        }
+    }
+    let reps = args.reps.unwrap_or(if args.quick { 1 } else { 5 });
+    if reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    let exe = std::env::current_exe().context("cannot find accel-bench's own path")?;
+    let accel_run = find_accel_run(&exe)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let bench = Bench::new(exe, accel_run, args.quick)?;
+    let started = Instant::now();
+    let mut results = Results {
+        reps,
+        quick: args.quick,
+        started_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        ..Results::default()
+    };
+    // The floor has no kernel variant: it runs once per repetition.
+    let runs = |n: &str| if n == "floor" { 1 } else { 2 };
+    let total: u32 = names.iter().map(|n| runs(n) * reps).sum();
+    let mut step = 0;
+    for name in &names {
+        let mut w = Workload {
+            name: name.clone(),
+            ..Workload::default()
+        };
+        for rep in 0..reps {
+            // Alternate which stack goes first, so slow drift does not favour one of them.
+            let order = if rep % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for accel in order {
+                if name == "floor" && !accel {
+                    continue;
+                }
+                step += 1;
+                let stack = if accel { "accel" } else { "kernel" };
+                eprint!(
+                    "[{step}/{total}] {name} rep {}/{reps} {stack} ... ",
+                    rep + 1
+                );
+                let t = Instant::now();
+                match bench.run(name, accel) {
+                    Ok(samples) => {
+                        let summary: Vec<String> = samples
+                            .iter()
+                            .map(|(m, u, _, v)| format!("{m}={v:.3} {u}"))
+                            .collect();
+                        eprintln!(
+                            "{} ({:.1} s)",
+                            summary.join(", "),
+                            t.elapsed().as_secs_f64()
+                        );
+                        for (m, u, hib, v) in samples {
+                            w.add(m, u, hib, accel, v);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("FAILED ({:.1} s): {e:#}", t.elapsed().as_secs_f64());
+                        w.errors.push(format!("rep {} {stack}: {e:#}", rep + 1));
+                    }
+                }
+            }
+        }
+        w.finish();
+        results.workloads.push(w);
+    }
+    results.elapsed_sec = started.elapsed().as_secs_f64();
+    drop(bench);
+
+    let table = report::text_table(&results);
+    println!("{table}");
+    let json = report::to_json(&results)?;
+    std::fs::write(args.out.join("results.json"), json)?;
+    std::fs::write(args.out.join("results.md"), report::markdown(&results))?;
+    std::fs::write(
+        args.out.join("latency.svg"),
+        latency_svg(&latency_groups(&results)),
+    )?;
+    eprintln!(
+        "wrote results.json, results.md and latency.svg to {} ({:.0} s)",
+        args.out.display(),
+        results.elapsed_sec
+    );
+    Ok(())
+}
+
+/// The ping-pong workloads that have p50, p99 and p99.9 medians for both stacks.
+fn latency_groups(r: &Results) -> Vec<LatencyGroup> {
+    r.workloads
+        .iter()
+        .filter(|w| w.name.starts_with("pingpong") || w.name == "floor")
+        .filter_map(|w| {
+            let get = |m: &str, accel: bool| {
+                let m = w.metrics.iter().find(|x| x.name == m)?;
+                if accel {
+                    m.accel_median
+                } else {
+                    m.kernel_median
+                }
+            };
+            let pcts = |accel| Some([get("p50", accel)?, get("p99", accel)?, get("p99.9", accel)?]);
+            let accel = pcts(true)?;
+            Some(LatencyGroup {
+                workload: w.name.clone(),
+                // The floor has no kernel run: its kernel bars are drawn at zero height.
+                kernel: if w.name == "floor" {
+                    [0.0; 3]
+                } else {
+                    pcts(false)?
+                },
+                accel,
+            })
+        })
+        .collect()
+}
