@@ -288,7 +288,7 @@ pub fn listen(ep: &Endpoint, fd: RawFd, backlog: i32) -> Res<()> {
             o.nic.lock().stack.close(o.id);
         }
         for (nic, f) in flows {
-            let _ = nic.lock().att.filter.remove_flow(f);
+            nic.lock_only().remove_flow_later(*f, Duration::ZERO);
         }
     };
     for nic in &nics {
@@ -302,11 +302,12 @@ pub fn listen(ep: &Endpoint, fd: RawFd, backlog: i32) -> Res<()> {
                 return Err(e.into());
             }
         };
-        if let Err(e) = add_flow(&mut g, &flow) {
+        if let Err(e) = g.add_shared_flow(&flow) {
+            tracing::warn!(error = %e, "adding a listening flow to the XDP filter");
             g.stack.close(id);
             drop(g);
             undo(&on, &flows);
-            return Err(e);
+            return Err(Errno::EADDRINUSE);
         }
         on.push(On {
             nic: nic.clone(),
@@ -405,8 +406,8 @@ pub fn accept(ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd, SockAddrBuf)>
     if ep.proto != Proto::Tcp {
         return Err(Errno::EOPNOTSUPP);
     }
-    let on = match &*ep.state() {
-        State::Listener { on, .. } => on.clone(),
+    let (on, listen_local) = match &*ep.state() {
+        State::Listener { on, local, .. } => (on.clone(), *local),
         _ => return Err(Errno::EINVAL),
     };
     let nics: Vec<Arc<Nic>> = on.iter().map(|o| o.nic.clone()).collect();
@@ -432,15 +433,10 @@ pub fn accept(ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd, SockAddrBuf)>
         Accepted::Kernel(kfd, addr) => Ok((kfd, addr)),
         Accepted::Stack(nic, id, remote, local) => {
             let local = local.unwrap_or(SocketAddrV4::new(nic.addr, 0));
-            let flow = flow_key(Proto::Tcp, local, Some(remote));
-            // Its own exact flow: the connection outlives its listener, as in the kernel.
-            {
-                let mut g = nic.lock_only();
-                if let Err(e) = add_flow(&mut g, &flow) {
-                    g.stack.abort(id);
-                    return Err(e);
-                }
-            }
+            // The listener's flow carries the connection; holding it keeps it in the filter
+            // after the listener closes (a connection outlives its listener, as in the kernel).
+            let flow = flow_key(Proto::Tcp, listen_local, None);
+            nic.lock_only().hold_shared_flow(&flow);
             let nfd = match new_fd(flags) {
                 Ok(f) => f,
                 Err(e) => {
@@ -1037,8 +1033,9 @@ pub fn close(ep: Arc<Endpoint>) {
             for o in on {
                 o.nic.lock().stack.close(o.id);
             }
+            // The listener lets go of its flow; connections it accepted still hold it.
             for (nic, f) in flows {
-                let _ = nic.lock_only().att.filter.remove_flow(&f);
+                nic.lock_only().remove_flow_later(f, Duration::ZERO);
             }
         }
         State::Conn { on, flow, .. } => {

@@ -32,6 +32,11 @@ pub struct NicInner {
     /// Flows of closed connections, removed once the stack is surely done with them (the close
     /// handshake and TIME-WAIT need their packets).
     flow_removals: Vec<(Instant, libaccel::xdp::FlowKey)>,
+    /// Listening flows and how many users hold each (the listener and the connections it
+    /// accepted, which the wildcard flow carries too): removed when the last lets go. An
+    /// accept costs no BPF map update this way, and the flow map does not fill up with one
+    /// entry per connection.
+    shared: std::collections::HashMap<libaccel::xdp::FlowKey, usize>,
 }
 
 impl NicInner {
@@ -42,8 +47,26 @@ impl NicInner {
 
     /// Adds a flow for this process, cancelling a pending removal of the same key.
     pub fn add_flow(&mut self, key: &libaccel::xdp::FlowKey) -> Result<(), libaccel::xdp::Error> {
-        self.flow_removals.retain(|(_, k)| k != key);
+        if !self.shared.contains_key(key) {
+            self.flow_removals.retain(|(_, k)| k != key);
+        }
         self.att.filter.add_flow(key)
+    }
+
+    /// Adds a listening flow held by its listener (see `shared`).
+    pub fn add_shared_flow(
+        &mut self,
+        key: &libaccel::xdp::FlowKey,
+    ) -> Result<(), libaccel::xdp::Error> {
+        self.att.filter.add_flow(key)?;
+        *self.shared.entry(*key).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// One more user of a listening flow (an accepted connection); it lets go with
+    /// `remove_flow_later`.
+    pub fn hold_shared_flow(&mut self, key: &libaccel::xdp::FlowKey) {
+        *self.shared.entry(*key).or_insert(0) += 1;
     }
 }
 
@@ -100,15 +123,24 @@ impl Nic {
             let _ = g.att.control.refresh();
             let now = Instant::now();
             let NicInner {
-                att, flow_removals, ..
+                att,
+                flow_removals,
+                shared,
+                ..
             } = g;
             flow_removals.retain(|(when, key)| {
-                if *when <= now {
-                    let _ = att.filter.remove_flow(key);
-                    false
-                } else {
-                    true
+                if *when > now {
+                    return true;
                 }
+                if let Some(users) = shared.get_mut(key) {
+                    *users = users.saturating_sub(1);
+                    if *users > 0 {
+                        return false;
+                    }
+                    shared.remove(key);
+                }
+                let _ = att.filter.remove_flow(key);
+                false
             });
         }
         if moved {
@@ -327,6 +359,7 @@ fn open_nic(name: &str) -> Result<Nic, String> {
             waiters: Vec::new(),
             last_refresh: Instant::now(),
             flow_removals: Vec::new(),
+            shared: std::collections::HashMap::new(),
         }),
         xsk_fds,
         epoch,

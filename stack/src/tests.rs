@@ -665,7 +665,10 @@ fn reset_right_after_the_handshake_is_the_next_calls_error() {
     assert!(p.a.stack.tcp_established_once(c));
     assert_eq!(p.a.stack.take_error(c), Ok(Some(Error::ConnectionReset)));
     // A refused connect never was established.
-    let r = p.a.stack.tcp_connect(sa(IP_A, 40001), sa(IP_B, 81)).unwrap();
+    let r =
+        p.a.stack
+            .tcp_connect(sa(IP_A, 40001), sa(IP_B, 81))
+            .unwrap();
     assert!(p.run_until(secs(5), |p| p.a.stack.readiness(r).error));
     assert!(!p.a.stack.tcp_established_once(r));
 }

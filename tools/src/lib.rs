@@ -5,5 +5,5 @@ pub mod check;
 pub mod echo;
 pub mod peer;
 pub use libaccel::stats;
-pub mod topology;
 pub mod bench;
+pub mod topology;
