@@ -709,3 +709,30 @@ fn a_program_closing_all_other_fds_keeps_working() {
     assert_eq!(echo.accepted(), 1, "connections the echo server accepted");
     assert_accelerated("closefrom", &t.if_a, &fin, &d, &["tcp_connected"]);
 }
+
+/// An accepted connection outlives its listener: the accelerated server closes the listening
+/// socket right after accept and keeps echoing; a kernel client in B sees every echo.
+#[test]
+fn an_accepted_connection_outlives_its_listener() {
+    let t = topo();
+    let dir = TempDir::new("listener_close");
+    let exe = compile_c("listener_close", dir.path());
+    let before = snmp_a(&t);
+    let mut app = App::start(
+        "listener_close (under accel-run)",
+        accelerated(&t, Side::A, None, &exe, &[&s(t.addr_a), "7085"]),
+    );
+    app.wait_for("listening", Duration::from_secs(20));
+    let server = std::net::SocketAddrV4::new(t.addr_a, 7085);
+    // 200 round trips on the one connection, the listener long closed after the first.
+    let r = t
+        .in_b(move || accel_tests::peer::tcp_echo(server, 200 * 1000, 9, Duration::from_secs(20)))
+        .expect("namespace B");
+    let r = r.expect("echo through the accepted connection");
+    assert_eq!(r.sent_checksum, r.echoed_checksum);
+    let fin = app.finish(Duration::from_secs(20));
+    let d = snmp_a(&t).since(&before);
+    let fin = fin.success();
+    assert!(fin.stdout.contains("listener_close: ok"), "{}", fin.describe());
+    assert_accelerated("listener_close", &t.if_a, &fin, &d, &["tcp_accepted"]);
+}
