@@ -99,6 +99,35 @@ pub fn mark_internal(fd: i32) {
     }
 }
 
+/// The number is free again (accel closed it): the program may get it next.
+pub fn unmark_internal(fd: i32) {
+    if let Some((word, bit)) = slot(fd) {
+        INTERNAL[word].fetch_and(!bit, Ordering::Release);
+    }
+}
+
+/// An fd of accel's own: marked while open, unmarked before it closes.
+pub struct InternalFd(std::os::fd::OwnedFd);
+
+impl InternalFd {
+    pub fn new(fd: std::os::fd::OwnedFd) -> InternalFd {
+        use std::os::fd::AsRawFd;
+        mark_internal(fd.as_raw_fd());
+        InternalFd(fd)
+    }
+
+    pub fn raw(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.0.as_raw_fd()
+    }
+}
+
+impl Drop for InternalFd {
+    fn drop(&mut self) {
+        unmark_internal(self.raw());
+    }
+}
+
 #[inline]
 pub fn is_internal(fd: i32) -> bool {
     match slot(fd) {

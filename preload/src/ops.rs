@@ -1022,7 +1022,8 @@ pub fn shutdown(ep: &Endpoint, fd: RawFd, how: i32) -> Res<()> {
 }
 
 /// The last fd of `ep` is being closed: release its stack sockets. The caller closes the fd.
-pub fn close(ep: Arc<Endpoint>) {
+/// `fd` is the number being closed (the caller closes it right after).
+pub fn close(ep: Arc<Endpoint>, fd: RawFd) {
     if ep.refs.fetch_sub(1, Ordering::AcqRel) > 1 {
         return;
     }
@@ -1047,6 +1048,13 @@ pub fn close(ep: Arc<Endpoint>) {
             }
             on.nic.poll_locked(&mut g);
             g.remove_flow_later(flow, CLOSED_FLOW_GRACE);
+            // The kernel socket held this connection's port; the stack still uses it for the
+            // close handshake and TIME-WAIT, so keep it held (a copy of the fd, accel's own)
+            // until the flow goes, or the kernel would hand the port to the next connect.
+            if let Ok(held) = kernel::dup_cloexec_above(fd, 500) {
+                fdtable::mark_internal(held);
+                g.close_fd_later(held, CLOSED_FLOW_GRACE);
+            }
         }
         State::Udp { on, flow, .. } => {
             let mut g = on.nic.lock();

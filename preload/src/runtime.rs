@@ -37,6 +37,9 @@ pub struct NicInner {
     /// accept costs no BPF map update this way, and the flow map does not fill up with one
     /// entry per connection.
     shared: std::collections::HashMap<libaccel::xdp::FlowKey, usize>,
+    /// accel's copies of closed connections' kernel sockets (they hold the ports), with when
+    /// to close them.
+    fd_closes: Vec<(Instant, RawFd)>,
 }
 
 impl NicInner {
@@ -61,6 +64,11 @@ impl NicInner {
         self.att.filter.add_flow(key)?;
         *self.shared.entry(*key).or_insert(0) += 1;
         Ok(())
+    }
+
+    /// Closes `fd` (one of accel's own) after `delay`.
+    pub fn close_fd_later(&mut self, fd: RawFd, delay: Duration) {
+        self.fd_closes.push((Instant::now() + delay, fd));
     }
 
     /// One more user of a listening flow (an accepted connection); it lets go with
@@ -141,6 +149,15 @@ impl Nic {
                 }
                 let _ = att.filter.remove_flow(key);
                 false
+            });
+            g.fd_closes.retain(|&(when, fd)| {
+                if when <= now {
+                    crate::fdtable::unmark_internal(fd);
+                    let _ = kernel::close(fd);
+                    false
+                } else {
+                    true
+                }
             });
         }
         if moved {
@@ -360,6 +377,7 @@ fn open_nic(name: &str) -> Result<Nic, String> {
             last_refresh: Instant::now(),
             flow_removals: Vec::new(),
             shared: std::collections::HashMap::new(),
+            fd_closes: Vec::new(),
         }),
         xsk_fds,
         epoch,
@@ -533,9 +551,9 @@ impl Drop for Spinning {
 /// The calling thread's eventfd for mixed waits (created on first use, closed at thread exit).
 pub fn thread_eventfd() -> Option<RawFd> {
     thread_local! {
-        static EFD: Option<OwnedFd> = kernel::eventfd().inspect(|fd| crate::fdtable::mark_internal(fd.as_raw_fd()));
+        static EFD: Option<crate::fdtable::InternalFd> = kernel::eventfd().map(crate::fdtable::InternalFd::new);
     }
-    EFD.with(|e| e.as_ref().map(|fd| fd.as_raw_fd()))
+    EFD.with(|e| e.as_ref().map(|fd| fd.raw()))
 }
 
 /// The calling thread registered as a sleeper on some interfaces; dropping it takes the
@@ -574,10 +592,10 @@ impl Drop for Waiting {
 /// time of the sleep, so the program's own set is never changed.
 pub fn thread_epoll() -> Option<RawFd> {
     thread_local! {
-        static EP: Option<OwnedFd> =
-            kernel::epoll_with(thread_eventfd()?).inspect(|fd| crate::fdtable::mark_internal(fd.as_raw_fd()));
+        static EP: Option<crate::fdtable::InternalFd> =
+            kernel::epoll_with(thread_eventfd()?).map(crate::fdtable::InternalFd::new);
     }
-    EP.with(|e| e.as_ref().map(|fd| fd.as_raw_fd()))
+    EP.with(|e| e.as_ref().map(|fd| fd.raw()))
 }
 
 /// Whether a waiting call should still spin (rather than sleep), given when it started.

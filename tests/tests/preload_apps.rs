@@ -733,6 +733,39 @@ fn an_accepted_connection_outlives_its_listener() {
     let fin = app.finish(Duration::from_secs(20));
     let d = snmp_a(&t).since(&before);
     let fin = fin.success();
-    assert!(fin.stdout.contains("listener_close: ok"), "{}", fin.describe());
+    assert!(
+        fin.stdout.contains("listener_close: ok"),
+        "{}",
+        fin.describe()
+    );
     assert_accelerated("listener_close", &t.if_a, &fin, &d, &["tcp_accepted"]);
+}
+
+/// An accelerated client connects, exchanges a byte and closes 2,000 times in a row to one
+/// kernel server: every connect succeeds (ports of connections still closing stay held).
+#[test]
+fn an_accelerated_client_connects_and_closes_2000_times() {
+    let t = topo();
+    let dir = TempDir::new("conn_loop");
+    let exe = compile_c("conn_loop", dir.path());
+    let echo = KernelServer::start(&t, 7090, Behaviour::Echo);
+    let before = snmp_a(&t);
+    let fin = run_app(
+        "conn_loop (under accel-run)",
+        accelerated(&t, Side::A, None, &exe, &[&s(t.addr_b), "7090", "2000"]),
+        Duration::from_secs(50),
+    );
+    let d = snmp_a(&t).since(&before);
+    let fin = fin.success();
+    assert!(
+        fin.stdout.contains("conn_loop: ok 2000"),
+        "{}",
+        fin.describe()
+    );
+    assert_eq!(
+        echo.accepted(),
+        2000,
+        "connections the echo server accepted"
+    );
+    assert_accelerated("conn_loop", &t.if_a, &fin, &d, &["tcp_connected"]);
 }

@@ -273,7 +273,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         } else {
             None
         } {
-            run(|| ops::close(ep));
+            run(|| ops::close(ep, fd));
         }
         run(|| ops::on_close(fd));
     }
@@ -848,7 +848,7 @@ fn before_dup_onto(old: c_int, newfd: c_int) {
     let old_open = unsafe { next::fcntl(old, libc::F_GETFD, 0) } >= 0;
     if old_open && old != newfd && fdtable::is_ours(newfd) {
         if let Some(ep) = fdtable::remove(newfd) {
-            run(|| ops::close(ep));
+            run(|| ops::close(ep, newfd));
         }
         run(|| ops::on_close(newfd));
     }
@@ -1414,7 +1414,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
             if fd >= 0 && (fd as c_uint) >= first && (fd as c_uint) <= last {
                 if let Some(ep) = fdtable::remove(fd) {
                     if !crate::runtime::is_forked_child() {
-                        run(|| ops::close(ep));
+                        run(|| ops::close(ep, fd));
                     }
                 }
             }
