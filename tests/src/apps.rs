@@ -828,24 +828,8 @@ impl Drop for KernelServer {
 // Output parsers
 // ---------------------------------------------------------------------------------------------
 
-/// Removes ANSI colour sequences (sockperf colours parts of its summary).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+/// Removes ANSI colour sequences (sockperf colours its summary); the bench's parser owns it.
+pub use accel_tools::bench::parse::strip_ansi;
 
 /// The numbers of a `sockperf ping-pong` summary.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -969,35 +953,17 @@ pub struct RedisResult {
 /// terminal; only the final text of each line counts. Every non-empty final line must be a
 /// result (`NAME: N requests per second...`); anything else is an error.
 pub fn parse_redis_benchmark(output: &str) -> Result<Vec<RedisResult>, String> {
-    let mut results = Vec::new();
-    for raw in output.split('\n') {
-        let last = raw
-            .rsplit('\r')
-            .map(str::trim)
-            .find(|s| !s.is_empty())
-            .unwrap_or("");
-        if last.is_empty() {
-            continue;
-        }
-        let Some((name, rest)) = last.rsplit_once(": ") else {
-            return Err(format!("unexpected redis-benchmark line: {last:?}"));
-        };
-        let Some(rate) = rest
-            .strip_suffix(" requests per second")
-            .or_else(|| rest.split_once(" requests per second,").map(|(r, _)| r))
-        else {
-            return Err(format!("unexpected redis-benchmark line: {last:?}"));
-        };
-        let rate: f64 = rate
-            .trim()
-            .parse()
-            .map_err(|_| format!("unexpected redis-benchmark line: {last:?}"))?;
-        results.push(RedisResult {
-            test: name.trim().to_string(),
-            requests_per_sec: rate,
-        });
-    }
-    Ok(results)
+    // The same parser accel-bench uses (tools/src/bench/parse.rs), in the shape tests read.
+    accel_tools::bench::parse::redis_benchmark(output)
+        .map(|v| {
+            v.into_iter()
+                .map(|(test, requests_per_sec)| RedisResult {
+                    test,
+                    requests_per_sec,
+                })
+                .collect()
+        })
+        .map_err(|e| format!("{e:#}"))
 }
 
 // ---------------------------------------------------------------------------------------------
