@@ -37,7 +37,10 @@ counters! {
     rx_drop_malformed,
     /// Received IPv4 packets with a bad IPv4, TCP or UDP checksum.
     rx_drop_bad_checksum,
-    /// Frames not sent because the next hop is being resolved.
+    /// Packets held until the kernel resolves their next hop (sent once it has).
+    tx_held_no_neighbour,
+    /// Packets dropped because their next hop was not resolved in time (3 s) or the queue of
+    /// held packets was full.
     tx_drop_no_neighbour,
     /// Frames not sent because there is no route to the destination.
     tx_drop_unreachable,

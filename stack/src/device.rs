@@ -11,6 +11,7 @@ use smoltcp::time::Instant;
 
 use crate::counters::Counters;
 use crate::link::{Link, Mac, NextHop, Resolver, TxFrame};
+use crate::unresolved::{write_header, Unresolved};
 
 /// Length of an Ethernet II header (no VLAN tag).
 pub(crate) const ETH_HEADER_LEN: usize = 14;
@@ -56,33 +57,52 @@ pub(crate) fn strip_ethernet<'f>(frame: &'f [u8], mac: &Mac) -> Result<&'f [u8],
     Ok(payload)
 }
 
+/// What a transmitted packet needs besides its frame: the next hop, the counters, the queue of
+/// packets waiting for a neighbour, our MAC and the time.
+pub(crate) struct TxPath<'a, R> {
+    pub resolver: &'a mut R,
+    pub counters: &'a mut Counters,
+    pub unresolved: &'a mut Unresolved,
+    pub mac: Mac,
+    pub now: Instant,
+}
+
+impl<R> TxPath<'_, R> {
+    fn reborrow(&mut self) -> TxPath<'_, R> {
+        TxPath {
+            resolver: &mut *self.resolver,
+            counters: &mut *self.counters,
+            unresolved: &mut *self.unresolved,
+            mac: self.mac,
+            now: self.now,
+        }
+    }
+}
+
 /// Writes the Ethernet header for the IP packet in `frame[14..]`; returns whether to send.
-fn frame_ip_packet<R: Resolver>(
-    frame: &mut [u8],
-    mac: &Mac,
-    resolver: &mut R,
-    counters: &mut Counters,
-) -> bool {
+/// A packet whose next hop is being resolved (or queues behind one that is) is held in
+/// [`Unresolved`] and its frame given back.
+fn frame_ip_packet<R: Resolver>(frame: &mut [u8], path: &mut TxPath<'_, R>) -> bool {
+    let len = frame.len();
     let (header, ip) = frame.split_at_mut(ETH_HEADER_LEN);
     let Some(dst) = ip.get(16..20) else {
         return false;
     };
     let dst = Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]);
-    match resolver.next_hop(dst) {
-        NextHop::Mac(next) => {
-            header[0..6].copy_from_slice(&next);
-            header[6..12].copy_from_slice(mac);
-            header[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-            counters.tx_frames += 1;
-            counters.tx_bytes += frame.len() as u64;
+    let behind = !path.unresolved.is_empty() && path.unresolved.holds_for(dst);
+    match path.resolver.next_hop(dst) {
+        NextHop::Mac(next) if !behind => {
+            write_header(header, &next, &path.mac);
+            path.counters.tx_frames += 1;
+            path.counters.tx_bytes += len as u64;
             true
         }
-        NextHop::Pending => {
-            counters.tx_drop_no_neighbour += 1;
+        NextHop::Mac(_) | NextHop::Pending => {
+            path.unresolved.hold(path.now, dst, ip, path.counters);
             false
         }
         NextHop::Unreachable => {
-            counters.tx_drop_unreachable += 1;
+            path.counters.tx_drop_unreachable += 1;
             false
         }
     }
@@ -91,9 +111,7 @@ fn frame_ip_packet<R: Resolver>(
 /// A smoltcp TX token over a link TX frame.
 pub(crate) struct EthTxToken<'a, T, R> {
     tx: T,
-    mac: Mac,
-    resolver: &'a mut R,
-    counters: &'a mut Counters,
+    path: TxPath<'a, R>,
 }
 
 impl<T: TxFrame, R: Resolver> phy::TxToken for EthTxToken<'_, T, R> {
@@ -101,15 +119,10 @@ impl<T: TxFrame, R: Resolver> phy::TxToken for EthTxToken<'_, T, R> {
     where
         F: FnOnce(&mut [u8]) -> Out,
     {
-        let EthTxToken {
-            tx,
-            mac,
-            resolver,
-            counters,
-        } = self;
+        let EthTxToken { tx, mut path } = self;
         tx.consume(ETH_HEADER_LEN + len, |frame| {
             let out = f(&mut frame[ETH_HEADER_LEN..]);
-            let send = frame_ip_packet(frame, &mac, resolver, counters);
+            let send = frame_ip_packet(frame, &mut path);
             (out, send)
         })
     }
@@ -130,9 +143,7 @@ impl phy::RxToken for SliceRx<'_> {
 /// The device smoltcp transmits through: every TX token is a link frame. Never receives.
 pub(crate) struct EgressDevice<'a, L, R> {
     pub link: &'a mut L,
-    pub resolver: &'a mut R,
-    pub counters: &'a mut Counters,
-    pub mac: Mac,
+    pub path: TxPath<'a, R>,
     pub caps: &'a DeviceCapabilities,
 }
 
@@ -154,12 +165,10 @@ impl<L: Link, R: Resolver> phy::Device for EgressDevice<'_, L, R> {
         match self.link.transmit() {
             Some(tx) => Some(EthTxToken {
                 tx,
-                mac: self.mac,
-                resolver: &mut *self.resolver,
-                counters: &mut *self.counters,
+                path: self.path.reborrow(),
             }),
             None => {
-                self.counters.tx_drop_no_tx_frame += 1;
+                self.path.counters.tx_drop_no_tx_frame += 1;
                 None
             }
         }
@@ -173,9 +182,7 @@ impl<L: Link, R: Resolver> phy::Device for EgressDevice<'_, L, R> {
 /// Hands exactly one received IP packet to smoltcp, with the link's reply slot beside it.
 pub(crate) struct IngressDevice<'a, 'p, T, R> {
     pub packet: Option<(&'p [u8], T)>,
-    pub resolver: &'a mut R,
-    pub counters: &'a mut Counters,
-    pub mac: Mac,
+    pub path: TxPath<'a, R>,
     pub caps: &'a DeviceCapabilities,
 }
 
@@ -195,9 +202,7 @@ impl<'p, T: TxFrame, R: Resolver> phy::Device for IngressDevice<'_, 'p, T, R> {
             SliceRx(packet),
             EthTxToken {
                 tx,
-                mac: self.mac,
-                resolver: &mut *self.resolver,
-                counters: &mut *self.counters,
+                path: self.path.reborrow(),
             },
         ))
     }

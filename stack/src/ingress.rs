@@ -46,9 +46,13 @@ impl Stack {
         }
         let mut dev = IngressDevice {
             packet: Some((packet, tx)),
-            resolver,
-            counters: &mut self.counters,
-            mac: self.config.mac,
+            path: device::TxPath {
+                resolver,
+                counters: &mut self.counters,
+                unresolved: &mut self.unresolved,
+                mac: self.config.mac,
+                now,
+            },
             caps: &self.caps,
         };
         self.iface

@@ -30,6 +30,7 @@ pub mod link;
 mod listen;
 mod tcp_api;
 mod udp;
+mod unresolved;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -155,6 +156,8 @@ pub struct Stack {
     udp_closing: Vec<Closing>,
     /// Time of the last poll (or creation): when a close started, for the orphan timeout.
     now: Instant,
+    /// Packets waiting for the kernel to resolve their next hop.
+    unresolved: unresolved::Unresolved,
 }
 
 impl Stack {
@@ -186,6 +189,7 @@ impl Stack {
             closing: Vec::new(),
             udp_closing: Vec::new(),
             now,
+            unresolved: Default::default(),
         }
     }
 
@@ -214,6 +218,11 @@ impl Stack {
             active = true;
             link::RxFrame::consume(rx, |frame| self.ingress(now, frame, tx, resolver));
         }
+        if !self.unresolved.is_empty() {
+            active |=
+                self.unresolved
+                    .flush(now, link, resolver, &self.config.mac, &mut self.counters);
+        }
         active |= self.egress(now, link, resolver);
         self.after_poll(now);
         link.flush();
@@ -231,9 +240,13 @@ impl Stack {
             let starved = self.counters.tx_drop_no_tx_frame;
             let mut dev = device::EgressDevice {
                 link: &mut *link,
-                resolver: &mut *resolver,
-                counters: &mut self.counters,
-                mac: self.config.mac,
+                path: device::TxPath {
+                    resolver: &mut *resolver,
+                    counters: &mut self.counters,
+                    unresolved: &mut self.unresolved,
+                    mac: self.config.mac,
+                    now,
+                },
                 caps: &self.caps,
             };
             match self.iface.poll_egress(now, &mut dev, &mut self.sockets) {
@@ -304,7 +317,11 @@ impl Stack {
 
     /// When the stack next needs a poll if nothing arrives (`None`: only on RX or an API call).
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        self.iface.poll_at(now, &self.sockets)
+        let smol = self.iface.poll_at(now, &self.sockets);
+        match (smol, self.unresolved.poll_at(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn counters(&self) -> &Counters {

@@ -51,8 +51,8 @@ pub trait TxFrame {
 pub enum NextHop {
     /// Send to this Ethernet address.
     Mac(Mac),
-    /// Not known yet; resolution was asked for. The stack drops the packet (counted) and relies
-    /// on retransmission, as the kernel does once its small unresolved queue is full.
+    /// Not known yet; resolution was asked for. The stack holds the packet (bounded, like the
+    /// kernel's unresolved queue) and asks again on its next polls.
     Pending,
     /// No route to this destination.
     Unreachable,

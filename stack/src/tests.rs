@@ -377,7 +377,7 @@ fn udp_both_ways_truncation_and_unbound_port() {
 }
 
 #[test]
-fn pending_next_hop_drops_then_tcp_recovers() {
+fn pending_next_hop_holds_the_syn_then_sends_it() {
     let mut p = Pair::new();
     p.a.resolver.pending = true;
     let l =
@@ -389,13 +389,81 @@ fn pending_next_hop_drops_then_tcp_recovers() {
             .tcp_connect(sa(IP_A, 40000), sa(IP_B, 80))
             .unwrap();
     p.settle_and_advance(Duration::from_millis(0));
-    assert_eq!(p.a.stack.counters().tx_drop_no_neighbour, 1);
+    assert_eq!(p.a.stack.counters().tx_held_no_neighbour, 1);
     assert_eq!(p.a.stack.counters().tx_frames, 0);
     assert_eq!(p.a.stack.tcp_state(c), Some(State::SynSent));
+    // Held packets make the stack look again soon, not at the next retransmission.
+    let at = p.a.stack.poll_at(p.now).unwrap();
+    assert!(at <= p.now + Duration::from_millis(1), "{at}");
     p.a.resolver.pending = false;
-    assert!(p.run_until(secs(10), |p| p.a.stack.tcp_state(c)
-        == Some(State::Established)));
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(p.a.stack.tcp_state(c), Some(State::Established));
+    assert_eq!(p.a.stack.counters().tx_drop_no_neighbour, 0);
     assert!(p.b.stack.tcp_accept(l).is_ok());
+}
+
+/// Regression: the first datagram to a neighbour the kernel had not resolved yet was dropped,
+/// and sockperf's UDP ping-pong (one request, then wait) waited for ever. The kernel queues
+/// such packets until the neighbour answers; so do we, in order.
+#[test]
+fn first_datagrams_to_an_unresolved_neighbour_are_held_not_lost() {
+    let mut p = Pair::new();
+    p.a.resolver.pending = true;
+    let ua = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    let ub = p.b.stack.udp_bind(sa(IP_B, 6000)).unwrap();
+    for i in 0..10u8 {
+        p.a.stack
+            .udp_send_to(ua, &[i; 100], sa(IP_B, 6000))
+            .unwrap();
+    }
+    p.settle_and_advance(Duration::from_millis(500));
+    assert_eq!(p.a.stack.counters().tx_held_no_neighbour, 10);
+    assert!(!p.b.stack.readiness(ub).readable);
+    p.a.resolver.pending = false;
+    // A datagram sent now must not overtake the held ones.
+    p.a.stack
+        .udp_send_to(ua, &[10; 100], sa(IP_B, 6000))
+        .unwrap();
+    p.settle_and_advance(Duration::from_millis(0));
+    let mut buf = [0u8; 200];
+    for i in 0..11u8 {
+        assert_eq!(
+            p.b.stack.udp_recv_from(ub, &mut buf),
+            Ok((100, sa(IP_A, 5000)))
+        );
+        assert_eq!(buf[..100], [i; 100], "datagram {i} out of order");
+    }
+    assert_eq!(p.a.stack.counters().tx_drop_no_neighbour, 0);
+    assert_eq!(p.a.stack.poll_at(p.now), None);
+}
+
+#[test]
+fn held_packets_expire_after_three_seconds_and_the_queue_is_bounded() {
+    let mut p = Pair::new();
+    p.a.resolver.pending = true;
+    let ua = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    let _ub = p.b.stack.udp_bind(sa(IP_B, 6000)).unwrap();
+    let mut sent = 0u64;
+    for _ in 0..3 {
+        // smoltcp's UDP buffer holds fewer datagrams than the queue: send in rounds.
+        for _ in 0..60 {
+            if p.a
+                .stack
+                .udp_send_to(ua, &[7; 1000], sa(IP_B, 6000))
+                .is_ok()
+            {
+                sent += 1;
+            }
+        }
+        p.settle_and_advance(Duration::from_millis(10));
+    }
+    let c = p.a.stack.counters().clone();
+    assert_eq!(c.tx_held_no_neighbour + c.tx_drop_no_neighbour, sent);
+    assert!(c.tx_drop_no_neighbour > 0, "queue never filled: {c:?}");
+    assert!(c.tx_held_no_neighbour <= 128);
+    assert!(p.run_until(secs(4), |p| p.a.stack.poll_at(p.now).is_none()));
+    assert_eq!(p.a.stack.counters().tx_drop_no_neighbour, sent);
+    assert_eq!(p.a.stack.counters().tx_frames, 0);
 }
 
 #[test]
