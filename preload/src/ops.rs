@@ -357,7 +357,7 @@ fn wait<T>(
             std::hint::spin_loop();
             continue;
         }
-        spinning.clear();
+        runtime::stop_spinning(&mut spinning);
         let waiting = runtime::Waiting::register(nics).ok_or(Errno::ENOMEM)?;
         let efd = waiting.efd;
         if let Some(r) = attempt() {
@@ -930,6 +930,20 @@ fn tcp_recv(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// How often (in attempts) a spinning UDP receive also looks at the kernel socket.
+const KERNEL_CHECK_EVERY: u32 = 64;
+
+/// One datagram that came through the kernel socket, scattered into `bufs`; returns its full
+/// length and sender. EAGAIN when there is none (looked at without allocating).
+fn kernel_udp_recv(fd: RawFd, bufs: &mut [IoSliceMut<'_>]) -> Res<(usize, SockAddrBuf)> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_TRUNC;
+    let (len, _) = kernel::recvfrom(fd, &mut [], flags | libc::MSG_PEEK)?;
+    let mut tmp = vec![0u8; len];
+    let (n, from) = kernel::recvfrom(fd, &mut tmp, flags)?;
+    scatter(&tmp[..n.min(tmp.len())], bufs);
+    Ok((n, from))
+}
+
 fn udp_recv(
     ep: &Endpoint,
     fd: RawFd,
@@ -941,13 +955,12 @@ fn udp_recv(
 ) -> Res<Received> {
     let total: usize = bufs.iter().map(|b| b.len()).sum();
     let nic = on.nic.clone();
-    // Room for any datagram, so a truncation is seen and reported (MSG_TRUNC).
-    let mut tmp = vec![0u8; 65536];
-    let from_peer = |from: &SockAddrBuf| match (peer, parse_v4(from.as_bytes())) {
+    let from_peer = |from: SocketAddrV4| match peer {
         // A connected UDP socket receives only from its peer, as in the kernel.
-        (Some(p), Ok(f)) => p == f,
-        _ => true,
+        Some(p) => p == from,
+        None => true,
     };
+    let mut attempts: u32 = 0;
     let (n, from) = wait(
         std::slice::from_ref(&nic),
         nonblock,
@@ -955,21 +968,32 @@ fn udp_recv(
         Some(fd),
         || loop {
             let mut g = nic.lock();
-            match g.stack.udp_recv_from(on.id, &mut tmp) {
-                Ok((n, from)) => {
-                    let from = SockAddrBuf::v4(from);
-                    if from_peer(&from) {
-                        return Some(Ok((n, from)));
-                    }
-                    continue;
+            // Copied straight from the stack's buffer into the caller's (n = the datagram's
+            // full length, so a truncation is seen and reported).
+            match g.stack.udp_recv_with(on.id, |payload, from| {
+                if from_peer(from) {
+                    scatter(payload, bufs);
                 }
+                (payload.len(), from)
+            }) {
+                Ok((n, from)) if from_peer(from) => return Some(Ok((n, SockAddrBuf::v4(from)))),
+                Ok(_) => continue,
                 Err(StackError::WouldBlock) => {}
                 Err(e) => return Some(Err(e.into())),
             }
             drop(g);
             // Datagrams that came through the kernel (loopback, ...) wait on the kernel socket.
-            match kernel::recvfrom(fd, &mut tmp, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
-                Ok((n, from)) if from_peer(&from) => return Some(Ok((n.min(tmp.len()), from))),
+            // Looking costs a syscall, so a spinning wait looks on its first attempt and then
+            // every KERNEL_CHECK_EVERY attempts (a few microseconds apart); a sleeping wait is
+            // woken by the kernel socket directly.
+            attempts = attempts.wrapping_add(1);
+            if attempts % KERNEL_CHECK_EVERY != 1 {
+                return None;
+            }
+            match kernel_udp_recv(fd, bufs) {
+                Ok((n, from)) if parse_v4(from.as_bytes()).is_ok_and(from_peer) => {
+                    return Some(Ok((n, from)))
+                }
                 Ok(_) => continue,
                 Err(e) if e == Errno::EAGAIN => return None,
                 Err(e) => return Some(Err(e)),
@@ -977,7 +1001,6 @@ fn udp_recv(
         },
     )?;
     let copied = n.min(total);
-    scatter(&tmp[..copied], bufs);
     Ok(Received {
         // recv(MSG_TRUNC) returns the datagram's real length, as the kernel does.
         len: if flags & libc::MSG_TRUNC != 0 {
@@ -1366,7 +1389,7 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usize> {
             }
             continue;
         }
-        spinning.clear();
+        runtime::stop_spinning(&mut spinning);
         if waiting.is_none() {
             // Register, then check once more before sleeping (no lost wake-up).
             waiting = Some(runtime::Waiting::register(&nics).ok_or(Errno::ENOMEM)?);
@@ -1626,7 +1649,7 @@ fn epoll_wait_inner(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ms: i
             }
             continue;
         }
-        spinning.clear();
+        runtime::stop_spinning(&mut spinning);
         if waiting.is_none() && !nics.is_empty() {
             // Register, then check once more before sleeping (no lost wake-up).
             waiting = Some(runtime::Waiting::register(&nics).ok_or(Errno::ENOMEM)?);

@@ -92,6 +92,9 @@ pub struct Nic {
     /// Threads currently spinning on this interface (the progress thread stays off the queues
     /// while someone spins).
     spinners: AtomicUsize,
+    /// When a spinner last went back to the program (microseconds since `epoch`; 0 after one
+    /// went to sleep): the progress thread leaves the queues to the program for a moment after.
+    last_spin: std::sync::atomic::AtomicU64,
 }
 
 impl Nic {
@@ -164,6 +167,19 @@ impl Nic {
             self.wake_locked(g);
         }
         moved
+    }
+
+    /// Whether a thread spins on this interface or came back from a spin less than
+    /// [`SPIN_RECHECK`] ago (and will likely spin again): the progress thread then keeps off
+    /// the queues, or every frame would wake it and it would take the lock from the spinner.
+    fn spun_lately(&self) -> bool {
+        if self.spinners.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        let last = self.last_spin.load(Ordering::Relaxed);
+        last != 0
+            && (self.now().total_micros().max(0) as u64).saturating_sub(last)
+                < SPIN_RECHECK.as_micros() as u64
     }
 
     pub fn generation(&self) -> u64 {
@@ -382,6 +398,7 @@ fn open_nic(name: &str) -> Result<Nic, String> {
         xsk_fds,
         epoch,
         spinners: AtomicUsize::new(0),
+        last_spin: std::sync::atomic::AtomicU64::new(0),
         generation: std::sync::atomic::AtomicU64::new(0),
     })
 }
@@ -424,13 +441,20 @@ fn spawn_progress(rt: &Runtime) {
                 let mut fds: Vec<RawFd> = kick.into_iter().collect();
                 let mut until: Option<Instant> = None;
                 for nic in &nics {
+                    if nic.spun_lately() {
+                        // A spinner polls the queues and runs the timers (every stack poll
+                        // does). Taking the lock here would only stall it, and worse if this
+                        // thread lost its CPU while holding it. Look again soon in case it went
+                        // back to the program without sleeping (see `Spinning`).
+                        let t = Instant::now() + SPIN_RECHECK;
+                        until = Some(until.map_or(t, |u| u.min(t)));
+                        continue;
+                    }
                     let mut g = nic.lock();
                     if let Some(t) = nic.next_timer(&mut g) {
                         until = Some(until.map_or(t, |u| u.min(t)));
                     }
-                    if nic.spinners.load(Ordering::Relaxed) == 0 {
-                        fds.extend_from_slice(&nic.xsk_fds);
-                    }
+                    fds.extend_from_slice(&nic.xsk_fds);
                 }
                 let cap = Instant::now() + SNAPSHOT_EVERY;
                 let until = until.map_or(cap, |u| u.min(cap));
@@ -528,18 +552,36 @@ fn progress_kick_fd() -> Option<RawFd> {
 }
 
 /// Marks the calling thread as spinning on `nic` while the guard lives.
-pub struct Spinning(Arc<Nic>);
+///
+/// A spinner that returns to the program does not tell the progress thread: that would cost a
+/// syscall and a wake-up of another thread per call (on a busy ping-pong, once per message).
+/// The progress thread, while it sees spinners, looks again every [`SPIN_RECHECK`] instead. A
+/// spinner that goes to sleep does tell it, through [`stop_spinning`], since it now depends on
+/// the progress thread watching the queues.
+pub struct Spinning {
+    nic: Arc<Nic>,
+    kick: bool,
+}
 
 impl Spinning {
     pub fn new(nic: &Arc<Nic>) -> Self {
         nic.spinners.fetch_add(1, Ordering::Relaxed);
-        Spinning(nic.clone())
+        Spinning {
+            nic: nic.clone(),
+            kick: false,
+        }
     }
 }
 
 impl Drop for Spinning {
     fn drop(&mut self) {
-        if self.0.spinners.fetch_sub(1, Ordering::Relaxed) == 1 {
+        let at = if self.kick {
+            0
+        } else {
+            self.nic.now().total_micros().max(1) as u64
+        };
+        self.nic.last_spin.store(at, Ordering::Relaxed);
+        if self.nic.spinners.fetch_sub(1, Ordering::Relaxed) == 1 && self.kick {
             // The last spinner is going to sleep: the progress thread must watch the queues.
             if let Some(k) = progress_kick_fd() {
                 kernel::eventfd_signal(k);
@@ -547,6 +589,18 @@ impl Drop for Spinning {
         }
     }
 }
+
+/// Ends a spin because the thread is about to sleep: the progress thread is told at once when
+/// nobody spins on an interface any more.
+pub fn stop_spinning(spinning: &mut Vec<Spinning>) {
+    for s in spinning.iter_mut() {
+        s.kick = true;
+    }
+    spinning.clear();
+}
+
+/// How often the progress thread looks again at who spins while someone does.
+const SPIN_RECHECK: Duration = Duration::from_millis(10);
 
 /// The calling thread's eventfd for mixed waits (created on first use, closed at thread exit).
 pub fn thread_eventfd() -> Option<RawFd> {

@@ -96,11 +96,23 @@ impl Stack {
         s: SocketId,
         buf: &mut [u8],
     ) -> Result<(usize, SocketAddrV4), Error> {
+        self.udp_recv_with(s, |payload, from| {
+            let n = payload.len().min(buf.len());
+            buf[..n].copy_from_slice(&payload[..n]);
+            (n, from)
+        })
+    }
+
+    /// Receives one datagram by handing its payload and sender to `f`, which copies what it
+    /// needs straight from the socket's buffer (no intermediate buffer).
+    pub fn udp_recv_with<T>(
+        &mut self,
+        s: SocketId,
+        f: impl FnOnce(&[u8], SocketAddrV4) -> T,
+    ) -> Result<T, Error> {
         let socket = self.udp_socket(s)?;
         let (payload, meta) = socket.recv().map_err(|_| Error::WouldBlock)?;
-        let n = payload.len().min(buf.len());
-        buf[..n].copy_from_slice(&payload[..n]);
         let from = endpoint_v4(meta.endpoint).ok_or(Error::InvalidState)?;
-        Ok((n, from))
+        Ok(f(payload, from))
     }
 }
