@@ -723,7 +723,9 @@ fn tcp_send(
         sndtimeo(ep),
         None,
         || {
-            let mut g = nic.lock();
+            // No poll before queueing (the poll after sends it, and takes in ACKs that make
+            // room for the next attempt).
+            let mut g = nic.lock_only();
             let mut skip = sent;
             for b in bufs {
                 if skip >= b.len() {
@@ -766,10 +768,17 @@ fn udp_send(
     to: SocketAddrV4,
     nonblock: bool,
 ) -> Res<usize> {
-    let data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+    let joined: Vec<u8>;
+    let data: &[u8] = match bufs {
+        [one] => one,
+        _ => {
+            joined = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            &joined
+        }
+    };
     if to.ip().is_loopback() || rt()?.nic_for_remote(*to.ip()).is_none() {
         // Not through this interface: the kernel socket (bound to the same port) sends it.
-        return kernel::sendto(fd, &data, 0, Some(SockAddrBuf::v4(to).as_bytes()));
+        return kernel::sendto(fd, data, 0, Some(SockAddrBuf::v4(to).as_bytes()));
     }
     let nic = on.nic.clone();
     wait(
@@ -778,13 +787,17 @@ fn udp_send(
         sndtimeo(ep),
         None,
         || {
-            let mut g = nic.lock();
-            match g.stack.udp_send_to(on.id, &data, to) {
+            let mut g = nic.lock_only();
+            match g.stack.udp_send_to(on.id, data, to) {
                 Ok(n) => {
                     nic.poll_locked(&mut g);
                     Some(Ok(n))
                 }
-                Err(StackError::WouldBlock) | Err(StackError::NoBufferSpace) => None,
+                Err(StackError::WouldBlock) | Err(StackError::NoBufferSpace) => {
+                    // Full: sending what is queued makes room for the next attempt.
+                    nic.poll_locked(&mut g);
+                    None
+                }
                 Err(e) => Some(Err(e.into())),
             }
         },
@@ -880,6 +893,8 @@ fn tcp_recv(
         None,
         || {
             let mut g = nic.lock();
+            let window_low = g.stack.tcp_recv_window_low(on.id);
+            let before = got;
             let mut skip = got;
             let mut eof = false;
             for b in bufs.iter_mut() {
@@ -904,8 +919,12 @@ fn tcp_recv(
                     Err(e) => return Some(if got > 0 { Ok(got) } else { Err(e.into()) }),
                 }
             }
-            // Reading opened the window: tell the peer now.
-            nic.poll_locked(&mut g);
+            // Reading a buffer that was half full or more opened the window: tell the peer
+            // now. (After a smaller read the next ACK carries the window; polling here on
+            // every attempt would only double the cost of a spinning receive.)
+            if got > before && window_low {
+                nic.poll_locked(&mut g);
+            }
             if got == total || eof || (got > 0 && !waitall) {
                 Some(Ok(got))
             } else {

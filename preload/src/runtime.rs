@@ -99,7 +99,11 @@ pub struct Nic {
 
 impl Nic {
     pub fn now(&self) -> stack::Instant {
-        stack::Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+        self.stack_time(Instant::now())
+    }
+
+    fn stack_time(&self, wall: Instant) -> stack::Instant {
+        stack::Instant::from_micros(wall.saturating_duration_since(self.epoch).as_micros() as i64)
     }
 
     fn to_instant(&self, t: stack::Instant) -> Instant {
@@ -126,13 +130,15 @@ impl Nic {
 
     /// Polls the stack (under the lock) and wakes sleepers if anything moved.
     pub fn poll_locked(&self, g: &mut NicInner) -> bool {
-        let now = self.now();
+        // One clock read per poll (this runs on every spin of a waiting call).
+        let wall = Instant::now();
+        let now = self.stack_time(wall);
         let NicInner { stack, att, .. } = g;
         let moved = stack.poll(now, &mut att.queues, &mut att.control);
-        if g.last_refresh.elapsed() >= Duration::from_millis(10) {
-            g.last_refresh = Instant::now();
+        if wall.saturating_duration_since(g.last_refresh) >= Duration::from_millis(10) {
+            g.last_refresh = wall;
             let _ = g.att.control.refresh();
-            let now = Instant::now();
+            let now = wall;
             let NicInner {
                 att,
                 flow_removals,

@@ -224,6 +224,18 @@ impl Stack {
         }
     }
 
+    /// Whether at least half of the receive buffer is in use: reading now opens the window
+    /// enough that the peer should hear of it at once (a smaller read waits for the next ACK).
+    pub fn tcp_recv_window_low(&self, s: SocketId) -> bool {
+        match self.table.get(&s.0) {
+            Some(Entry::Tcp(conn)) => {
+                let socket = self.sockets.get::<tcp::Socket>(conn.handle);
+                socket.recv_queue() * 2 >= socket.recv_capacity()
+            }
+            _ => false,
+        }
+    }
+
     /// Bytes written and not acknowledged by the peer yet (SIOCOUTQ).
     pub fn tcp_send_queue(&self, s: SocketId) -> Option<usize> {
         match self.table.get(&s.0)? {
