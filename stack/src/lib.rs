@@ -303,7 +303,17 @@ impl Stack {
         let (sockets, counters) = (&mut self.sockets, &mut self.counters);
         self.closing.retain(|c| {
             let socket = sockets.get_mut::<tcp::Socket>(c.handle);
-            if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
+            let done = match socket.state() {
+                tcp::State::Closed => socket.remote_endpoint().is_none(),
+                // Both FINs were exchanged and acknowledged (our ACK went out in this poll's
+                // egress). smoltcp would keep the socket 10 s, and every socket it keeps is
+                // scanned for every packet: a server closing thousands of connections a
+                // second would slow to a crawl. Without TIME-WAIT, a retransmitted FIN (our
+                // ACK lost) is answered with RST, which ends the peer's LAST-ACK just as well.
+                tcp::State::TimeWait => true,
+                _ => false,
+            };
+            if done {
                 sockets.remove(c.handle);
                 counters.tcp_closed += 1;
                 return false;
@@ -398,6 +408,9 @@ impl Stack {
                 } else {
                     socket.close();
                 }
+                // Nothing will be piggybacked any more: acknowledge at once, so the ACK of
+                // the peer's FIN is out before the socket is reaped in TIME-WAIT (below).
+                socket.set_ack_delay(None);
                 self.closing.push(Closing {
                     handle: conn.handle,
                     deadline,
