@@ -335,7 +335,6 @@ fn wait<T>(
     let rt = rt()?;
     let started = Instant::now();
     let deadline = timeout.filter(|t| !t.is_zero()).map(|t| started + t);
-    let mut spinning: Vec<runtime::Spinning> = Vec::new();
     let interrupts = runtime::interrupts();
     loop {
         if let Some(r) = attempt() {
@@ -351,13 +350,9 @@ fn wait<T>(
             return Err(Errno::EAGAIN);
         }
         if runtime::should_spin(rt, started) {
-            if spinning.is_empty() {
-                spinning = nics.iter().map(runtime::Spinning::new).collect();
-            }
             std::hint::spin_loop();
             continue;
         }
-        runtime::stop_spinning(&mut spinning);
         let waiting = runtime::Waiting::register(nics).ok_or(Errno::ENOMEM)?;
         let efd = waiting.efd;
         if let Some(r) = attempt() {
@@ -1364,7 +1359,6 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usize> {
     let rt = rt()?;
     let started = Instant::now();
     let deadline = (timeout_ms >= 0).then(|| started + Duration::from_millis(timeout_ms as u64));
-    let mut spinning: Vec<runtime::Spinning> = Vec::new();
     let mut waiting: Option<runtime::Waiting> = None;
     // poll and select are never restarted after a handler (SA_RESTART or not): EINTR.
     let signals = runtime::signals_seen();
@@ -1403,12 +1397,8 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usize> {
             return Ok(ready);
         }
         if runtime::should_spin(rt, started) {
-            if spinning.is_empty() {
-                spinning = nics.iter().map(runtime::Spinning::new).collect();
-            }
             continue;
         }
-        runtime::stop_spinning(&mut spinning);
         if waiting.is_none() {
             // Register, then check once more before sleeping (no lost wake-up).
             waiting = Some(runtime::Waiting::register(&nics).ok_or(Errno::ENOMEM)?);
@@ -1646,29 +1636,28 @@ fn epoll_wait_inner(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ms: i
     let rt = rt()?;
     let started = Instant::now();
     let deadline = (timeout_ms >= 0).then(|| started + Duration::from_millis(timeout_ms as u64));
-    let mut spinning: Vec<runtime::Spinning> = Vec::new();
     let mut waiting: Option<runtime::Waiting> = None;
     // epoll_wait is never restarted after a handler (SA_RESTART or not): EINTR.
     let signals = runtime::signals_seen();
+    let mut rounds: u32 = 0;
     loop {
         if runtime::signals_seen() != signals {
             return Err(Errno::EINTR);
         }
         let mut nics = Vec::new();
         let mut n = collect(epfd, events, &mut nics);
-        if n < events.len() {
+        // The program's kernel fds cost a syscall to look at: every call looks once, a
+        // spinning call then every KERNEL_CHECK_EVERY rounds (a sleeping one waits on them).
+        if n < events.len() && rounds % KERNEL_CHECK_EVERY == 0 {
             n += kernel::epoll_wait(epfd, &mut events[n..], 0)?;
         }
+        rounds = rounds.wrapping_add(1);
         if n > 0 || timeout_ms == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(n);
         }
         if !nics.is_empty() && runtime::should_spin(rt, started) {
-            if spinning.is_empty() {
-                spinning = nics.iter().map(runtime::Spinning::new).collect();
-            }
             continue;
         }
-        runtime::stop_spinning(&mut spinning);
         if waiting.is_none() && !nics.is_empty() {
             // Register, then check once more before sleeping (no lost wake-up).
             waiting = Some(runtime::Waiting::register(&nics).ok_or(Errno::ENOMEM)?);
@@ -1696,6 +1685,8 @@ fn epoll_wait_inner(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ms: i
         let _ = kernel::epoll_ctl(private, libc::EPOLL_CTL_DEL, epfd, None);
         waiting = None;
         r?;
+        // Whatever woke us is looked at next round, kernel fds included.
+        rounds = 0;
     }
 }
 

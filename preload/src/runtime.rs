@@ -89,12 +89,14 @@ pub struct Nic {
     epoch: Instant,
     /// Counts polls that moved anything (edge-triggered epoll fires again after one).
     generation: std::sync::atomic::AtomicU64,
-    /// Threads currently spinning on this interface (the progress thread stays off the queues
-    /// while someone spins).
-    spinners: AtomicUsize,
-    /// When a spinner last went back to the program (microseconds since `epoch`; 0 after one
-    /// went to sleep): the progress thread leaves the queues to the program for a moment after.
-    last_spin: std::sync::atomic::AtomicU64,
+    /// When a program thread last polled this stack (stack time, microseconds): while the
+    /// program polls, the progress thread leaves the queues and the lock to it.
+    last_app_poll: std::sync::atomic::AtomicU64,
+    /// Program threads asleep waiting on this interface: they need the progress thread to
+    /// watch the queues.
+    sleepers: AtomicUsize,
+    /// Whether the progress thread watches the queues now (a sleeper kicks it otherwise).
+    watched: AtomicBool,
 }
 
 impl Nic {
@@ -118,21 +120,27 @@ impl Nic {
         }
     }
 
-    /// Locks the interface and polls its stack once.
+    /// Locks the interface and polls its stack once (for a program thread).
     pub fn lock(&self) -> MutexGuard<'_, NicInner> {
-        let mut g = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut g = self.lock_only();
         self.poll_locked(&mut g);
         g
     }
 
-    /// Polls the stack (under the lock) and wakes sleepers if anything moved.
+    /// Polls the stack (under the lock) for a program thread and wakes sleepers if anything
+    /// moved.
     pub fn poll_locked(&self, g: &mut NicInner) -> bool {
+        self.poll_as(g, true)
+    }
+
+    fn poll_as(&self, g: &mut NicInner, program: bool) -> bool {
         // One clock read per poll (this runs on every spin of a waiting call).
         let wall = Instant::now();
         let now = self.stack_time(wall);
+        if program {
+            self.last_app_poll
+                .store(now.total_micros().max(1) as u64, Ordering::Relaxed);
+        }
         let NicInner { stack, att, .. } = g;
         let moved = stack.poll(now, &mut att.queues, &mut att.control);
         if wall.saturating_duration_since(g.last_refresh) >= Duration::from_millis(10) {
@@ -175,17 +183,18 @@ impl Nic {
         moved
     }
 
-    /// Whether a thread spins on this interface or came back from a spin less than
-    /// [`SPIN_RECHECK`] ago (and will likely spin again): the progress thread then keeps off
-    /// the queues, or every frame would wake it and it would take the lock from the spinner.
-    fn spun_lately(&self) -> bool {
-        if self.spinners.load(Ordering::Relaxed) > 0 {
-            return true;
+    /// Whether the program polled this stack less than [`APP_RECHECK`] ago and nobody sleeps
+    /// on it: the progress thread then keeps off the queues, or every frame would wake it and
+    /// it would take the lock from a busy program (a spinning wait, or a server whose
+    /// epoll_wait always finds work).
+    fn program_polls(&self) -> bool {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            return false;
         }
-        let last = self.last_spin.load(Ordering::Relaxed);
+        let last = self.last_app_poll.load(Ordering::Relaxed);
         last != 0
             && (self.now().total_micros().max(0) as u64).saturating_sub(last)
-                < SPIN_RECHECK.as_micros() as u64
+                < APP_RECHECK.as_micros() as u64
     }
 
     pub fn generation(&self) -> u64 {
@@ -403,8 +412,9 @@ fn open_nic(name: &str) -> Result<Nic, String> {
         }),
         xsk_fds,
         epoch,
-        spinners: AtomicUsize::new(0),
-        last_spin: std::sync::atomic::AtomicU64::new(0),
+        last_app_poll: std::sync::atomic::AtomicU64::new(0),
+        sleepers: AtomicUsize::new(0),
+        watched: AtomicBool::new(true),
         generation: std::sync::atomic::AtomicU64::new(0),
     })
 }
@@ -447,16 +457,22 @@ fn spawn_progress(rt: &Runtime) {
                 let mut fds: Vec<RawFd> = kick.into_iter().collect();
                 let mut until: Option<Instant> = None;
                 for nic in &nics {
-                    if nic.spun_lately() {
-                        // A spinner polls the queues and runs the timers (every stack poll
+                    // Off the queues first, then look for sleepers: a thread going to sleep
+                    // counts itself first, then looks at `watched` (see `Waiting::register`),
+                    // so one of the two always sees the other.
+                    nic.watched.store(false, Ordering::SeqCst);
+                    if nic.program_polls() {
+                        // The program polls the queues and runs the timers (every stack poll
                         // does). Taking the lock here would only stall it, and worse if this
-                        // thread lost its CPU while holding it. Look again soon in case it went
-                        // back to the program without sleeping (see `Spinning`).
-                        let t = Instant::now() + SPIN_RECHECK;
+                        // thread lost its CPU while holding it. Look again in a while in case
+                        // it stopped polling without going to sleep.
+                        let t = Instant::now() + APP_RECHECK;
                         until = Some(until.map_or(t, |u| u.min(t)));
                         continue;
                     }
-                    let mut g = nic.lock();
+                    nic.watched.store(true, Ordering::SeqCst);
+                    let mut g = nic.lock_only();
+                    nic.poll_as(&mut g, false);
                     if let Some(t) = nic.next_timer(&mut g) {
                         until = Some(until.map_or(t, |u| u.min(t)));
                     }
@@ -548,8 +564,8 @@ fn write_snapshot(nics: &[Arc<Nic>]) {
     }
 }
 
-/// The eventfd that makes the progress thread look again at who spins (it watches the queues
-/// only while nobody does).
+/// The eventfd that makes the progress thread look again at the queues: a thread going to
+/// sleep kicks it when it was leaving them to a polling program (`Nic::watched`).
 fn progress_kick_fd() -> Option<RawFd> {
     static KICK: OnceLock<Option<OwnedFd>> = OnceLock::new();
     KICK.get_or_init(kernel::eventfd)
@@ -557,56 +573,12 @@ fn progress_kick_fd() -> Option<RawFd> {
         .map(|f| f.as_raw_fd())
 }
 
-/// Marks the calling thread as spinning on `nic` while the guard lives.
-///
-/// A spinner that returns to the program does not tell the progress thread: that would cost a
-/// syscall and a wake-up of another thread per call (on a busy ping-pong, once per message).
-/// The progress thread, while it sees spinners, looks again every [`SPIN_RECHECK`] instead. A
-/// spinner that goes to sleep does tell it, through [`stop_spinning`], since it now depends on
-/// the progress thread watching the queues.
-pub struct Spinning {
-    nic: Arc<Nic>,
-    kick: bool,
-}
-
-impl Spinning {
-    pub fn new(nic: &Arc<Nic>) -> Self {
-        nic.spinners.fetch_add(1, Ordering::Relaxed);
-        Spinning {
-            nic: nic.clone(),
-            kick: false,
-        }
-    }
-}
-
-impl Drop for Spinning {
-    fn drop(&mut self) {
-        let at = if self.kick {
-            0
-        } else {
-            self.nic.now().total_micros().max(1) as u64
-        };
-        self.nic.last_spin.store(at, Ordering::Relaxed);
-        if self.nic.spinners.fetch_sub(1, Ordering::Relaxed) == 1 && self.kick {
-            // The last spinner is going to sleep: the progress thread must watch the queues.
-            if let Some(k) = progress_kick_fd() {
-                kernel::eventfd_signal(k);
-            }
-        }
-    }
-}
-
-/// Ends a spin because the thread is about to sleep: the progress thread is told at once when
-/// nobody spins on an interface any more.
-pub fn stop_spinning(spinning: &mut Vec<Spinning>) {
-    for s in spinning.iter_mut() {
-        s.kick = true;
-    }
-    spinning.clear();
-}
-
-/// How often the progress thread looks again at who spins while someone does.
-const SPIN_RECHECK: Duration = Duration::from_millis(10);
+/// How long after the program's last poll the progress thread takes the queues back. Short
+/// rechecks cost: each timer wake-up of the progress thread preempts a spinning thread and, on
+/// a busy two-core machine, pushed softirq work to ksoftirqd, which then ran only at the next
+/// tick (4 ms stalls at 1 ms). A program that stops polling without sleeping (computing, or
+/// blocked in a call accel does not see) has its traffic served at most this late.
+const APP_RECHECK: Duration = Duration::from_millis(10);
 
 /// The calling thread's eventfd for mixed waits (created on first use, closed at thread exit).
 pub fn thread_eventfd() -> Option<RawFd> {
@@ -630,6 +602,14 @@ impl Waiting {
         for nic in nics {
             let mut g = nic.lock_only();
             nic.register_waiter(&mut g, efd);
+            drop(g);
+            // Counted first, `watched` read after (the progress thread does the reverse).
+            nic.sleepers.fetch_add(1, Ordering::SeqCst);
+            if !nic.watched.load(Ordering::SeqCst) {
+                if let Some(k) = progress_kick_fd() {
+                    kernel::eventfd_signal(k);
+                }
+            }
         }
         Some(Waiting {
             efd,
@@ -641,6 +621,7 @@ impl Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         for nic in &self.nics {
+            nic.sleepers.fetch_sub(1, Ordering::SeqCst);
             nic.unregister_waiter(self.efd);
         }
         kernel::eventfd_drain(self.efd);
