@@ -45,6 +45,9 @@ use listen::Listener;
 use tcp_api::TcpConn;
 use udp::UdpSock;
 
+/// Reaped TCP sockets kept for reuse (at most this many times the two buffers' size).
+const SPARE_TCP_SOCKETS: usize = 32;
+
 /// Largest backlog honoured (the kernel's default `somaxconn`).
 pub const MAX_BACKLOG: usize = 4096;
 
@@ -158,6 +161,9 @@ pub struct Stack {
     now: Instant,
     /// Packets waiting for the kernel to resolve their next hop.
     unresolved: unresolved::Unresolved,
+    /// Reaped TCP sockets kept with their buffers for the next connection: a new socket costs
+    /// two buffer allocations that glibc zeroes (512 KiB by default), per accept.
+    spare_tcp: Vec<tcp::Socket<'static>>,
 }
 
 impl Stack {
@@ -190,6 +196,7 @@ impl Stack {
             udp_closing: Vec::new(),
             now,
             unresolved: Default::default(),
+            spare_tcp: Vec::new(),
         }
     }
 
@@ -300,7 +307,8 @@ impl Stack {
                 true
             }
         });
-        let (sockets, counters) = (&mut self.sockets, &mut self.counters);
+        let (sockets, counters, spare) =
+            (&mut self.sockets, &mut self.counters, &mut self.spare_tcp);
         self.closing.retain(|c| {
             let socket = sockets.get_mut::<tcp::Socket>(c.handle);
             let done = match socket.state() {
@@ -314,7 +322,11 @@ impl Stack {
                 _ => false,
             };
             if done {
-                sockets.remove(c.handle);
+                if let smoltcp::socket::Socket::Tcp(t) = sockets.remove(c.handle) {
+                    if spare.len() < SPARE_TCP_SOCKETS {
+                        spare.push(t);
+                    }
+                }
                 counters.tcp_closed += 1;
                 return false;
             }
@@ -485,15 +497,21 @@ impl Stack {
         SocketId(id)
     }
 
-    fn new_tcp_socket(&self) -> tcp::Socket<'static> {
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; self.config.tcp_rx_buffer]),
-            tcp::SocketBuffer::new(vec![0u8; self.config.tcp_tx_buffer]),
-        );
+    /// A TCP socket with the stack's defaults: a spare one (CLOSED or TIME-WAIT, which
+    /// `listen`/`connect` reset, buffers included) or a new one.
+    fn new_tcp_socket(&mut self) -> tcp::Socket<'static> {
+        let mut socket = self.spare_tcp.pop().unwrap_or_else(|| {
+            tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0u8; self.config.tcp_rx_buffer]),
+                tcp::SocketBuffer::new(vec![0u8; self.config.tcp_tx_buffer]),
+            )
+        });
+        // Every option an application can change (TcpOption) goes back to its default.
         socket.set_nagle_enabled(false);
         socket.set_ack_delay(Some(ACK_DELAY));
         socket.set_timeout(None);
         socket.set_keep_alive(None);
+        socket.set_hop_limit(None);
         socket
     }
 }

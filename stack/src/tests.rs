@@ -781,3 +781,28 @@ fn reset_right_after_the_handshake_is_the_next_calls_error() {
     assert!(p.run_until(secs(5), |p| p.a.stack.readiness(r).error));
     assert!(!p.a.stack.tcp_established_once(r));
 }
+
+/// Reaped sockets are reused (no 512 KiB of zeroed buffers per accept); nothing of the old
+/// connection may leak into the new one: options go back to their defaults.
+#[test]
+fn a_reused_socket_starts_with_default_options() {
+    let mut p = Pair::new();
+    let (c, s, _) = connected(&mut p, 80, 40000);
+    p.a.stack
+        .tcp_set_option(c, crate::TcpOption::HopLimit(Some(5)))
+        .unwrap();
+    p.a.stack.close(c);
+    assert!(p.run_until(secs(1), |p| p.b.stack.readiness(s).hangup));
+    p.b.stack.close(s);
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(p.a.stack.socket_count(), 0);
+    let c2 =
+        p.a.stack
+            .tcp_connect(sa(IP_A, 40001), sa(IP_B, 80))
+            .unwrap();
+    p.a.poll(p.now);
+    let sent = p.a.link.take_sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0][14 + 8], 64, "TTL of the new connection's SYN");
+    assert_eq!(p.a.stack.tcp_state(c2), Some(State::SynSent));
+}
