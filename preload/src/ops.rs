@@ -62,6 +62,8 @@ pub enum State {
         wr_shut: bool,
         /// A non-blocking connect whose outcome connect() has not reported yet.
         connect_pending: bool,
+        /// Accepted from a listener (it rides the listener's flow and port), not connected.
+        accepted: bool,
     },
     Udp {
         on: On,
@@ -454,6 +456,7 @@ pub fn accept(ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd, SockAddrBuf)>
                 rd_shut: false,
                 wr_shut: false,
                 connect_pending: false,
+                accepted: true,
             };
             apply_opts(&child);
             fdtable::insert(nfd, Arc::new(child));
@@ -536,6 +539,7 @@ pub fn connect(ep: &Endpoint, fd: RawFd, addr: &[u8]) -> Res<()> {
         rd_shut: false,
         wr_shut: false,
         connect_pending: nonblock,
+        accepted: false,
     };
     apply_opts(ep);
     if nonblock {
@@ -1076,7 +1080,9 @@ pub fn close(ep: Arc<Endpoint>, fd: RawFd) {
                 nic.lock_only().remove_flow_later(f, Duration::ZERO);
             }
         }
-        State::Conn { on, flow, .. } => {
+        State::Conn {
+            on, flow, accepted, ..
+        } => {
             let mut g = on.nic.lock();
             if abort {
                 g.stack.abort(on.id);
@@ -1084,6 +1090,13 @@ pub fn close(ep: Arc<Endpoint>, fd: RawFd) {
                 g.stack.close(on.id);
             }
             on.nic.poll_locked(&mut g);
+            if accepted {
+                // It rode its listener's flow and port: nothing of its own to hold (and a
+                // server closing thousands of connections a second must not queue
+                // thousands of delayed removals or keep thousands of fds).
+                g.release_shared_flow(flow, CLOSED_FLOW_GRACE);
+                return;
+            }
             g.remove_flow_later(flow, CLOSED_FLOW_GRACE);
             // The kernel socket held this connection's port; the stack still uses it for the
             // close handshake and TIME-WAIT, so keep it held (a copy of the fd, accel's own)

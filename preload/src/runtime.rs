@@ -76,6 +76,16 @@ impl NicInner {
     pub fn hold_shared_flow(&mut self, key: &libaccel::xdp::FlowKey) {
         *self.shared.entry(*key).or_insert(0) += 1;
     }
+
+    /// An accepted connection lets go of its listener's flow: at once while others (the
+    /// listener, other connections) still hold it, else after `grace` (the stack still needs
+    /// the close handshake's packets).
+    pub fn release_shared_flow(&mut self, key: libaccel::xdp::FlowKey, grace: Duration) {
+        match self.shared.get_mut(&key) {
+            Some(users) if *users > 1 => *users -= 1,
+            _ => self.remove_flow_later(key, grace),
+        }
+    }
 }
 
 /// One accelerated interface.
