@@ -1083,7 +1083,10 @@ pub fn close(ep: Arc<Endpoint>, fd: RawFd) {
         State::Conn {
             on, flow, accepted, ..
         } => {
-            let mut g = on.nic.lock();
+            // No poll before: the FIN (after any queued data) leaves in this call's only TX
+            // kick. A peer that reads a response and closes at once (wrk, curl) otherwise
+            // often closes first and keeps the TIME-WAIT the server should keep.
+            let mut g = on.nic.lock_only();
             if abort {
                 g.stack.abort(on.id);
             } else {
@@ -1493,6 +1496,9 @@ pub fn epoll_ctl(
     ev: Option<libc::epoll_event>,
 ) -> Res<()> {
     let mut all = lock(&EPOLLS);
+    // A set that already holds interests was checked to be an epoll fd (an fd that is
+    // closed leaves EPOLLS): no readlink of /proc/self/fd per EPOLL_CTL_ADD.
+    let known_epoll = all.get(&epfd).is_some_and(|s| !s.is_empty());
     let set = all.entry(epfd).or_default();
     let pos = set.iter().position(|i| i.fd == fd);
     match op {
@@ -1504,7 +1510,7 @@ pub fn epoll_ctl(
             let in_kernel = wants_kernel(&ep);
             if in_kernel {
                 kernel::epoll_ctl(epfd, op, fd, Some(ev))?;
-            } else if !kernel::is_epoll(epfd) {
+            } else if !known_epoll && !kernel::is_epoll(epfd) {
                 return Err(Errno::EINVAL);
             }
             set.push(Interest {
