@@ -76,4 +76,8 @@ impl Link for QueueSet {
             q.flush();
         }
     }
+
+    fn idle(&mut self) -> bool {
+        self.queues.iter_mut().all(|q| q.idle())
+    }
 }

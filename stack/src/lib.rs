@@ -164,6 +164,10 @@ pub struct Stack {
     /// Reaped TCP sockets kept with their buffers for the next connection: a new socket costs
     /// two buffer allocations that glibc zeroes (512 KiB by default), per accept.
     spare_tcp: Vec<tcp::Socket<'static>>,
+    /// An API call changed socket state since the last full poll (it may have output).
+    dirty: bool,
+    /// After a full poll: when smoltcp next needs one if nothing arrives (`None`: never).
+    idle_until: Option<Instant>,
 }
 
 impl Stack {
@@ -197,6 +201,8 @@ impl Stack {
             now,
             unresolved: Default::default(),
             spare_tcp: Vec::new(),
+            dirty: true,
+            idle_until: None,
         }
     }
 
@@ -213,6 +219,17 @@ impl Stack {
         resolver: &mut R,
     ) -> bool {
         self.now = now;
+        // Nothing arrived, no call changed anything, no timer is due: nothing to do. This is
+        // what a spinning wait sees between packets, so it costs a ring peek, not a walk of
+        // every socket.
+        if !self.dirty
+            && self.unresolved.is_empty()
+            && self.idle_until.is_none_or(|t| now < t)
+            && link.idle()
+        {
+            return false;
+        }
+        self.dirty = false;
         let mut active = false;
         // A budget, so a sustained inflow cannot keep egress (ACKs, replies) and the TX kick
         // waiting: what is left is taken on the next poll (we report activity).
@@ -233,6 +250,7 @@ impl Stack {
         active |= self.egress(now, link, resolver);
         self.after_poll(now);
         link.flush();
+        self.idle_until = self.iface.poll_at(now, &self.sockets);
         active
     }
 
@@ -407,6 +425,7 @@ impl Stack {
     }
 
     fn release(&mut self, s: SocketId, abort: bool) {
+        self.dirty = true;
         let Some(entry) = self.table.remove(&s.0) else {
             return;
         };

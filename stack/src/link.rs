@@ -31,6 +31,13 @@ pub trait Link {
 
     /// Called once at the end of each stack poll: push queued TX frames to the wire (kick).
     fn flush(&mut self) {}
+
+    /// Whether nothing waits on the link: no received frame, nothing still to push. A stack
+    /// with no work of its own skips a poll while its link is idle (a spinning wait polls
+    /// millions of times a second). The default, never idle, is always correct.
+    fn idle(&mut self) -> bool {
+        false
+    }
 }
 
 /// A received Ethernet frame.

@@ -76,6 +76,7 @@ impl Stack {
         &mut self,
         s: SocketId,
     ) -> Result<(&mut TcpConn, &mut tcp::Socket<'static>), Error> {
+        self.dirty = true;
         match self.table.get_mut(&s.0) {
             Some(Entry::Tcp(conn)) => {
                 let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
@@ -95,6 +96,7 @@ impl Stack {
         local: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> Result<SocketId, Error> {
+        self.dirty = true;
         let local_ip = if local.ip().is_unspecified() {
             self.config.addr
         } else {

@@ -122,6 +122,10 @@ impl Link for QueueLink {
     fn flush(&mut self) {
         self.flushes += 1;
     }
+
+    fn idle(&mut self) -> bool {
+        self.rx.borrow().is_empty()
+    }
 }
 
 /// A resolver backed by a table; `pending` makes it answer `Pending` for everything.

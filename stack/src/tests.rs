@@ -806,3 +806,43 @@ fn a_reused_socket_starts_with_default_options() {
     assert_eq!(sent[0][14 + 8], 64, "TTL of the new connection's SYN");
     assert_eq!(p.a.stack.tcp_state(c2), Some(State::SynSent));
 }
+
+/// A spinning wait polls millions of times a second: a poll with nothing arrived, no call
+/// since the last one and no timer due must do nothing (no socket walk, no flush), and must
+/// still see a call's output, an arriving frame and a due timer.
+#[test]
+fn idle_polls_are_skipped_but_nothing_is_missed() {
+    let mut p = Pair::new();
+    let (c, s, _) = connected(&mut p, 80, 40000);
+    p.settle_and_advance(Duration::from_millis(0));
+    let flushes = p.a.link.flushes;
+    for _ in 0..100 {
+        assert!(!p.a.poll(p.now));
+    }
+    assert_eq!(p.a.link.flushes, flushes, "idle polls flushed");
+    // A call's output goes out on the next poll.
+    p.a.stack.tcp_send(c, b"ping").unwrap();
+    assert!(p.a.poll(p.now));
+    assert_eq!(p.a.link.flushes, flushes + 1);
+    // An arriving frame is processed.
+    assert!(p.b.poll(p.now));
+    let mut buf = [0u8; 8];
+    assert_eq!(p.b.stack.tcp_recv(s, &mut buf), Ok(4));
+    p.b.stack.tcp_send(s, b"pong").unwrap();
+    p.b.poll(p.now);
+    assert!(p.a.poll(p.now));
+    assert_eq!(p.a.stack.tcp_recv(c, &mut buf), Ok(4));
+    // A due timer runs: data lost on the wire is retransmitted without any call.
+    p.settle_and_advance(Duration::from_millis(0));
+    p.a.stack.tcp_send(c, b"lost").unwrap();
+    p.a.poll(p.now);
+    assert_eq!(p.a.link.take_sent().len(), 1);
+    let at = p.a.stack.poll_at(p.now).expect("retransmission timer");
+    assert!(!p.a.poll(p.now));
+    p.a.poll(at);
+    assert_eq!(
+        p.a.link.take_sent().len(),
+        1,
+        "no retransmission at the timer"
+    );
+}

@@ -29,6 +29,7 @@ impl UdpSock {
 
 impl Stack {
     fn udp_socket(&mut self, s: SocketId) -> Result<&mut udp::Socket<'static>, Error> {
+        self.dirty = true;
         match self.table.get(&s.0) {
             Some(Entry::Udp(u)) => Ok(self.sockets.get_mut::<udp::Socket>(u.handle)),
             Some(_) => Err(Error::InvalidState),
@@ -38,6 +39,7 @@ impl Stack {
 
     /// Binds a UDP socket to `local` (unspecified address or ours; port chosen by the caller).
     pub fn udp_bind(&mut self, local: SocketAddrV4) -> Result<SocketId, Error> {
+        self.dirty = true;
         if local.port() == 0 {
             return Err(Error::InvalidState);
         }

@@ -335,6 +335,11 @@ impl XskQueue {
         self.fetch()
     }
 
+    /// No frame received and waiting, none queued for TX or still with the kernel.
+    pub fn idle(&mut self) -> bool {
+        !self.fetch() && self.pending_tx.is_empty() && self.in_tx == 0
+    }
+
     /// Pulls the next batch from the RX ring into `rx_batch`.
     fn fetch(&mut self) -> bool {
         if self.rx_pos < self.rx_len {
