@@ -352,7 +352,7 @@ fn wait<T>(
             return Err(Errno::EAGAIN);
         }
         if runtime::should_spin(rt, started) {
-            std::hint::spin_loop();
+            runtime::make_way(nics);
             continue;
         }
         let waiting = runtime::Waiting::register(nics).ok_or(Errno::ENOMEM)?;
@@ -1413,6 +1413,7 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usize> {
             return Ok(ready);
         }
         if runtime::should_spin(rt, started) {
+            runtime::make_way(&nics);
             continue;
         }
         if waiting.is_none() {
@@ -1675,6 +1676,7 @@ fn epoll_wait_inner(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ms: i
             return Ok(n);
         }
         if !nics.is_empty() && runtime::should_spin(rt, started) {
+            runtime::make_way(&nics);
             continue;
         }
         if waiting.is_none() && !nics.is_empty() {

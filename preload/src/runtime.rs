@@ -107,6 +107,10 @@ pub struct Nic {
     sleepers: AtomicUsize,
     /// Whether the progress thread watches the queues now (a sleeper kicks it otherwise).
     watched: AtomicBool,
+    /// Threads blocked on `inner`: a spinning thread retakes the lock within nanoseconds of
+    /// releasing it, and the mutex does not hand over, so without this a second thread (the
+    /// program's or accel's own) could wait for as long as the spin lasts.
+    lock_waiters: AtomicUsize,
 }
 
 impl Nic {
@@ -122,12 +126,21 @@ impl Nic {
         self.epoch + Duration::from_micros(t.total_micros().max(0) as u64)
     }
 
-    /// Locks the interface without polling.
+    /// Locks the interface without polling. A thread that has to wait for the lock says so
+    /// (`lock_waiters`), and spinning threads make way for it (see [`make_way`]).
     pub fn lock_only(&self) -> MutexGuard<'_, NicInner> {
-        match self.inner.lock() {
+        match self.inner.try_lock() {
+            Ok(g) => return g,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        self.lock_waiters.fetch_add(1, Ordering::SeqCst);
+        let g = match self.inner.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
-        }
+        };
+        self.lock_waiters.fetch_sub(1, Ordering::SeqCst);
+        g
     }
 
     /// Locks the interface and polls its stack once (for a program thread).
@@ -425,6 +438,7 @@ fn open_nic(name: &str) -> Result<Nic, String> {
         last_app_poll: std::sync::atomic::AtomicU64::new(0),
         sleepers: AtomicUsize::new(0),
         watched: AtomicBool::new(true),
+        lock_waiters: AtomicUsize::new(0),
         generation: std::sync::atomic::AtomicU64::new(0),
     })
 }
@@ -648,6 +662,29 @@ pub fn thread_epoll() -> Option<RawFd> {
     }
     EP.with(|e| e.as_ref().map(|fd| fd.raw()))
 }
+
+/// Called by a spinning thread between attempts (not holding any lock): while another
+/// thread waits for one of these interfaces' locks, stay off them so it gets its turn. Bounded,
+/// and yielding the CPU now and then, in case the waiter cannot run yet.
+pub fn make_way(nics: &[Arc<Nic>]) {
+    std::hint::spin_loop();
+    for i in 0..MAKE_WAY_ROUNDS {
+        if !nics
+            .iter()
+            .any(|n| n.lock_waiters.load(Ordering::Relaxed) > 0)
+        {
+            return;
+        }
+        if i % 64 == 63 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// How many rounds (spin hints, a yield every 64) a spinner waits for a lock waiter.
+const MAKE_WAY_ROUNDS: u32 = 4096;
 
 /// Whether a waiting call should still spin (rather than sleep), given when it started.
 pub fn should_spin(rt: &Runtime, started: Instant) -> bool {
