@@ -290,7 +290,7 @@ pub fn listen(ep: &Endpoint, fd: RawFd, backlog: i32) -> Res<()> {
             o.nic.lock().stack.close(o.id);
         }
         for (nic, f) in flows {
-            nic.lock_only().remove_flow_later(*f, Duration::ZERO);
+            nic.lock_only().release_shared_flow(*f, Duration::ZERO);
         }
     };
     for nic in &nics {
@@ -439,7 +439,7 @@ pub fn accept(ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd, SockAddrBuf)>
                 Err(e) => {
                     let mut g = nic.lock_only();
                     g.stack.abort(id);
-                    g.remove_flow_later(flow, Duration::ZERO);
+                    g.release_shared_flow(flow, Duration::ZERO);
                     return Err(e);
                 }
             };
@@ -1077,7 +1077,7 @@ pub fn close(ep: Arc<Endpoint>, fd: RawFd) {
             }
             // The listener lets go of its flow; connections it accepted still hold it.
             for (nic, f) in flows {
-                nic.lock_only().remove_flow_later(f, Duration::ZERO);
+                nic.lock_only().release_shared_flow(f, Duration::ZERO);
             }
         }
         State::Conn {

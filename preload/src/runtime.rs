@@ -61,6 +61,8 @@ impl NicInner {
         &mut self,
         key: &libaccel::xdp::FlowKey,
     ) -> Result<(), libaccel::xdp::Error> {
+        // A removal still pending from the last users must not take the new listener's flow.
+        self.flow_removals.retain(|(_, k)| k != key);
         self.att.filter.add_flow(key)?;
         *self.shared.entry(*key).or_insert(0) += 1;
         Ok(())
@@ -72,18 +74,22 @@ impl NicInner {
     }
 
     /// One more user of a listening flow (an accepted connection); it lets go with
-    /// `remove_flow_later`.
+    /// `release_shared_flow`.
     pub fn hold_shared_flow(&mut self, key: &libaccel::xdp::FlowKey) {
         *self.shared.entry(*key).or_insert(0) += 1;
     }
 
-    /// An accepted connection lets go of its listener's flow: at once while others (the
-    /// listener, other connections) still hold it, else after `grace` (the stack still needs
-    /// the close handshake's packets).
+    /// A user of a shared (listening) flow lets go of it, counted at once: the flow stays
+    /// while others (the listener, connections it accepted) hold it, and the last one's
+    /// release removes it after `grace` (a closed connection's handshake still needs its
+    /// packets).
     pub fn release_shared_flow(&mut self, key: libaccel::xdp::FlowKey, grace: Duration) {
         match self.shared.get_mut(&key) {
             Some(users) if *users > 1 => *users -= 1,
-            _ => self.remove_flow_later(key, grace),
+            _ => {
+                self.shared.remove(&key);
+                self.remove_flow_later(key, grace);
+            }
         }
     }
 }
@@ -180,14 +186,10 @@ impl Nic {
                 if *when > now {
                     return true;
                 }
-                if let Some(users) = shared.get_mut(key) {
-                    *users = users.saturating_sub(1);
-                    if *users > 0 {
-                        return false;
-                    }
-                    shared.remove(key);
+                // Shared flows are counted when released; one in `shared` again has users.
+                if !shared.contains_key(key) {
+                    let _ = att.filter.remove_flow(key);
                 }
-                let _ = att.filter.remove_flow(key);
                 false
             });
             g.fd_closes.retain(|&(when, fd)| {
