@@ -8,7 +8,7 @@
 //! Where a packet goes: `device` (Ethernet in/out) -> `ingress` (pre-parse, per-packet
 //! decisions) -> smoltcp -> `tcp` / `listen` / `udp` (socket API).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 
@@ -192,9 +192,9 @@ impl Stack {
             config,
             counters: Counters::default(),
             next_id: 1,
-            table: HashMap::new(),
-            listeners: HashMap::new(),
-            udp_ports: HashMap::new(),
+            table: HashMap::default(),
+            listeners: HashMap::default(),
+            udp_ports: HashMap::default(),
             connecting: Vec::new(),
             closing: Vec::new(),
             udp_closing: Vec::new(),
@@ -353,6 +353,13 @@ impl Stack {
             }
             true
         });
+    }
+
+    /// Whether a poll now would surely do nothing, whatever the time: no call changed
+    /// anything since the last poll, no timer is set, nothing waits for a neighbour, and the
+    /// link is idle. (A caller that spins can skip reading the clock.)
+    pub fn quiet<L: link::Link>(&mut self, link: &mut L) -> bool {
+        !self.dirty && self.idle_until.is_none() && self.unresolved.is_empty() && link.idle()
     }
 
     /// When the stack next needs a poll if nothing arrives (`None`: only on RX or an API call).

@@ -820,8 +820,10 @@ fn idle_polls_are_skipped_but_nothing_is_missed() {
         assert!(!p.a.poll(p.now));
     }
     assert_eq!(p.a.link.flushes, flushes, "idle polls flushed");
+    assert!(p.a.stack.quiet(&mut p.a.link), "idle, no timer: quiet");
     // A call's output goes out on the next poll.
     p.a.stack.tcp_send(c, b"ping").unwrap();
+    assert!(!p.a.stack.quiet(&mut p.a.link), "a call made it not quiet");
     assert!(p.a.poll(p.now));
     assert_eq!(p.a.link.flushes, flushes + 1);
     // An arriving frame is processed.
@@ -830,6 +832,7 @@ fn idle_polls_are_skipped_but_nothing_is_missed() {
     assert_eq!(p.b.stack.tcp_recv(s, &mut buf), Ok(4));
     p.b.stack.tcp_send(s, b"pong").unwrap();
     p.b.poll(p.now);
+    assert!(!p.a.stack.quiet(&mut p.a.link), "a frame waits: not quiet");
     assert!(p.a.poll(p.now));
     assert_eq!(p.a.stack.tcp_recv(c, &mut buf), Ok(4));
     // A due timer runs: data lost on the wire is retransmitted without any call.
@@ -838,6 +841,7 @@ fn idle_polls_are_skipped_but_nothing_is_missed() {
     p.a.poll(p.now);
     assert_eq!(p.a.link.take_sent().len(), 1);
     let at = p.a.stack.poll_at(p.now).expect("retransmission timer");
+    assert!(!p.a.stack.quiet(&mut p.a.link), "a timer is set: not quiet");
     assert!(!p.a.poll(p.now));
     p.a.poll(at);
     assert_eq!(
