@@ -250,8 +250,24 @@ impl Stack {
         active |= self.egress(now, link, resolver);
         self.after_poll(now);
         link.flush();
-        self.idle_until = self.iface.poll_at(now, &self.sockets);
+        self.idle_until = self.next_deadline(now);
         active
+    }
+
+    /// The earliest of smoltcp's timers, our own deadlines for closed sockets (orphans, UDP
+    /// sends left at close) and the recheck of packets held for a neighbour.
+    fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
+        let ours = self
+            .closing
+            .iter()
+            .chain(&self.udp_closing)
+            .map(|c| c.deadline)
+            .chain(self.unresolved.poll_at(now))
+            .min();
+        match (self.iface.poll_at(now, &self.sockets), ours) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn egress<L: link::Link, R: link::Resolver>(
@@ -364,11 +380,7 @@ impl Stack {
 
     /// When the stack next needs a poll if nothing arrives (`None`: only on RX or an API call).
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        let smol = self.iface.poll_at(now, &self.sockets);
-        match (smol, self.unresolved.poll_at(now)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.next_deadline(now)
     }
 
     pub fn counters(&self) -> &Counters {

@@ -850,3 +850,25 @@ fn idle_polls_are_skipped_but_nothing_is_missed() {
         "no retransmission at the timer"
     );
 }
+
+/// A connection closed by its application whose peer never closes (FIN-WAIT-2 for ever) is
+/// aborted after ORPHAN_TIMEOUT, as the kernel's tcp_fin_timeout does, also when nothing
+/// else happens on the stack: the deadline is a timer like smoltcp's own (poll_at reports
+/// it, and an otherwise idle poll at that time is not skipped).
+#[test]
+fn an_orphan_in_fin_wait_2_is_aborted_on_time_even_when_idle() {
+    let mut p = Pair::new();
+    let (c, _s, _) = connected(&mut p, 80, 40000);
+    p.a.stack.close(c);
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(p.a.stack.socket_count(), 1, "FIN-WAIT-2");
+    let at =
+        p.a.stack
+            .poll_at(p.now)
+            .expect("the orphan deadline is a timer");
+    assert!(at <= p.now + crate::ORPHAN_TIMEOUT, "{at}");
+    p.now = at;
+    p.a.poll(p.now);
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(p.a.stack.socket_count(), 0, "orphan not aborted");
+}
