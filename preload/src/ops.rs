@@ -335,8 +335,8 @@ fn wait<T>(
     mut attempt: impl FnMut() -> Option<Res<T>>,
 ) -> Res<T> {
     let rt = rt()?;
-    let started = Instant::now();
-    let deadline = timeout.filter(|t| !t.is_zero()).map(|t| started + t);
+    // The clock is read once the first attempt failed (most calls succeed at once).
+    let mut started: Option<Instant> = None;
     let interrupts = runtime::interrupts();
     loop {
         if let Some(r) = attempt() {
@@ -345,6 +345,8 @@ fn wait<T>(
         if nonblock {
             return Err(Errno::EAGAIN);
         }
+        let started = *started.get_or_insert_with(Instant::now);
+        let deadline = timeout.filter(|t| !t.is_zero()).map(|t| started + t);
         if runtime::interrupts() != interrupts {
             return Err(Errno::EINTR);
         }
@@ -816,9 +818,13 @@ pub fn recv(ep: &Endpoint, fd: RawFd, bufs: &mut [IoSliceMut<'_>], flags: i32) -
     if flags & libc::MSG_PEEK != 0 || flags & libc::MSG_OOB != 0 {
         return Err(Errno::EOPNOTSUPP);
     }
+    let mut udp_peer = None;
     let snapshot = match &*ep.state() {
         State::Conn { on, rd_shut, .. } => (Some(on.clone()), *rd_shut, false),
-        State::Udp { on, .. } => (Some(on.clone()), false, true),
+        State::Udp { on, peer, .. } => {
+            udp_peer = *peer;
+            (Some(on.clone()), false, true)
+        }
         State::Listener { .. } | State::Bound { .. } => return Err(Errno::ENOTCONN),
         State::Fresh => (None, false, false),
     };
@@ -845,13 +851,7 @@ pub fn recv(ep: &Endpoint, fd: RawFd, bufs: &mut [IoSliceMut<'_>], flags: i32) -
             r => r,
         },
         (Some(on), _, false) => tcp_recv(ep, &on, bufs, flags, nonblock),
-        (Some(on), _, true) => {
-            let peer = match &*ep.state() {
-                State::Udp { peer, .. } => *peer,
-                _ => None,
-            };
-            udp_recv(ep, fd, &on, peer, bufs, flags, nonblock)
-        }
+        (Some(on), _, true) => udp_recv(ep, fd, &on, udp_peer, bufs, flags, nonblock),
     }
 }
 
