@@ -1300,8 +1300,9 @@ pub fn outq(ep: &Endpoint) -> Res<i32> {
 
 /// poll(2) bits for an accelerated endpoint, from the stack's state as of its last poll (the
 /// callers poll each interface once per round). `None` for a fresh socket (the kernel socket
-/// answers).
-pub fn readiness(ep: &Endpoint, fd: RawFd) -> Option<i16> {
+/// answers). `kernel_side`: also look at the kernel socket of a listener or UDP socket (they
+/// serve the kernel path too), unless the caller's kernel epoll set already reports it.
+pub fn readiness(ep: &Endpoint, fd: RawFd, kernel_side: bool) -> Option<i16> {
     let st = ep.state();
     let mut bits: i16 = 0;
     match &*st {
@@ -1314,7 +1315,9 @@ pub fn readiness(ep: &Endpoint, fd: RawFd) -> Option<i16> {
                 }
             }
             drop(st);
-            bits |= kernel_pollin(fd);
+            if kernel_side {
+                bits |= kernel_pollin(fd);
+            }
         }
         State::Conn { on, rd_shut, .. } => {
             let r = on.nic.lock_only().stack.readiness(on.id);
@@ -1340,7 +1343,9 @@ pub fn readiness(ep: &Endpoint, fd: RawFd) -> Option<i16> {
                 bits |= libc::POLLOUT;
             }
             drop(st);
-            bits |= kernel_pollin(fd);
+            if kernel_side {
+                bits |= kernel_pollin(fd);
+            }
         }
     }
     Some(bits)
@@ -1400,7 +1405,7 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usize> {
         for ((p, k), e) in fds.iter_mut().zip(&kfds).zip(&eps) {
             p.revents = match e {
                 Some(ep) => {
-                    let bits = readiness(ep, p.fd).unwrap_or(0);
+                    let bits = readiness(ep, p.fd, true).unwrap_or(0);
                     bits & (p.events | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL)
                 }
                 None => k.revents,
@@ -1616,7 +1621,12 @@ fn collect(epfd: RawFd, out: &mut [libc::epoll_event], nics: &mut Vec<Arc<Nic>>)
         if it.disabled || n >= out.len() {
             continue;
         }
-        let bits = readiness(&it.ep, it.fd).map(poll_to_epoll).unwrap_or(0);
+        // The kernel side of a listener or UDP socket in the kernel's set is reported by the
+        // kernel's epoll_wait; looking here too cost a poll() per interest per round and
+        // could report the fd twice.
+        let bits = readiness(&it.ep, it.fd, !it.in_kernel)
+            .map(poll_to_epoll)
+            .unwrap_or(0);
         let mask = it.events | libc::EPOLLERR as u32 | libc::EPOLLHUP as u32;
         let fired = bits & mask;
         if fired == 0 {

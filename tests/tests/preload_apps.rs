@@ -710,6 +710,47 @@ fn a_program_closing_all_other_fds_keeps_working() {
     assert_accelerated("closefrom", &t.if_a, &fin, &d, &["tcp_connected"]);
 }
 
+/// An accelerated listener on the wildcard address is reached from B through accel and
+/// through loopback on its kernel socket, which is in the kernel's epoll set too: each time
+/// epoll_wait reports it once (regression: accel also looked at the kernel socket itself, a
+/// poll() per round, and could report the fd twice in one result).
+#[test]
+fn an_epoll_listener_is_reported_once_whichever_way_a_connection_comes() {
+    let t = topo();
+    let dir = TempDir::new("listener_epoll");
+    let exe = compile_c("listener_epoll", dir.path());
+    let before = snmp_a(&t);
+    let mut app = App::start(
+        "listener_epoll (under accel-run)",
+        accelerated(&t, Side::A, None, &exe, &["7095"]),
+    );
+    app.wait_for("listening", Duration::from_secs(20));
+    let server = std::net::SocketAddrV4::new(t.addr_a, 7095);
+    t.in_b(move || std::net::TcpStream::connect_timeout(&server.into(), Duration::from_secs(10)))
+        .expect("namespace B")
+        .expect("connect from B");
+    let fin = app.finish(Duration::from_secs(20));
+    let d = snmp_a(&t).since(&before);
+    let fin = fin.success();
+    assert!(
+        fin.stdout.contains("listener_epoll: ok"),
+        "{}",
+        fin.describe()
+    );
+    if accel_tests::apps::kernel_only() {
+        return;
+    }
+    // The connection from B went through accel; A's kernel saw only the loopback pair.
+    let stats = accel_tests::apps::parse_accel_stats(&fin.stderr);
+    let s = stats
+        .iter()
+        .find(|s| s.interface == t.if_a)
+        .unwrap_or_else(|| panic!("no accel-stats line for {}\n{}", t.if_a, fin.describe()));
+    assert_eq!(s.get("tcp_accepted"), 1, "{}", fin.describe());
+    assert_eq!(d.tcp_passive_opens, 1, "kernel passive opens in A: {d:?}");
+    assert_eq!(d.tcp_active_opens, 1, "kernel active opens in A: {d:?}");
+}
+
 /// An accepted connection outlives its listener: the accelerated server closes the listening
 /// socket right after accept and keeps echoing; a kernel client in B sees every echo.
 #[test]
