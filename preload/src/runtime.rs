@@ -474,13 +474,9 @@ impl Runtime {
         if self.nics.iter().any(|n| n.addr == dst) {
             return None; // our own address: the kernel's loopback path
         }
-        self.nics.iter().find(|n| {
-            let g = n.inner.lock();
-            match g {
-                Ok(g) => g.att.control.route(dst).is_some(),
-                Err(p) => p.into_inner().att.control.route(dst).is_some(),
-            }
-        })
+        self.nics
+            .iter()
+            .find(|n| n.lock_only().att.control.route(dst).is_some())
     }
 }
 

@@ -3,7 +3,9 @@
 //! (longest-prefix match, which neighbour states are usable, what a next hop resolves to) is
 //! unit-tested on tables and messages built in memory.
 
-use std::collections::HashMap;
+// FxHash: these maps are looked up for every packet sent (route, then neighbour) and their
+// keys come from the kernel's tables, whose size the kernel bounds (neighbours: gc_thresh3).
+use rustc_hash::FxHashMap as HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
@@ -124,7 +126,7 @@ struct Fib {
 impl Fib {
     fn new() -> Fib {
         Fib {
-            by_len: vec![HashMap::new(); 33],
+            by_len: vec![HashMap::default(); 33],
             lens: 0,
         }
     }
@@ -243,7 +245,7 @@ impl Table {
         Table {
             iface,
             routes: Fib::new(),
-            neighbours: HashMap::new(),
+            neighbours: HashMap::default(),
             gone: false,
         }
     }
