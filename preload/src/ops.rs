@@ -1678,7 +1678,7 @@ fn epoll_wait_inner(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ms: i
         let mut n = collect(epfd, events, &mut nics);
         // The program's kernel fds cost a syscall to look at: every call looks once, a
         // spinning call then every KERNEL_CHECK_EVERY rounds (a sleeping one waits on them).
-        if n < events.len() && rounds % KERNEL_CHECK_EVERY == 0 {
+        if n < events.len() && rounds.is_multiple_of(KERNEL_CHECK_EVERY) {
             n += kernel::epoll_wait(epfd, &mut events[n..], 0)?;
         }
         rounds = rounds.wrapping_add(1);
