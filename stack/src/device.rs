@@ -11,7 +11,7 @@ use smoltcp::time::Instant;
 
 use crate::counters::Counters;
 use crate::link::{Link, Mac, NextHop, Resolver, TxFrame};
-use crate::unresolved::{write_header, Unresolved};
+use crate::unresolved::Unresolved;
 
 /// Length of an Ethernet II header (no VLAN tag).
 pub(crate) const ETH_HEADER_LEN: usize = 14;
@@ -37,6 +37,13 @@ pub(crate) enum EthDrop {
     Malformed,
     WrongMac,
     NotIpv4,
+}
+
+/// Writes an Ethernet II header for IPv4 from `src` to `dst`.
+pub(crate) fn write_header(header: &mut [u8], dst: &Mac, src: &Mac) {
+    header[0..6].copy_from_slice(dst);
+    header[6..12].copy_from_slice(src);
+    header[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
 }
 
 /// Checks a received Ethernet frame and returns its IPv4 payload.

@@ -222,11 +222,7 @@ impl Stack {
         // Nothing arrived, no call changed anything, no timer is due: nothing to do. This is
         // what a spinning wait sees between packets, so it costs a ring peek, not a walk of
         // every socket.
-        if !self.dirty
-            && self.unresolved.is_empty()
-            && self.idle_until.is_none_or(|t| now < t)
-            && link.idle()
-        {
+        if self.nothing_to_do(Some(now), link) {
             return false;
         }
         self.dirty = false;
@@ -250,13 +246,26 @@ impl Stack {
         active |= self.egress(now, link, resolver);
         self.after_poll(now);
         link.flush();
-        self.idle_until = self.next_deadline(now);
+        self.idle_until = self.poll_at(now);
         active
     }
 
-    /// The earliest of smoltcp's timers, our own deadlines for closed sockets (orphans, UDP
+    /// Whether a poll at `now` (at any time: `None`) would surely do nothing: no call changed
+    /// anything since the last poll, no timer is due, nothing waits for a neighbour (those
+    /// packets go out on the first poll that finds it, not only at the recheck), and the link
+    /// is idle.
+    fn nothing_to_do<L: link::Link>(&mut self, now: Option<Instant>, link: &mut L) -> bool {
+        let timer_due = match now {
+            Some(now) => self.idle_until.is_some_and(|t| t <= now),
+            None => self.idle_until.is_some(),
+        };
+        !self.dirty && !timer_due && self.unresolved.is_empty() && link.idle()
+    }
+
+    /// When the stack next needs a poll if nothing arrives (`None`: only on RX or an API call):
+    /// the earliest of smoltcp's timers, our own deadlines for closed sockets (orphans, UDP
     /// sends left at close) and the recheck of packets held for a neighbour.
-    fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let ours = self
             .closing
             .iter()
@@ -375,12 +384,7 @@ impl Stack {
     /// anything since the last poll, no timer is set, nothing waits for a neighbour, and the
     /// link is idle. (A caller that spins can skip reading the clock.)
     pub fn quiet<L: link::Link>(&mut self, link: &mut L) -> bool {
-        !self.dirty && self.idle_until.is_none() && self.unresolved.is_empty() && link.idle()
-    }
-
-    /// When the stack next needs a poll if nothing arrives (`None`: only on RX or an API call).
-    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        self.next_deadline(now)
+        self.nothing_to_do(None, link)
     }
 
     pub fn counters(&self) -> &Counters {

@@ -12,7 +12,7 @@ use core::net::Ipv4Addr;
 use smoltcp::time::{Duration, Instant};
 
 use crate::counters::Counters;
-use crate::device::ETH_HEADER_LEN;
+use crate::device::{write_header, ETH_HEADER_LEN};
 use crate::link::{Link, Mac, NextHop, Resolver, TxFrame};
 
 /// Most packets held (the kernel holds up to `unres_qlen_bytes` = 208 KiB per neighbour).
@@ -130,11 +130,4 @@ impl Unresolved {
         }
         moved
     }
-}
-
-/// Writes an Ethernet II header for IPv4 from `src` to `dst`.
-pub(crate) fn write_header(header: &mut [u8], dst: &Mac, src: &Mac) {
-    header[0..6].copy_from_slice(dst);
-    header[6..12].copy_from_slice(src);
-    header[12..14].copy_from_slice(&crate::device::ETHERTYPE_IPV4.to_be_bytes());
 }
