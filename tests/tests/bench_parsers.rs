@@ -244,3 +244,14 @@ fn floor_summary_line() {
         accel_tools::bench::floor::parse_summary("floor: observations=5 avg=1 p50=1\n").is_err()
     );
 }
+
+#[test]
+fn floor_rate_line() {
+    use accel_tools::bench::floor::parse_rate;
+    let out = "floor sink ready on veth-a 198.18.0.1:9000\nfloor-rate: received=1065873 rate=355291 msg/s\n";
+    assert_eq!(parse_rate(out).unwrap(), 355291.0);
+    assert!(parse_rate("floor sink ready\n").is_err());
+    assert!(parse_rate("floor-rate: received=0 rate=NaN msg/s\n").is_err());
+    assert!(parse_rate("floor-rate: received=0 rate=0 msg/s\n").is_err());
+    assert!(parse_rate("floor-rate: received=12\n").is_err());
+}

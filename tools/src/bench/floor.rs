@@ -4,8 +4,12 @@
 //! time and busy-polls for the echo. Both ends busy-poll. Half the round trip is reported, as
 //! sockperf does, so the numbers sit beside the ping-pong workloads.
 //!
-//! Both roles run as `accel-bench __floor ...` inside their namespace; the pinger prints one
-//! summary line that [`parse_summary`] reads.
+//! The same workload measures the message-rate floor: a blaster in B sends 64-byte-payload
+//! frames as fast as the queue takes them (one TX kick per frame, or per 32) and a sink in A
+//! counts what arrives. That is the most msgrate-udp could reach on this path with no stack.
+//!
+//! Every role runs as `accel-bench __floor ...` inside its namespace; the pinger and the sink
+//! print one summary line each, read by [`parse_summary`] and [`parse_rate`].
 
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
@@ -207,6 +211,102 @@ pub fn ping(
     Ok(())
 }
 
+/// Counts the frames to `local` for `secs` seconds from the first one and prints the rate, then
+/// goes on taking frames (uncounted) until killed, so a sender still running sends none to the
+/// kernel.
+pub fn sink(ifname: &str, local: SocketAddrV4, secs: u32) -> Result<()> {
+    let mut att = attach(ifname, local)?;
+    println!("floor sink ready on {ifname} {local}");
+    let link = &mut att.queues;
+    let mut first: Option<Instant> = None;
+    let mut got = 0u64;
+    let window = Duration::from_secs(u64::from(secs));
+    let ready = Instant::now();
+    loop {
+        match first {
+            Some(t) if t.elapsed() >= window => break,
+            None if ready.elapsed() > Duration::from_secs(10) => {
+                bail!("no frame to {local} arrived in 10 s")
+            }
+            _ => {}
+        }
+        let Some((rx, _tx)) = link.receive() else {
+            link.flush();
+            continue;
+        };
+        if rx.consume(|f| is_ours(f, local.port())) {
+            got += 1;
+            first.get_or_insert_with(Instant::now);
+        }
+    }
+    let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    // Frames the kernel could not hand us (ring full, no fill frame): non-zero means the sink,
+    // not the sender, set the rate.
+    let dropped: u64 = link
+        .queues()
+        .iter()
+        .filter_map(|q| q.kernel_stats())
+        .map(|(d, full, empty)| d + full + empty)
+        .sum();
+    println!(
+        "floor-rate: received={got} rate={:.0} msg/s dropped={dropped}",
+        got as f64 / secs
+    );
+    loop {
+        if let Some((rx, _tx)) = link.receive() {
+            rx.consume(|_| ());
+            continue;
+        }
+        link.flush();
+    }
+}
+
+/// Sends 64-byte-payload frames to `remote` as fast as the queue takes them, `batch` frames per
+/// TX kick, until killed.
+pub fn blast(
+    ifname: &str,
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+    local_mac: [u8; 6],
+    remote_mac: [u8; 6],
+    batch: usize,
+) -> Result<()> {
+    let mut att = attach(ifname, local)?;
+    let link = &mut att.queues;
+    let mut seq = 0u64;
+    loop {
+        for _ in 0..batch {
+            seq += 1;
+            let frame = build(local_mac, remote_mac, local, remote, seq);
+            let Some(tx) = link.transmit() else {
+                break;
+            };
+            tx.consume(FRAME, |out| {
+                out.copy_from_slice(&frame);
+                ((), true)
+            });
+        }
+        link.flush();
+    }
+}
+
+/// Reads the sink's summary line: frames received per second.
+pub fn parse_rate(out: &str) -> Result<f64> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("floor-rate: "))
+        .ok_or_else(|| anyhow!("no `floor-rate:` summary line in:\n{out}"))?;
+    let rate: f64 = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("rate="))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("floor-rate summary has no rate: {line}"))?;
+    if !(rate > 0.0) {
+        bail!("the sink received nothing: {line}");
+    }
+    Ok(rate)
+}
+
 /// Reads the pinger's summary line: (observations, avg, p50, p99, p99.9) in usec.
 pub fn parse_summary(out: &str) -> Result<super::parse::PingPong> {
     let line = out
@@ -240,6 +340,17 @@ pub fn main(args: &[String]) -> Result<()> {
     };
     match args {
         [role, ifname, local] if role == "reflect" => reflect(ifname, addr(local)?),
+        [role, ifname, local, secs] if role == "sink" => {
+            sink(ifname, addr(local)?, secs.parse().context("bad seconds")?)
+        }
+        [role, ifname, local, remote, lmac, rmac, batch] if role == "blast" => blast(
+            ifname,
+            addr(local)?,
+            addr(remote)?,
+            parse_mac(lmac)?,
+            parse_mac(rmac)?,
+            batch.parse().context("bad batch")?,
+        ),
         [role, ifname, local, remote, lmac, rmac, secs] if role == "ping" => ping(
             ifname,
             addr(local)?,

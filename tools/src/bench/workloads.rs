@@ -87,10 +87,11 @@ impl Proc {
         self.out[n.saturating_sub(12)..].join("\n")
     }
 
-    /// Waits for a line containing `needle`; fails if the program exits first or on timeout.
-    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<()> {
-        if self.out.iter().any(|l| l.contains(needle)) {
-            return Ok(());
+    /// Waits for a line containing `needle` and returns it; fails if the program exits first
+    /// or on timeout.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        if let Some(l) = self.out.iter().find(|l| l.contains(needle)) {
+            return Ok(l.clone());
         }
         let deadline = Instant::now() + timeout;
         loop {
@@ -100,9 +101,9 @@ impl Proc {
             {
                 Ok(line) => {
                     let hit = line.contains(needle);
-                    self.out.push(line);
+                    self.out.push(line.clone());
                     if hit {
-                        return Ok(());
+                        return Ok(line);
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => bail!(
@@ -368,12 +369,47 @@ impl Bench {
             .finish(self.client_timeout())?;
         drop(refl);
         let s = super::floor::parse_summary(&out)?;
-        Ok(vec![
+        let mut v = vec![
             ("avg", "usec", false, s.avg_usec),
             ("p50", "usec", false, s.p50_usec),
             ("p99", "usec", false, s.p99_usec),
             ("p99.9", "usec", false, s.p999_usec),
-        ])
+        ];
+        // The message-rate floor: what msgrate-udp could reach with no stack at all, with one
+        // TX kick per frame (as a sendto per message gets) and with 32 frames per kick.
+        for (metric, batch) in [
+            ("msg rate, 1 per kick", "1"),
+            ("msg rate, 32 per kick", "32"),
+        ] {
+            let mut sink = Proc::start(
+                "floor sink",
+                self.cmd(
+                    Side::A,
+                    false,
+                    &exe,
+                    &["__floor", "sink", &self.topo.if_a, &local_a, &secs],
+                ),
+            )?;
+            sink.wait_for("floor sink ready", START)?;
+            let args = [
+                "__floor",
+                "blast",
+                &self.topo.if_b,
+                &local_b,
+                &local_a,
+                &mac_b,
+                &mac_a,
+                batch,
+            ];
+            let blaster = Proc::start("floor blaster", self.cmd(Side::B, false, &exe, &args))?;
+            let line = sink.wait_for("floor-rate:", self.client_timeout())?;
+            // The sink goes on taking frames until the blaster is gone, so none reach A's
+            // kernel.
+            drop(blaster);
+            drop(sink);
+            v.push((metric, "msg/s", true, super::floor::parse_rate(&line)?));
+        }
+        Ok(v)
     }
 
     fn sockperf_server(&self, tcp: bool, accel: bool, port: u16) -> Result<Proc> {
