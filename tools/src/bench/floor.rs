@@ -301,7 +301,7 @@ pub fn parse_rate(out: &str) -> Result<f64> {
         .find_map(|kv| kv.strip_prefix("rate="))
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| anyhow!("floor-rate summary has no rate: {line}"))?;
-    if !(rate > 0.0) {
+    if rate.is_nan() || rate <= 0.0 {
         bail!("the sink received nothing: {line}");
     }
     Ok(rate)
