@@ -72,11 +72,23 @@ pub(crate) fn readiness(conn: &TcpConn, socket: &tcp::Socket) -> Readiness {
 }
 
 impl Stack {
+    /// The connection `s`, for a call that may change what goes on the wire (the next poll
+    /// looks at every socket).
     fn tcp_conn(
         &mut self,
         s: SocketId,
     ) -> Result<(&mut TcpConn, &mut tcp::Socket<'static>), Error> {
         self.dirty = true;
+        self.tcp_conn_quiet(s)
+    }
+
+    /// The connection `s`, for a call that changes nothing the next poll must act on unless it
+    /// says so itself (a read that finds nothing: a spinning receive makes one per attempt, and
+    /// each used to cost the next poll a clock read and a walk of every socket).
+    fn tcp_conn_quiet(
+        &mut self,
+        s: SocketId,
+    ) -> Result<(&mut TcpConn, &mut tcp::Socket<'static>), Error> {
         match self.table.get_mut(&s.0) {
             Some(Entry::Tcp(conn)) => {
                 let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
@@ -154,7 +166,7 @@ impl Stack {
 
     /// Reads received bytes; `Ok(0)` is an orderly EOF (or `buf` is empty).
     pub fn tcp_recv(&mut self, s: SocketId, buf: &mut [u8]) -> Result<usize, Error> {
-        let (conn, socket) = self.tcp_conn(s)?;
+        let (conn, socket) = self.tcp_conn_quiet(s)?;
         if let Some(err) = conn.take_error(socket) {
             return Err(err);
         }
@@ -163,11 +175,16 @@ impl Stack {
             State::Listen => return Err(Error::NotConnected),
             _ => {}
         }
-        match socket.recv_slice(buf) {
+        let r = match socket.recv_slice(buf) {
             Ok(0) if !buf.is_empty() && socket.may_recv() => Err(Error::WouldBlock),
             Ok(n) => Ok(n),
             Err(RecvError::Finished) | Err(RecvError::InvalidState) => Ok(0),
+        };
+        // Bytes taken open the window, which the peer may have to hear of.
+        if matches!(r, Ok(n) if n > 0) {
+            self.dirty = true;
         }
+        r
     }
 
     /// Applies a socket option that changes what the connection does on the wire.

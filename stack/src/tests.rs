@@ -851,6 +851,45 @@ fn idle_polls_are_skipped_but_nothing_is_missed() {
     );
 }
 
+/// A receive that finds nothing changes nothing on the wire, so it leaves the stack quiet (a
+/// spinning receive makes one per attempt); a read that takes TCP bytes opens the window, and
+/// a send queues data: both make the next poll run.
+#[test]
+fn an_empty_receive_keeps_the_stack_quiet() {
+    let mut p = Pair::new();
+    let (c, s, _) = connected(&mut p, 80, 40000);
+    let ua = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    let ub = p.b.stack.udp_bind(sa(IP_B, 6000)).unwrap();
+    p.settle_and_advance(Duration::from_millis(0));
+    assert!(p.a.stack.quiet(&mut p.a.link));
+    let mut buf = [0u8; 8];
+    assert_eq!(p.a.stack.tcp_recv(c, &mut buf), Err(Error::WouldBlock));
+    assert_eq!(
+        p.a.stack.udp_recv_with(ua, |d, _| d.len()),
+        Err(Error::WouldBlock)
+    );
+    assert!(
+        p.a.stack.quiet(&mut p.a.link),
+        "an empty receive woke the stack"
+    );
+    p.b.stack.udp_send_to(ub, b"dgram", sa(IP_A, 5000)).unwrap();
+    assert!(!p.b.stack.quiet(&mut p.b.link), "a UDP send must be polled");
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(p.a.stack.udp_recv_with(ua, |d, _| d.len()), Ok(5));
+    assert!(
+        p.a.stack.quiet(&mut p.a.link),
+        "a datagram read woke the stack"
+    );
+    p.b.stack.tcp_send(s, b"data").unwrap();
+    assert!(!p.b.stack.quiet(&mut p.b.link), "a TCP send must be polled");
+    // Past A's delayed ACK, so no timer is left.
+    p.settle_and_advance(Duration::from_millis(500));
+    p.settle_and_advance(Duration::from_millis(0));
+    assert!(p.a.stack.quiet(&mut p.a.link));
+    assert_eq!(p.a.stack.tcp_recv(c, &mut buf), Ok(4));
+    assert!(!p.a.stack.quiet(&mut p.a.link), "a TCP read must be polled");
+}
+
 /// A connection closed by its application whose peer never closes (FIN-WAIT-2 for ever) is
 /// aborted after ORPHAN_TIMEOUT, as the kernel's tcp_fin_timeout does, also when nothing
 /// else happens on the stack: the deadline is a timer like smoltcp's own (poll_at reports

@@ -28,8 +28,9 @@ impl UdpSock {
 }
 
 impl Stack {
+    /// The UDP socket `s`. Callers that queue anything to send mark the stack dirty; a read
+    /// does not (a spinning receive makes one per attempt).
     fn udp_socket(&mut self, s: SocketId) -> Result<&mut udp::Socket<'static>, Error> {
-        self.dirty = true;
         match self.table.get(&s.0) {
             Some(Entry::Udp(u)) => Ok(self.sockets.get_mut::<udp::Socket>(u.handle)),
             Some(_) => Err(Error::InvalidState),
@@ -74,6 +75,7 @@ impl Stack {
         dst: SocketAddrV4,
     ) -> Result<usize, Error> {
         let max = self.config.mtu.saturating_sub(UDP_OVERHEAD);
+        self.dirty = true;
         let socket = self.udp_socket(s)?;
         if data.len() > max {
             return Err(Error::MessageTooLong);
