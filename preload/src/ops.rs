@@ -332,24 +332,41 @@ fn wait<T>(
     nonblock: bool,
     timeout: Option<Duration>,
     kernel_fd: Option<RawFd>,
-    mut attempt: impl FnMut() -> Option<Res<T>>,
+    mut attempt: impl FnMut(bool) -> Option<Res<T>>,
 ) -> Res<T> {
     let rt = rt()?;
-    // The clock is read once the first attempt failed (most calls succeed at once).
+    let timeout = timeout.filter(|t| !t.is_zero());
+    // The clock is read once the first attempt failed (most calls succeed at once), and only
+    // when a timeout or a spin limit needs it: a call that spins for ever reads none.
+    let timed = timeout.is_some() || rt.config.spin.is_some();
     let mut started: Option<Instant> = None;
     let interrupts = runtime::interrupts();
+    let mut tries: u32 = 0;
+    let mut woke = false;
     loop {
-        if let Some(r) = attempt() {
+        // Whether this attempt also looks at the kernel socket, which costs a syscall: a
+        // non-blocking call's only attempt, the first after a sleep, and every
+        // KERNEL_CHECK_EVERY-th of a spin (a few microseconds apart). Not the first of a
+        // blocking call: it is nearly always followed by a spin, and a syscall per call was a
+        // tenth of a ping-pong's round trip.
+        tries = tries.wrapping_add(1);
+        let thorough = nonblock || woke || tries.is_multiple_of(KERNEL_CHECK_EVERY);
+        woke = false;
+        if let Some(r) = attempt(thorough) {
             return r;
         }
         if nonblock {
             return Err(Errno::EAGAIN);
         }
-        let started = *started.get_or_insert_with(Instant::now);
-        let deadline = timeout.filter(|t| !t.is_zero()).map(|t| started + t);
         if runtime::interrupts() != interrupts {
             return Err(Errno::EINTR);
         }
+        if !timed {
+            runtime::make_way(nics);
+            continue;
+        }
+        let started = *started.get_or_insert_with(Instant::now);
+        let deadline = timeout.map(|t| started + t);
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(Errno::EAGAIN);
         }
@@ -359,7 +376,7 @@ fn wait<T>(
         }
         let waiting = runtime::Waiting::register(nics).ok_or(Errno::ENOMEM)?;
         let efd = waiting.efd;
-        if let Some(r) = attempt() {
+        if let Some(r) = attempt(true) {
             return r;
         }
         let ms = deadline.map_or(50, |d| {
@@ -381,6 +398,7 @@ fn wait<T>(
         ];
         let _ = kernel::poll(&mut fds, ms);
         drop(waiting);
+        woke = true;
         // A handler that interrupted the poll is seen at the top of the loop (EINTR unless it
         // was installed with SA_RESTART, in which case the wait goes on, as in the kernel).
     }
@@ -410,24 +428,33 @@ pub fn accept(ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd, SockAddrBuf)>
         _ => return Err(Errno::EINVAL),
     };
     let nics: Vec<Arc<Nic>> = on.iter().map(|o| o.nic.clone()).collect();
-    let got = wait(&nics, ep.nonblocking(), rcvtimeo(ep), Some(fd), || {
-        for o in &on {
-            let mut g = o.nic.lock();
-            if let Ok((id, remote)) = g.stack.tcp_accept(o.id) {
-                return Some(Ok(Accepted::Stack(
-                    o.nic.clone(),
-                    id,
-                    remote,
-                    g.stack.local_addr(id),
-                )));
+    let got = wait(
+        &nics,
+        ep.nonblocking(),
+        rcvtimeo(ep),
+        Some(fd),
+        |thorough| {
+            for o in &on {
+                let mut g = o.nic.lock();
+                if let Ok((id, remote)) = g.stack.tcp_accept(o.id) {
+                    return Some(Ok(Accepted::Stack(
+                        o.nic.clone(),
+                        id,
+                        remote,
+                        g.stack.local_addr(id),
+                    )));
+                }
             }
-        }
-        match kernel::accept4(fd, flags) {
-            Ok((kfd, addr)) => Some(Ok(Accepted::Kernel(kfd, addr))),
-            Err(e) if e == Errno::EAGAIN => None,
-            Err(e) => Some(Err(e)),
-        }
-    })?;
+            if !thorough {
+                return None;
+            }
+            match kernel::accept4(fd, flags) {
+                Ok((kfd, addr)) => Some(Ok(Accepted::Kernel(kfd, addr))),
+                Err(e) if e == Errno::EAGAIN => None,
+                Err(e) => Some(Err(e)),
+            }
+        },
+    )?;
     match got {
         Accepted::Kernel(kfd, addr) => Ok((kfd, addr)),
         Accepted::Stack(nic, id, remote, local) => {
@@ -581,7 +608,7 @@ fn conn_connect_again(ep: &Endpoint) -> Res<()> {
 }
 
 fn wait_connected(ep: &Endpoint, nic: &Arc<Nic>, id: SocketId) -> Res<()> {
-    wait(std::slice::from_ref(nic), false, sndtimeo(ep), None, || {
+    wait(std::slice::from_ref(nic), false, sndtimeo(ep), None, |_| {
         let mut g = nic.lock();
         if g.stack.tcp_established_once(id) {
             // The handshake completed: connect() succeeded. A reset that came right after
@@ -723,7 +750,7 @@ fn tcp_send(
         nonblock,
         sndtimeo(ep),
         None,
-        || {
+        |_| {
             // No poll before queueing (the poll after sends it, and takes in ACKs that make
             // room for the next attempt).
             let mut g = nic.lock_only();
@@ -787,7 +814,7 @@ fn udp_send(
         nonblock,
         sndtimeo(ep),
         None,
-        || {
+        |_| {
             let mut g = nic.lock_only();
             match g.stack.udp_send_to(on.id, data, to) {
                 Ok(n) => {
@@ -890,7 +917,7 @@ fn tcp_recv(
         nonblock,
         rcvtimeo(ep),
         None,
-        || {
+        |_| {
             let mut g = nic.lock();
             let window_low = g.stack.tcp_recv_window_low(on.id);
             let before = got;
@@ -947,8 +974,7 @@ fn tcp_recv(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-/// How often (in attempts) a spinning UDP receive also looks at the kernel socket.
+/// How often (in attempts) a spinning wait also looks at the kernel socket.
 const KERNEL_CHECK_EVERY: u32 = 64;
 
 /// One datagram that came through the kernel socket, scattered into `bufs`; returns its full
@@ -978,13 +1004,12 @@ fn udp_recv(
         Some(p) => p == from,
         None => true,
     };
-    let mut attempts: u32 = 0;
     let (n, from) = wait(
         std::slice::from_ref(&nic),
         nonblock,
         rcvtimeo(ep),
         Some(fd),
-        || loop {
+        |thorough| loop {
             let mut g = nic.lock();
             // Copied straight from the stack's buffer into the caller's (n = the datagram's
             // full length, so a truncation is seen and reported).
@@ -1000,12 +1025,9 @@ fn udp_recv(
                 Err(e) => return Some(Err(e.into())),
             }
             drop(g);
-            // Datagrams that came through the kernel (loopback, ...) wait on the kernel socket.
-            // Looking costs a syscall, so a spinning wait looks on its first attempt and then
-            // every KERNEL_CHECK_EVERY attempts (a few microseconds apart); a sleeping wait is
-            // woken by the kernel socket directly.
-            attempts = attempts.wrapping_add(1);
-            if attempts % KERNEL_CHECK_EVERY != 1 {
+            // Datagrams that came through the kernel (loopback, ...) wait on the kernel socket
+            // (see `wait` for when an attempt looks; a sleeping wait is woken by it directly).
+            if !thorough {
                 return None;
             }
             match kernel_udp_recv(fd, bufs) {
