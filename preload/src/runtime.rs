@@ -105,6 +105,9 @@ pub struct Nic {
     /// AF_XDP socket fds (readable when frames arrived).
     pub xsk_fds: Vec<RawFd>,
     epoch: Instant,
+    /// The coarse clock at `epoch` and how far a stack time computed from it can be behind the
+    /// real one (see [`Nic::coarse_horizon`]); `None` without a coarse clock.
+    coarse: Option<(Duration, Duration)>,
     /// Counts polls that moved anything (edge-triggered epoll fires again after one).
     generation: std::sync::atomic::AtomicU64,
     /// When a program thread last polled this stack (stack time, microseconds): while the
@@ -128,6 +131,15 @@ impl Nic {
 
     fn stack_time(&self, wall: Instant) -> stack::Instant {
         stack::Instant::from_micros(wall.saturating_duration_since(self.epoch).as_micros() as i64)
+    }
+
+    /// A stack time the clock has surely not passed yet, read from the coarse clock (a few ns,
+    /// no TSC): a spinning poll uses it to see that no timer can be due without reading the
+    /// real clock.
+    fn coarse_horizon(&self) -> Option<stack::Instant> {
+        let (base, slack) = self.coarse?;
+        let since = kernel::coarse_clock()?.saturating_sub(base) + slack;
+        Some(stack::Instant::from_micros(since.as_micros() as i64))
     }
 
     fn to_instant(&self, t: stack::Instant) -> Instant {
@@ -165,12 +177,20 @@ impl Nic {
     }
 
     fn poll_as(&self, g: &mut NicInner, program: bool) -> bool {
-        // A spinning wait between packets: nothing arrived, nothing changed, no timer is set.
-        // That needs no clock; every QUIET_POLLS-th such poll still runs the full path (time
-        // for the control-plane refresh, and `last_app_poll` for the progress thread).
+        // A spinning wait between packets: nothing arrived, nothing changed, no timer is due
+        // (by the coarse clock). That needs no real clock; every QUIET_POLLS-th such poll
+        // still runs the full path (time for the control-plane refresh, `last_app_poll` for
+        // the progress thread, and a bound on how late a timer runs if the coarse clock erred).
         if program && g.quiet_polls < QUIET_POLLS {
+            let horizon = self.coarse_horizon();
             let NicInner { stack, att, .. } = g;
-            if stack.quiet(&mut att.queues) {
+            let quiet = match horizon {
+                // A timer set (a TCP retransmission, a delayed ACK) but not due before the
+                // horizon does not need this poll.
+                Some(h) => stack.quiet_until(h, &mut att.queues),
+                None => stack.quiet(&mut att.queues),
+            };
+            if quiet {
                 g.quiet_polls += 1;
                 return false;
             }
@@ -434,6 +454,12 @@ fn open_nic(name: &str) -> Result<Nic, String> {
         .route(Ipv4Addr::UNSPECIFIED)
         .and_then(|r| r.gateway);
     let epoch = Instant::now();
+    // The coarse clock lags the real one by up to a tick; a slack of two (and 100 us for the
+    // reading after `epoch`) keeps the horizon at or past the real stack time.
+    let coarse = kernel::coarse_clock()
+        .zip(kernel::coarse_resolution())
+        .filter(|(_, res)| *res <= Duration::from_millis(10))
+        .map(|(at_epoch, res)| (at_epoch, 2 * res + Duration::from_micros(100)));
     let stack = Stack::new(config, stack::Instant::from_micros(0));
     Ok(Nic {
         name: name.to_owned(),
@@ -451,6 +477,7 @@ fn open_nic(name: &str) -> Result<Nic, String> {
         }),
         xsk_fds,
         epoch,
+        coarse,
         last_app_poll: std::sync::atomic::AtomicU64::new(0),
         sleepers: AtomicUsize::new(0),
         watched: AtomicBool::new(true),

@@ -387,6 +387,12 @@ impl Stack {
         self.nothing_to_do(None, link)
     }
 
+    /// Like [`Stack::quiet`], for a caller that knows the time is not past `until`: a timer
+    /// set for after `until` does not count.
+    pub fn quiet_until<L: link::Link>(&mut self, until: Instant, link: &mut L) -> bool {
+        self.nothing_to_do(Some(until), link)
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

@@ -842,6 +842,11 @@ fn idle_polls_are_skipped_but_nothing_is_missed() {
     assert_eq!(p.a.link.take_sent().len(), 1);
     let at = p.a.stack.poll_at(p.now).expect("retransmission timer");
     assert!(!p.a.stack.quiet(&mut p.a.link), "a timer is set: not quiet");
+    assert!(
+        p.a.stack.quiet_until(p.now, &mut p.a.link),
+        "the timer is not due now"
+    );
+    assert!(!p.a.stack.quiet_until(at, &mut p.a.link), "due at `at`");
     assert!(!p.a.poll(p.now));
     p.a.poll(at);
     assert_eq!(

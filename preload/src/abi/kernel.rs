@@ -27,6 +27,30 @@ fn check_size(r: isize) -> Res<usize> {
     }
 }
 
+/// CLOCK_MONOTONIC_COARSE: the monotonic clock as of the last tick, which the vDSO returns
+/// without reading the TSC (a few nanoseconds). Behind CLOCK_MONOTONIC by at most
+/// [`coarse_resolution`].
+pub fn coarse_clock() -> Option<std::time::Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec into a local.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (r == 0).then(|| std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+/// The step of [`coarse_clock`] (one tick).
+pub fn coarse_resolution() -> Option<std::time::Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec into a local.
+    let r = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (r == 0).then(|| std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
 /// Writes to stderr (best effort, for accel's one-line warnings).
 pub fn write_stderr(b: &[u8]) {
     // SAFETY: `b` is a valid slice for its length.
