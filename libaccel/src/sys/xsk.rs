@@ -99,6 +99,8 @@ pub struct XskQueue {
     cq_batch: Vec<FrameDesc>,
     in_fill: usize,
     in_tx: usize,
+    /// Copy mode: descriptors were put on the TX ring that no kick has seen the kernel take.
+    tx_unsent: bool,
     /// Scratch space for a reply the stack builds while no TX frame is free (dropped, counted).
     scratch: Vec<u8>,
     pub counters: QueueCounters,
@@ -247,6 +249,7 @@ impl XskQueue {
             cq_batch: vec![FrameDesc::default(); BATCH],
             in_fill: n,
             in_tx: 0,
+            tx_unsent: false,
             scratch: vec![0; FRAME_SIZE as usize],
             counters: QueueCounters::default(),
         };
@@ -335,9 +338,15 @@ impl XskQueue {
         self.fetch()
     }
 
-    /// No frame received and waiting, none queued for TX or still with the kernel.
+    /// No frame received and waiting, none queued for TX or waiting for a kick (zero-copy: or
+    /// still with the kernel). Copy-mode frames the kernel took but has not completed need no
+    /// poll: they come back when the next transmit or flush reclaims them.
     pub fn idle(&mut self) -> bool {
-        !self.fetch() && self.pending_tx.is_empty() && self.in_tx == 0
+        let tx_idle = match self.mode {
+            CopyMode::Copy => !self.tx_unsent,
+            CopyMode::ZeroCopy => self.in_tx == 0,
+        };
+        !self.fetch() && self.pending_tx.is_empty() && tx_idle
     }
 
     /// Pulls the next batch from the RX ring into `rx_batch`.
@@ -371,14 +380,25 @@ impl XskQueue {
                 let done = unsafe { self.tx.produce(&self.pending_tx[..n]) };
                 self.pending_tx.drain(..done);
                 self.in_tx += done;
+                self.tx_unsent |= done > 0;
             }
         }
-        // Copy mode transmits only on a syscall; zero-copy drivers say when they need one.
-        if self.in_tx > 0 && (self.mode == CopyMode::Copy || self.tx.needs_wakeup()) {
+        // Copy mode transmits only on a syscall, and only what is on the TX ring: frames the
+        // kernel took but has not completed yet (the peer's socket still holds the skb) need
+        // none, and kicking for them was a third of nginx's sendto calls. Zero-copy drivers
+        // say when they need one.
+        let kick = match self.mode {
+            CopyMode::Copy => self.tx_unsent,
+            CopyMode::ZeroCopy => self.in_tx > 0 && self.tx.needs_wakeup(),
+        };
+        if kick {
             self.counters.tx_kicks += 1;
             if let Err(e) = self.tx.wakeup() {
                 tracing::debug!(queue = self.queue_id, error = %e, "TX kick failed");
             }
+            // What the kernel left on the ring (a full completion ring, a busy device, its
+            // per-call budget) is kicked again on the next flush.
+            self.tx_unsent = self.tx.nb_free_exact() < RING_SIZE;
         }
         self.reclaim();
     }
