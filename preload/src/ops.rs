@@ -129,10 +129,19 @@ impl Endpoint {
     }
 
     fn nics(&self) -> Vec<Arc<Nic>> {
-        match &*self.state() {
-            State::Listener { on, .. } => on.iter().map(|o| o.nic.clone()).collect(),
-            State::Conn { on, .. } | State::Udp { on, .. } => vec![on.nic.clone()],
-            _ => Vec::new(),
+        let mut v = Vec::new();
+        self.state().each_nic(|n| v.push(n.clone()));
+        v
+    }
+}
+
+impl State {
+    /// Calls `f` with each interface the socket is served on (none while fresh or bound).
+    fn each_nic(&self, mut f: impl FnMut(&Arc<Nic>)) {
+        match self {
+            State::Listener { on, .. } => on.iter().for_each(|o| f(&o.nic)),
+            State::Conn { on, .. } | State::Udp { on, .. } => f(&on.nic),
+            _ => {}
         }
     }
 }
@@ -977,6 +986,9 @@ fn tcp_recv(
 /// How often (in attempts) a spinning wait also looks at the kernel socket.
 const KERNEL_CHECK_EVERY: u32 = 64;
 
+/// How often (in rounds) a spinning epoll_wait reads the clock for its timeout.
+const DEADLINE_CHECK_EVERY: u32 = 16;
+
 /// One datagram that came through the kernel socket, scattered into `bufs`; returns its full
 /// length and sender. EAGAIN when there is none (looked at without allocating).
 fn kernel_udp_recv(fd: RawFd, bufs: &mut [IoSliceMut<'_>]) -> Res<(usize, SockAddrBuf)> {
@@ -1510,8 +1522,14 @@ static EPOLLS: Mutex<std::collections::BTreeMap<RawFd, Vec<Interest>>> =
 static ANY_EPOLL: AtomicBool = AtomicBool::new(false);
 
 fn wants_kernel(ep: &Endpoint) -> bool {
+    state_wants_kernel(&ep.state())
+}
+
+/// Whether a socket in this state belongs in the kernel's epoll set too (fresh sockets, and
+/// listeners and UDP sockets for their kernel path).
+fn state_wants_kernel(st: &State) -> bool {
     matches!(
-        *ep.state(),
+        st,
         State::Fresh | State::Listener { .. } | State::Udp { .. }
     )
 }
@@ -1611,34 +1629,52 @@ fn poll_to_epoll(bits: i16) -> u32 {
 }
 
 /// Accelerated events of one epoll set, written to `out`; the nics involved in `nics`.
-fn collect(epfd: RawFd, out: &mut [libc::epoll_event], nics: &mut Vec<Arc<Nic>>) -> usize {
-    // One poll of every interface per round: readiness below reads the stacks' state.
-    if let Some(rt) = runtime::current() {
-        for nic in &rt.nics {
+/// Polls every interface once: readiness (read by [`collect`]) then reflects what arrived.
+/// Returns their summed progress counts.
+fn poll_all() -> u64 {
+    let Some(rt) = runtime::current() else {
+        return 0;
+    };
+    rt.nics
+        .iter()
+        .map(|nic| {
             drop(nic.lock());
-        }
-    }
+            nic.generation()
+        })
+        .sum()
+}
+
+/// The ready accelerated members of set `epfd`, written to `out`; `nics` gets the interfaces
+/// they are served on.
+fn collect(epfd: RawFd, out: &mut [libc::epoll_event], nics: &mut Vec<Arc<Nic>>) -> usize {
     let mut all = lock(&EPOLLS);
     let Some(set) = all.get_mut(&epfd) else {
         return 0;
     };
     let mut n = 0;
     for it in set.iter_mut() {
-        let fresh = it.ep.is_fresh();
+        // One look at the socket's state for all of this (a lock, no allocation): this runs
+        // for every member on every round of a spinning epoll_wait.
+        let (fresh, leaves_kernel, gen) = {
+            let st = it.ep.state();
+            let fresh = matches!(*st, State::Fresh);
+            let mut gen = 0u64;
+            st.each_nic(|nic| {
+                gen = gen.wrapping_add(nic.generation());
+                if !nics.iter().any(|x| Arc::ptr_eq(x, nic)) {
+                    nics.push(nic.clone());
+                }
+            });
+            (fresh, it.in_kernel && !state_wants_kernel(&st), gen)
+        };
         // Sockets that became accelerated while in the set: a connection leaves the kernel's
         // set (its unconnected kernel socket would report bogus events).
-        if it.in_kernel && !fresh && !wants_kernel(&it.ep) {
+        if leaves_kernel {
             let _ = kernel::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, it.fd, None);
             it.in_kernel = false;
         }
         if fresh {
             continue;
-        }
-        let gen: u64 = it.ep.nics().iter().map(|n| n.generation()).sum();
-        for nic in it.ep.nics() {
-            if !nics.iter().any(|x| Arc::ptr_eq(x, &nic)) {
-                nics.push(nic);
-            }
         }
         if it.disabled || n >= out.len() {
             continue;
@@ -1692,19 +1728,35 @@ fn epoll_wait_inner(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ms: i
     // epoll_wait is never restarted after a handler (SA_RESTART or not): EINTR.
     let signals = runtime::signals_seen();
     let mut rounds: u32 = 0;
+    let mut nics = Vec::new();
+    // The interfaces' progress count at a round that found nothing ready: until it moves, a
+    // spinning round only polls. Readiness changes that move no count (a timer that closes
+    // a socket without sending, another thread's call) are seen by the full look every
+    // KERNEL_CHECK_EVERY rounds.
+    let mut idle_at: Option<u64> = None;
     loop {
         if runtime::signals_seen() != signals {
             return Err(Errno::EINTR);
         }
-        let mut nics = Vec::new();
-        let mut n = collect(epfd, events, &mut nics);
+        let progress = poll_all();
+        let look = idle_at != Some(progress) || rounds.is_multiple_of(KERNEL_CHECK_EVERY);
+        let mut n = 0;
+        if look {
+            nics.clear();
+            n = collect(epfd, events, &mut nics);
+            idle_at = (n == 0).then_some(progress);
+        }
         // The program's kernel fds cost a syscall to look at: every call looks once, a
         // spinning call then every KERNEL_CHECK_EVERY rounds (a sleeping one waits on them).
         if n < events.len() && rounds.is_multiple_of(KERNEL_CHECK_EVERY) {
             n += kernel::epoll_wait(epfd, &mut events[n..], 0)?;
         }
+        // The clock is read every DEADLINE_CHECK_EVERY rounds of a spin (a round without
+        // work is a few dozen ns; a clock read on each was an eighth of nginx's time).
+        let timed_out = rounds.is_multiple_of(DEADLINE_CHECK_EVERY)
+            && deadline.is_some_and(|d| Instant::now() >= d);
         rounds = rounds.wrapping_add(1);
-        if n > 0 || timeout_ms == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+        if n > 0 || timeout_ms == 0 || timed_out {
             return Ok(n);
         }
         if !nics.is_empty() && runtime::should_spin(rt, started) {
@@ -1712,8 +1764,9 @@ fn epoll_wait_inner(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ms: i
             continue;
         }
         if waiting.is_none() && !nics.is_empty() {
-            // Register, then check once more before sleeping (no lost wake-up).
+            // Register, then look once more before sleeping (no lost wake-up).
             waiting = Some(runtime::Waiting::register(&nics).ok_or(Errno::ENOMEM)?);
+            idle_at = None;
             continue;
         }
         // Sleep in this thread's private epoll, which holds our eventfd, with the program's
