@@ -751,6 +751,43 @@ fn an_epoll_listener_is_reported_once_whichever_way_a_connection_comes() {
     assert_eq!(d.tcp_active_opens, 1, "kernel active opens in A: {d:?}");
 }
 
+/// A readiness change that sends no packet (shutdown(SHUT_RD) by another thread) is reported by
+/// an epoll_wait already spinning: a spinning round looks at its members only when the
+/// interfaces moved, and every 64th round whatever happened.
+#[test]
+fn epoll_wait_sees_another_threads_shutdown_that_sends_nothing() {
+    let t = topo();
+    let dir = TempDir::new("epoll_shutdown");
+    let exe = compile_c("epoll_shutdown", dir.path());
+    let mut app = App::start(
+        "epoll_shutdown (under accel-run)",
+        // Latency: epoll_wait spins for ever (a balanced one would sleep and look on waking).
+        accelerated(&t, Side::A, Some("latency"), &exe, &[&s(t.addr_a), "7097"]),
+    );
+    app.wait_for("listening", Duration::from_secs(20));
+    let server = std::net::SocketAddrV4::new(t.addr_a, 7097);
+    // Held open, silent, until the program is done.
+    let _conn = t
+        .in_b(move || std::net::TcpStream::connect_timeout(&server.into(), Duration::from_secs(10)))
+        .expect("namespace B")
+        .expect("connect from B");
+    let fin = app.finish(Duration::from_secs(20)).success();
+    assert!(
+        fin.stdout.contains("epoll_shutdown: ok"),
+        "{}",
+        fin.describe()
+    );
+    if accel_tests::apps::kernel_only() {
+        return;
+    }
+    let stats = accel_tests::apps::parse_accel_stats(&fin.stderr);
+    let s = stats
+        .iter()
+        .find(|s| s.interface == t.if_a)
+        .unwrap_or_else(|| panic!("no accel-stats line for {}\n{}", t.if_a, fin.describe()));
+    assert_eq!(s.get("tcp_accepted"), 1, "{}", fin.describe());
+}
+
 /// An accepted connection outlives its listener: the accelerated server closes the listening
 /// socket right after accept and keeps echoing; a kernel client in B sees every echo.
 #[test]
