@@ -166,8 +166,11 @@ pub struct Stack {
     spare_tcp: Vec<tcp::Socket<'static>>,
     /// An API call changed socket state since the last full poll (it may have output).
     dirty: bool,
-    /// After a full poll: when smoltcp next needs one if nothing arrives (`None`: never).
-    idle_until: Option<Instant>,
+    /// When the stack next needs a poll if nothing arrives (inner `None`: never), as of the
+    /// last full poll; `None` until a check needs it. Working it out walks every socket, so a
+    /// poll leaves it to the next idle check (a busy program polls again at once, and the walk
+    /// would be wasted).
+    idle_until: Option<Option<Instant>>,
 }
 
 impl Stack {
@@ -246,7 +249,7 @@ impl Stack {
         active |= self.egress(now, link, resolver);
         self.after_poll(now);
         link.flush();
-        self.idle_until = self.poll_at(now);
+        self.idle_until = None;
         active
     }
 
@@ -255,11 +258,23 @@ impl Stack {
     /// packets go out on the first poll that finds it, not only at the recheck), and the link
     /// is idle.
     fn nothing_to_do<L: link::Link>(&mut self, now: Option<Instant>, link: &mut L) -> bool {
-        let timer_due = match now {
-            Some(now) => self.idle_until.is_some_and(|t| t <= now),
-            None => self.idle_until.is_some(),
+        if self.dirty || !self.unresolved.is_empty() || !link.idle() {
+            return false;
+        }
+        // As of the last poll (the time smoltcp's timers were last looked at).
+        let last = self.now;
+        let until = match self.idle_until {
+            Some(u) => u,
+            None => {
+                let u = self.poll_at(last);
+                self.idle_until = Some(u);
+                u
+            }
         };
-        !self.dirty && !timer_due && self.unresolved.is_empty() && link.idle()
+        match now {
+            Some(now) => until.is_none_or(|t| t > now),
+            None => until.is_none(),
+        }
     }
 
     /// When the stack next needs a poll if nothing arrives (`None`: only on RX or an API call):
