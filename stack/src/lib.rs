@@ -166,6 +166,13 @@ pub struct Stack {
     spare_tcp: Vec<tcp::Socket<'static>>,
     /// An API call changed socket state since the last full poll (it may have output).
     dirty: bool,
+    /// The sockets those calls changed, when that is all they changed (`touched_all`: not
+    /// known, or too many): a poll with nothing arrived and no timer due then only needs
+    /// their output, not a walk of every socket (see [`Stack::poll_touched`]).
+    touched: Vec<u64>,
+    touched_all: bool,
+    /// Where a touched socket is put for a poll of its own (one slot, reused).
+    scratch: SocketSet<'static>,
     /// When the stack next needs a poll if nothing arrives (inner `None`: never), as of the
     /// last full poll; `None` until a check needs it. Working it out walks every socket, so a
     /// poll leaves it to the next idle check (a busy program polls again at once, and the walk
@@ -205,6 +212,9 @@ impl Stack {
             unresolved: Default::default(),
             spare_tcp: Vec::new(),
             dirty: true,
+            touched: Vec::new(),
+            touched_all: true,
+            scratch: SocketSet::new(Vec::new()),
             idle_until: None,
         }
     }
@@ -228,7 +238,12 @@ impl Stack {
         if self.nothing_to_do(Some(now), link) {
             return false;
         }
+        if let Some(active) = self.poll_touched(now, link, resolver) {
+            return active;
+        }
         self.dirty = false;
+        self.touched.clear();
+        self.touched_all = false;
         let mut active = false;
         // A budget, so a sustained inflow cannot keep egress (ACKs, replies) and the TX kick
         // waiting: what is left is taken on the next poll (we report activity).
@@ -253,6 +268,115 @@ impl Stack {
         active
     }
 
+    /// Where socket `s` sits in the main set (tests: a poll of its own may move it).
+    #[cfg(test)]
+    pub(crate) fn handle_of(&self, s: SocketId) -> Option<SocketHandle> {
+        match self.table.get(&s.0)? {
+            Entry::Tcp(c) => Some(c.handle),
+            Entry::Udp(u) => Some(u.handle),
+            Entry::Listener(_) => None,
+        }
+    }
+
+    /// A call changed socket `s` (and nothing else): the next poll must send its output.
+    pub(crate) fn touch(&mut self, s: SocketId) {
+        self.dirty = true;
+        if !self.touched_all && !self.touched.contains(&s.0) {
+            if self.touched.len() < TOUCHED_MAX {
+                self.touched.push(s.0);
+            } else {
+                self.touched_all = true;
+            }
+        }
+    }
+
+    /// A call changed something beyond one socket's output: the next poll is a full one.
+    pub(crate) fn touch_all(&mut self) {
+        self.dirty = true;
+        self.touched_all = true;
+    }
+
+    /// The poll for a stack where only calls on a few known sockets happened since the last
+    /// one: nothing arrived, nothing waits for a neighbour, no timer is due. Each touched
+    /// socket is moved into a set of its own and only it is polled for output, so a server
+    /// with many connections does not walk all of them (twice: smoltcp sends one segment per
+    /// socket per walk, and a walk that sent anything is followed by another) for each reply.
+    /// `None` when a full poll is needed.
+    fn poll_touched<L: link::Link, R: link::Resolver>(
+        &mut self,
+        now: Instant,
+        link: &mut L,
+        resolver: &mut R,
+    ) -> Option<bool> {
+        if !self.dirty
+            || self.touched_all
+            || self.touched.is_empty()
+            || !self.unresolved.is_empty()
+            || !link.idle()
+        {
+            return None;
+        }
+        let until = self.next_deadline(now);
+        if until.is_some_and(|t| t <= now) {
+            return None;
+        }
+        let mut next = until;
+        let mut active = false;
+        let ids = std::mem::take(&mut self.touched);
+        for &id in &ids {
+            let handle = match self.table.get(&id) {
+                Some(Entry::Tcp(c)) => c.handle,
+                Some(Entry::Udp(u)) => u.handle,
+                // Closed since (a full poll is due anyway) or a listener (not touched).
+                _ => continue,
+            };
+            let socket = self.sockets.remove(handle);
+            let alone = self.scratch.add(socket);
+            active |= egress_set(
+                &mut self.iface,
+                &mut self.scratch,
+                &mut self.counters,
+                &mut self.unresolved,
+                &self.caps,
+                self.config.mac,
+                now,
+                &mut *link,
+                &mut *resolver,
+            );
+            // The socket's own next timer (a retransmission armed by what it just sent).
+            next = earliest(next, self.iface.poll_at(now, &self.scratch));
+            let socket = self.scratch.remove(alone);
+            let back = self.sockets.add(socket);
+            if back != handle {
+                match self.table.get_mut(&id) {
+                    Some(Entry::Tcp(c)) => c.handle = back,
+                    Some(Entry::Udp(u)) => u.handle = back,
+                    _ => unreachable!("the entry was looked up above"),
+                }
+            }
+        }
+        self.touched = ids;
+        self.touched.clear();
+        self.dirty = false;
+        // Still valid for every other socket: nothing happened to them.
+        self.idle_until = Some(next);
+        link.flush();
+        Some(active)
+    }
+
+    /// The stack's next deadline as of now, worked out (a walk of every socket) only if no
+    /// poll since the last full one did.
+    fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
+        match self.idle_until {
+            Some(u) => u,
+            None => {
+                let u = self.poll_at(now);
+                self.idle_until = Some(u);
+                u
+            }
+        }
+    }
+
     /// Whether a poll at `now` (at any time: `None`) would surely do nothing: no call changed
     /// anything since the last poll, no timer is due, nothing waits for a neighbour (those
     /// packets go out on the first poll that finds it, not only at the recheck), and the link
@@ -261,16 +385,8 @@ impl Stack {
         if self.dirty || !self.unresolved.is_empty() || !link.idle() {
             return false;
         }
-        // As of the last poll (the time smoltcp's timers were last looked at).
         let last = self.now;
-        let until = match self.idle_until {
-            Some(u) => u,
-            None => {
-                let u = self.poll_at(last);
-                self.idle_until = Some(u);
-                u
-            }
-        };
+        let until = self.next_deadline(last);
         match now {
             Some(now) => until.is_none_or(|t| t > now),
             None => until.is_none(),
@@ -288,10 +404,7 @@ impl Stack {
             .map(|c| c.deadline)
             .chain(self.unresolved.poll_at(now))
             .min();
-        match (self.iface.poll_at(now, &self.sockets), ours) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.iface.poll_at(now, &self.sockets), ours)
     }
 
     fn egress<L: link::Link, R: link::Resolver>(
@@ -300,29 +413,17 @@ impl Stack {
         link: &mut L,
         resolver: &mut R,
     ) -> bool {
-        let mut active = false;
-        loop {
-            let starved = self.counters.tx_drop_no_tx_frame;
-            let mut dev = device::EgressDevice {
-                link: &mut *link,
-                path: device::TxPath {
-                    resolver: &mut *resolver,
-                    counters: &mut self.counters,
-                    unresolved: &mut self.unresolved,
-                    mac: self.config.mac,
-                    now,
-                },
-                caps: &self.caps,
-            };
-            match self.iface.poll_egress(now, &mut dev, &mut self.sockets) {
-                smoltcp::iface::PollResult::None => break,
-                smoltcp::iface::PollResult::SocketStateChanged => active = true,
-            }
-            if self.counters.tx_drop_no_tx_frame != starved {
-                break;
-            }
-        }
-        active
+        egress_set(
+            &mut self.iface,
+            &mut self.sockets,
+            &mut self.counters,
+            &mut self.unresolved,
+            &self.caps,
+            self.config.mac,
+            now,
+            link,
+            resolver,
+        )
     }
 
     /// Bookkeeping after each poll: finished active opens, reaping closed sockets.
@@ -469,7 +570,7 @@ impl Stack {
     }
 
     fn release(&mut self, s: SocketId, abort: bool) {
-        self.dirty = true;
+        self.touch_all();
         let Some(entry) = self.table.remove(&s.0) else {
             return;
         };
@@ -589,4 +690,54 @@ pub(crate) fn endpoint_v4(ep: IpEndpoint) -> Option<SocketAddrV4> {
 
 pub(crate) fn endpoint(addr: SocketAddrV4) -> IpEndpoint {
     IpEndpoint::new(IpAddress::Ipv4(*addr.ip()), addr.port())
+}
+
+/// Touched sockets a poll sends the output of one by one; more make it a full poll.
+const TOUCHED_MAX: usize = 8;
+
+/// Sends what the sockets of `sockets` have to send: smoltcp sends at most one segment per
+/// socket per walk, so walks repeat until one sends nothing (or TX frames ran out).
+#[allow(clippy::too_many_arguments)]
+fn egress_set<L: link::Link, R: link::Resolver>(
+    iface: &mut Interface,
+    sockets: &mut SocketSet<'static>,
+    counters: &mut Counters,
+    unresolved: &mut unresolved::Unresolved,
+    caps: &DeviceCapabilities,
+    mac: link::Mac,
+    now: Instant,
+    link: &mut L,
+    resolver: &mut R,
+) -> bool {
+    let mut active = false;
+    loop {
+        let starved = counters.tx_drop_no_tx_frame;
+        let mut dev = device::EgressDevice {
+            link: &mut *link,
+            path: device::TxPath {
+                resolver: &mut *resolver,
+                counters: &mut *counters,
+                unresolved: &mut *unresolved,
+                mac,
+                now,
+            },
+            caps,
+        };
+        match iface.poll_egress(now, &mut dev, sockets) {
+            smoltcp::iface::PollResult::None => break,
+            smoltcp::iface::PollResult::SocketStateChanged => active = true,
+        }
+        if counters.tx_drop_no_tx_frame != starved {
+            break;
+        }
+    }
+    active
+}
+
+/// The earlier of two deadlines (`None`: never).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }

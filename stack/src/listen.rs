@@ -89,7 +89,7 @@ impl Stack {
     /// Listens on `local` (address unspecified or ours) with room for `backlog` connections
     /// not yet accepted (clamped to 1..=[`MAX_BACKLOG`]).
     pub fn tcp_listen(&mut self, local: SocketAddrV4, backlog: usize) -> Result<SocketId, Error> {
-        self.dirty = true;
+        self.touch_all();
         if local.port() == 0 {
             return Err(Error::InvalidState);
         }
@@ -112,7 +112,7 @@ impl Stack {
 
     /// The oldest queued connection that is established, with its peer's address.
     pub fn tcp_accept(&mut self, listener: SocketId) -> Result<(SocketId, SocketAddrV4), Error> {
-        self.dirty = true;
+        self.touch_all();
         let l = match self.table.get_mut(&listener.0) {
             Some(Entry::Listener(l)) => l,
             Some(_) => return Err(Error::InvalidState),

@@ -78,7 +78,7 @@ impl Stack {
         &mut self,
         s: SocketId,
     ) -> Result<(&mut TcpConn, &mut tcp::Socket<'static>), Error> {
-        self.dirty = true;
+        self.touch(s);
         self.tcp_conn_quiet(s)
     }
 
@@ -108,7 +108,7 @@ impl Stack {
         local: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> Result<SocketId, Error> {
-        self.dirty = true;
+        self.touch_all();
         let local_ip = if local.ip().is_unspecified() {
             self.config.addr
         } else {
@@ -182,7 +182,7 @@ impl Stack {
         };
         // Bytes taken open the window, which the peer may have to hear of.
         if matches!(r, Ok(n) if n > 0) {
-            self.dirty = true;
+            self.touch(s);
         }
         r
     }

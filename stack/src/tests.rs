@@ -895,6 +895,52 @@ fn an_empty_receive_keeps_the_stack_quiet() {
     assert!(!p.a.stack.quiet(&mut p.a.link), "a TCP read must be polled");
 }
 
+/// A poll after calls on a few sockets sends only their output, moving each into a set of its
+/// own and back; back in the main set it may land in another slot (one a reaped socket freed),
+/// and everything about the connection must still work: the bytes, the reply, the
+/// retransmission timer, the close.
+#[test]
+fn a_connection_polled_alone_keeps_working_in_its_new_slot() {
+    let mut p = Pair::new();
+    let (c1, s1, l) = connected(&mut p, 80, 40000);
+    let (c2, s2) = connect_to(&mut p, l, 80, 40001);
+    let (c3, s3) = connect_to(&mut p, l, 80, 40002);
+    // Free the slots of the first two connections in A's set.
+    for (c, s) in [(c1, s1), (c2, s2)] {
+        p.a.stack.close(c);
+        assert!(p.run_until(secs(1), |p| p.b.stack.readiness(s).hangup));
+        p.b.stack.close(s);
+    }
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(p.a.stack.socket_count(), 1, "c1 and c2 reaped");
+    let before = p.a.stack.handle_of(c3);
+    // Lost on the wire: only the retransmission timer can deliver it.
+    p.a.stack.tcp_send(c3, b"moved").unwrap();
+    assert!(p.a.poll(p.now));
+    assert_eq!(p.a.link.take_sent().len(), 1, "the segment went out");
+    assert_ne!(
+        p.a.stack.handle_of(c3),
+        before,
+        "polled alone and put back in a freed slot"
+    );
+    let at = p.a.stack.poll_at(p.now).expect("retransmission timer");
+    assert!(!p.a.stack.quiet(&mut p.a.link));
+    assert!(p.run_until(secs(5), |p| p.b.stack.readiness(s3).readable));
+    assert!(p.now >= at);
+    let mut buf = [0u8; 16];
+    assert_eq!(p.b.stack.tcp_recv(s3, &mut buf), Ok(5));
+    assert_eq!(&buf[..5], b"moved");
+    p.b.stack.tcp_send(s3, b"reply").unwrap();
+    assert!(p.run_until(secs(1), |p| p.a.stack.readiness(c3).readable));
+    assert_eq!(p.a.stack.tcp_recv(c3, &mut buf), Ok(5));
+    assert_eq!(&buf[..5], b"reply");
+    p.a.stack.close(c3);
+    assert!(p.run_until(secs(1), |p| p.b.stack.readiness(s3).hangup));
+    p.b.stack.close(s3);
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(p.a.stack.socket_count(), 0);
+}
+
 /// A connection closed by its application whose peer never closes (FIN-WAIT-2 for ever) is
 /// aborted after ORPHAN_TIMEOUT, as the kernel's tcp_fin_timeout does, also when nothing
 /// else happens on the stack: the deadline is a timer like smoltcp's own (poll_at reports

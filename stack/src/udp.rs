@@ -40,7 +40,7 @@ impl Stack {
 
     /// Binds a UDP socket to `local` (unspecified address or ours; port chosen by the caller).
     pub fn udp_bind(&mut self, local: SocketAddrV4) -> Result<SocketId, Error> {
-        self.dirty = true;
+        self.touch_all();
         if local.port() == 0 {
             return Err(Error::InvalidState);
         }
@@ -75,7 +75,7 @@ impl Stack {
         dst: SocketAddrV4,
     ) -> Result<usize, Error> {
         let max = self.config.mtu.saturating_sub(UDP_OVERHEAD);
-        self.dirty = true;
+        self.touch(s);
         let socket = self.udp_socket(s)?;
         if data.len() > max {
             return Err(Error::MessageTooLong);
