@@ -14,12 +14,19 @@ use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
 use crate::device::{self, EthDrop, IngressDevice};
 use crate::link::{Resolver, TxFrame};
-use crate::Stack;
+use crate::{SocketId, Stack};
 
 /// What to do with one received IP packet.
 enum Verdict {
     Drop,
-    Deliver,
+    /// To smoltcp, which finds the socket (walking all of them); `tcp`: it may leave TCP
+    /// output anywhere (a listener's connection, a closing socket), so the poll's egress is
+    /// a full one.
+    Deliver {
+        tcp: bool,
+    },
+    /// To this application connection alone (found by its addresses in `conns`).
+    DeliverTo(u64),
     /// A SYN to this listener: deliver, then move the socket it woke into the accept queue.
     DeliverSyn(u64),
 }
@@ -41,8 +48,40 @@ impl Stack {
             Err(EthDrop::NotIpv4) => return self.counters.rx_drop_not_ipv4 += 1,
         };
         let verdict = self.classify(packet);
-        if let Verdict::Drop = verdict {
-            return;
+        match verdict {
+            Verdict::Drop => return,
+            Verdict::DeliverTo(id) => {
+                if let Some(alone) = self.swap_alone(id) {
+                    let mut dev = IngressDevice {
+                        packet: Some((packet, tx)),
+                        path: device::TxPath {
+                            resolver,
+                            counters: &mut self.counters,
+                            unresolved: &mut self.unresolved,
+                            mac: self.config.mac,
+                            now,
+                        },
+                        caps: &self.caps,
+                    };
+                    self.iface
+                        .poll_ingress_single(now, &mut dev, &mut self.scratch);
+                    // Its timers may have moved (a delayed ACK armed, a retransmission
+                    // cancelled); the stack's next deadline can only come earlier.
+                    if let Some(until) = self.idle_until {
+                        let at = self.iface.poll_at(now, &self.scratch);
+                        self.idle_until = Some(crate::earliest(until, at));
+                    }
+                    self.swap_back(alone);
+                    // What it has to send (an ACK, data the peer's window now lets out)
+                    // goes in this poll's egress.
+                    self.touch(SocketId(id));
+                    return;
+                }
+                // Not in the table any more (cannot happen: `conns` follows it).
+                self.touch_all();
+            }
+            Verdict::Deliver { tcp: true } | Verdict::DeliverSyn(_) => self.touch_all(),
+            Verdict::Deliver { tcp: false } => {}
         }
         let mut dev = IngressDevice {
             packet: Some((packet, tx)),
@@ -73,7 +112,7 @@ impl Stack {
         }
         if ip.more_frags() || ip.frag_offset() != 0 {
             // smoltcp drops fragments (no reassembly configured).
-            return Verdict::Deliver;
+            return Verdict::Deliver { tcp: false };
         }
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
         match ip.next_header() {
@@ -95,7 +134,13 @@ impl Stack {
                         return self.admit_syn(listener, remote);
                     }
                 }
-                Verdict::Deliver
+                if dst == self.config.addr {
+                    let remote = SocketAddrV4::new(src, tcp.src_port());
+                    if let Some(&id) = self.conns.get(&(tcp.dst_port(), remote)) {
+                        return Verdict::DeliverTo(id);
+                    }
+                }
+                Verdict::Deliver { tcp: true }
             }
             IpProtocol::Udp => {
                 let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
@@ -108,13 +153,13 @@ impl Stack {
                 }
                 if self.udp_ports.contains_key(&udp.dst_port()) {
                     self.counters.udp_rx_datagrams += 1;
-                    Verdict::Deliver
+                    Verdict::Deliver { tcp: false }
                 } else {
                     self.counters.udp_rx_drop_no_socket += 1;
                     Verdict::Drop
                 }
             }
-            _ => Verdict::Deliver,
+            _ => Verdict::Deliver { tcp: false },
         }
     }
 

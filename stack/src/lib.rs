@@ -166,13 +166,22 @@ pub struct Stack {
     spare_tcp: Vec<tcp::Socket<'static>>,
     /// An API call changed socket state since the last full poll (it may have output).
     dirty: bool,
-    /// The sockets those calls changed, when that is all they changed (`touched_all`: not
-    /// known, or too many): a poll with nothing arrived and no timer due then only needs
-    /// their output, not a walk of every socket (see [`Stack::poll_touched`]).
+    /// The sockets calls and arrived packets changed since the last poll, when that is all
+    /// that changed (`touched_all`: not known, or too many): with no timer due, the poll then
+    /// only needs their output, not a walk of every socket (see [`Stack::egress_touched`]).
     touched: Vec<u64>,
     touched_all: bool,
-    /// Where a touched socket is put for a poll of its own (one slot, reused).
+    /// Where a socket is polled alone: one placeholder TCP and one UDP socket, swapped with
+    /// the real one for the time of the poll (see [`Stack::swap_alone`]).
     scratch: SocketSet<'static>,
+    scratch_tcp: SocketHandle,
+    scratch_udp: SocketHandle,
+    /// Application TCP connections by (local port, remote): a packet for one of them is
+    /// delivered to it alone, not to smoltcp's search of every socket.
+    conns: HashMap<(u16, SocketAddrV4), u64>,
+    /// Sockets swapped in alone so far (tests: the targeted paths were taken).
+    #[cfg(test)]
+    pub(crate) alone_swaps: u64,
     /// When the stack next needs a poll if nothing arrives (inner `None`: never), as of the
     /// last full poll; `None` until a check needs it. Working it out walks every socket, so a
     /// poll leaves it to the next idle check (a busy program polls again at once, and the walk
@@ -195,6 +204,15 @@ impl Stack {
         let _ = iface
             .routes_mut()
             .add_default_ipv4_route(config.gateway.unwrap_or(config.addr));
+        let mut scratch = SocketSet::new(Vec::new());
+        let scratch_tcp = scratch.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(Vec::new()),
+            tcp::SocketBuffer::new(Vec::new()),
+        ));
+        let scratch_udp = scratch.add(smoltcp::socket::udp::Socket::new(
+            smoltcp::socket::udp::PacketBuffer::new(Vec::new(), Vec::new()),
+            smoltcp::socket::udp::PacketBuffer::new(Vec::new(), Vec::new()),
+        ));
         Stack {
             iface,
             sockets: SocketSet::new(Vec::new()),
@@ -214,7 +232,12 @@ impl Stack {
             dirty: true,
             touched: Vec::new(),
             touched_all: true,
-            scratch: SocketSet::new(Vec::new()),
+            scratch,
+            scratch_tcp,
+            scratch_udp,
+            conns: HashMap::default(),
+            #[cfg(test)]
+            alone_swaps: 0,
             idle_until: None,
         }
     }
@@ -238,12 +261,6 @@ impl Stack {
         if self.nothing_to_do(Some(now), link) {
             return false;
         }
-        if let Some(active) = self.poll_touched(now, link, resolver) {
-            return active;
-        }
-        self.dirty = false;
-        self.touched.clear();
-        self.touched_all = false;
         let mut active = false;
         // A budget, so a sustained inflow cannot keep egress (ACKs, replies) and the TX kick
         // waiting: what is left is taken on the next poll (we report activity).
@@ -261,10 +278,18 @@ impl Stack {
                 self.unresolved
                     .flush(now, link, resolver, &self.config.mac, &mut self.counters);
         }
-        active |= self.egress(now, link, resolver);
-        self.after_poll(now);
+        match self.egress_touched(now, link, resolver) {
+            Some(sent) => active |= sent,
+            None => {
+                active |= self.egress(now, link, resolver);
+                self.after_poll(now);
+                self.idle_until = None;
+            }
+        }
+        self.dirty = false;
+        self.touched.clear();
+        self.touched_all = false;
         link.flush();
-        self.idle_until = None;
         active
     }
 
@@ -281,7 +306,9 @@ impl Stack {
     /// A call changed socket `s` (and nothing else): the next poll must send its output.
     pub(crate) fn touch(&mut self, s: SocketId) {
         self.dirty = true;
-        if !self.touched_all && !self.touched.contains(&s.0) {
+        // Repeats are removed when the poll sends (a request read and answered touches its
+        // connection three times).
+        if !self.touched_all {
             if self.touched.len() < TOUCHED_MAX {
                 self.touched.push(s.0);
             } else {
@@ -296,24 +323,19 @@ impl Stack {
         self.touched_all = true;
     }
 
-    /// The poll for a stack where only calls on a few known sockets happened since the last
-    /// one: nothing arrived, nothing waits for a neighbour, no timer is due. Each touched
-    /// socket is moved into a set of its own and only it is polled for output, so a server
-    /// with many connections does not walk all of them (twice: smoltcp sends one segment per
-    /// socket per walk, and a walk that sent anything is followed by another) for each reply.
-    /// `None` when a full poll is needed.
-    fn poll_touched<L: link::Link, R: link::Resolver>(
+    /// Sends the output of the sockets calls and arrived packets touched, each polled alone
+    /// (see [`Stack::swap_alone`]), when nothing else needs a poll: no other change, nothing
+    /// waiting for a neighbour, no active open to follow, no timer due. A server with many
+    /// connections then does not walk all of them (twice: smoltcp sends one segment per socket
+    /// per walk, and a walk that sent anything is followed by another) for each reply.
+    /// `None` when the full egress is needed.
+    fn egress_touched<L: link::Link, R: link::Resolver>(
         &mut self,
         now: Instant,
         link: &mut L,
         resolver: &mut R,
     ) -> Option<bool> {
-        if !self.dirty
-            || self.touched_all
-            || self.touched.is_empty()
-            || !self.unresolved.is_empty()
-            || !link.idle()
-        {
+        if self.touched_all || !self.unresolved.is_empty() || !self.connecting.is_empty() {
             return None;
         }
         let until = self.next_deadline(now);
@@ -322,16 +344,14 @@ impl Stack {
         }
         let mut next = until;
         let mut active = false;
-        let ids = std::mem::take(&mut self.touched);
+        let mut ids = std::mem::take(&mut self.touched);
+        ids.sort_unstable();
+        ids.dedup();
         for &id in &ids {
-            let handle = match self.table.get(&id) {
-                Some(Entry::Tcp(c)) => c.handle,
-                Some(Entry::Udp(u)) => u.handle,
-                // Closed since (a full poll is due anyway) or a listener (not touched).
-                _ => continue,
+            // Closed since (that made it a full poll) or not an application socket.
+            let Some(alone) = self.swap_alone(id) else {
+                continue;
             };
-            let socket = self.sockets.remove(handle);
-            let alone = self.scratch.add(socket);
             active |= egress_set(
                 &mut self.iface,
                 &mut self.scratch,
@@ -345,23 +365,47 @@ impl Stack {
             );
             // The socket's own next timer (a retransmission armed by what it just sent).
             next = earliest(next, self.iface.poll_at(now, &self.scratch));
-            let socket = self.scratch.remove(alone);
-            let back = self.sockets.add(socket);
-            if back != handle {
-                match self.table.get_mut(&id) {
-                    Some(Entry::Tcp(c)) => c.handle = back,
-                    Some(Entry::Udp(u)) => u.handle = back,
-                    _ => unreachable!("the entry was looked up above"),
-                }
-            }
+            self.swap_back(alone);
         }
         self.touched = ids;
-        self.touched.clear();
-        self.dirty = false;
         // Still valid for every other socket: nothing happened to them.
         self.idle_until = Some(next);
-        link.flush();
         Some(active)
+    }
+
+    /// Swaps application socket `id` with the placeholder of its kind in `scratch`, so that a
+    /// poll of `scratch` sees it alone; its slot in the main set keeps the placeholder (and its
+    /// handle) until [`Stack::swap_back`]. `None` if `id` is no TCP connection or UDP socket.
+    fn swap_alone(&mut self, id: u64) -> Option<Alone> {
+        let alone = match self.table.get(&id)? {
+            Entry::Tcp(c) => Alone::Tcp(c.handle),
+            Entry::Udp(u) => Alone::Udp(u.handle),
+            Entry::Listener(_) => return None,
+        };
+        self.swap(alone);
+        #[cfg(test)]
+        {
+            self.alone_swaps += 1;
+        }
+        Some(alone)
+    }
+
+    fn swap_back(&mut self, alone: Alone) {
+        self.swap(alone);
+    }
+
+    fn swap(&mut self, alone: Alone) {
+        match alone {
+            Alone::Tcp(h) => std::mem::swap(
+                self.sockets.get_mut::<tcp::Socket>(h),
+                self.scratch.get_mut::<tcp::Socket>(self.scratch_tcp),
+            ),
+            Alone::Udp(h) => std::mem::swap(
+                self.sockets.get_mut::<smoltcp::socket::udp::Socket>(h),
+                self.scratch
+                    .get_mut::<smoltcp::socket::udp::Socket>(self.scratch_udp),
+            ),
+        }
     }
 
     /// The stack's next deadline as of now, worked out (a walk of every socket) only if no
@@ -577,6 +621,12 @@ impl Stack {
         let deadline = self.now + ORPHAN_TIMEOUT;
         match entry {
             Entry::Tcp(conn) => {
+                // Unless a newer connection with the same addresses took the key over.
+                if let Some(key) = conn.key {
+                    if self.conns.get(&key) == Some(&s.0) {
+                        self.conns.remove(&key);
+                    }
+                }
                 self.connecting.retain(|(id, _)| *id != s.0);
                 let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
                 if abort || socket.recv_queue() > 0 {
@@ -654,6 +704,23 @@ impl Stack {
         }
     }
 
+    /// Enters the connection in `handle` into the table and, by (local port, remote), into
+    /// `conns`.
+    pub(crate) fn insert_conn(&mut self, handle: SocketHandle, connecting: bool) -> SocketId {
+        let socket = self.sockets.get::<tcp::Socket>(handle);
+        let key = socket
+            .local_endpoint()
+            .zip(socket.remote_endpoint().and_then(endpoint_v4))
+            .map(|(l, r)| (l.port, r));
+        let mut conn = TcpConn::new(handle, connecting);
+        conn.key = key;
+        let id = self.insert(Entry::Tcp(conn));
+        if let Some(key) = key {
+            self.conns.insert(key, id.0);
+        }
+        id
+    }
+
     fn insert(&mut self, entry: Entry) -> SocketId {
         let id = self.next_id;
         self.next_id += 1;
@@ -692,8 +759,17 @@ pub(crate) fn endpoint(addr: SocketAddrV4) -> IpEndpoint {
     IpEndpoint::new(IpAddress::Ipv4(*addr.ip()), addr.port())
 }
 
-/// Touched sockets a poll sends the output of one by one; more make it a full poll.
-const TOUCHED_MAX: usize = 8;
+/// Touches (calls and packets on one socket, repeats counted) a poll deals with socket by
+/// socket; more make it a full poll. Alone, a socket costs two swaps and its own egress; a
+/// full poll costs two walks of every socket.
+const TOUCHED_MAX: usize = 512;
+
+/// An application socket swapped into the scratch set, by its handle in the main set.
+#[derive(Clone, Copy)]
+enum Alone {
+    Tcp(SocketHandle),
+    Udp(SocketHandle),
+}
 
 /// Sends what the sockets of `sockets` have to send: smoltcp sends at most one segment per
 /// socket per walk, so walks repeat until one sends nothing (or TX frames ran out).

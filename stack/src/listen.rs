@@ -13,7 +13,6 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpListenEndpoint;
 
-use crate::tcp_api::TcpConn;
 use crate::{endpoint, endpoint_v4, Entry, Error, SocketId, Stack, MAX_BACKLOG};
 
 pub(crate) struct Listener {
@@ -135,7 +134,7 @@ impl Stack {
             self.sockets.remove(handle);
             return Err(Error::WouldBlock);
         };
-        let id = self.insert(Entry::Tcp(TcpConn::new(handle, false)));
+        let id = self.insert_conn(handle, false);
         self.counters.tcp_accepted += 1;
         self.ensure_idle(listener.0);
         Ok((id, remote))

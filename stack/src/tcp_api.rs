@@ -11,6 +11,8 @@ use crate::{endpoint, Entry, Error, Readiness, SocketId, Stack};
 
 pub(crate) struct TcpConn {
     pub handle: SocketHandle,
+    /// (local port, remote): its key in the stack's `conns`.
+    pub key: Option<(u16, SocketAddrV4)>,
     /// Active open not yet established or refused.
     pub connecting: bool,
     /// The application shut down (or the stack closed) the write side.
@@ -25,6 +27,7 @@ impl TcpConn {
     pub fn new(handle: SocketHandle, connecting: bool) -> TcpConn {
         TcpConn {
             handle,
+            key: None,
             connecting,
             wr_shut: false,
             error: None,
@@ -138,7 +141,7 @@ impl Stack {
                 ConnectError::Unaddressable => Error::Unaddressable,
             })?;
         let handle = self.sockets.add(socket);
-        let id = self.insert(Entry::Tcp(TcpConn::new(handle, true)));
+        let id = self.insert_conn(handle, true);
         self.connecting.push((id.0, self.now));
         Ok(id)
     }
