@@ -52,19 +52,7 @@ impl Stack {
             Verdict::Drop => return,
             Verdict::DeliverTo(id) => {
                 if let Some(alone) = self.swap_alone(id) {
-                    let mut dev = IngressDevice {
-                        packet: Some((packet, tx)),
-                        path: device::TxPath {
-                            resolver,
-                            counters: &mut self.counters,
-                            unresolved: &mut self.unresolved,
-                            mac: self.config.mac,
-                            now,
-                        },
-                        caps: &self.caps,
-                    };
-                    self.iface
-                        .poll_ingress_single(now, &mut dev, &mut self.scratch);
+                    self.deliver(now, packet, tx, resolver, true);
                     // Its timers may have moved (a delayed ACK armed, a retransmission
                     // cancelled); the stack's next deadline can only come earlier.
                     if let Some(until) = self.idle_until {
@@ -83,6 +71,22 @@ impl Stack {
             Verdict::Deliver { tcp: true } | Verdict::DeliverSyn(_) => self.touch_all(),
             Verdict::Deliver { tcp: false } => {}
         }
+        self.deliver(now, packet, tx, resolver, false);
+        if let Verdict::DeliverSyn(listener) = verdict {
+            self.after_syn(listener);
+        }
+    }
+
+    /// Hands one IP packet to smoltcp, with the socket swapped in alone (`alone`) or with
+    /// every socket.
+    fn deliver<T: TxFrame, R: Resolver>(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        tx: T,
+        resolver: &mut R,
+        alone: bool,
+    ) {
         let mut dev = IngressDevice {
             packet: Some((packet, tx)),
             path: device::TxPath {
@@ -94,11 +98,12 @@ impl Stack {
             },
             caps: &self.caps,
         };
-        self.iface
-            .poll_ingress_single(now, &mut dev, &mut self.sockets);
-        if let Verdict::DeliverSyn(listener) = verdict {
-            self.after_syn(listener);
-        }
+        let sockets = if alone {
+            &mut self.scratch
+        } else {
+            &mut self.sockets
+        };
+        self.iface.poll_ingress_single(now, &mut dev, sockets);
     }
 
     fn classify(&mut self, packet: &[u8]) -> Verdict {

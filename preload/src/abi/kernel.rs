@@ -31,24 +31,22 @@ fn check_size(r: isize) -> Res<usize> {
 /// without reading the TSC (a few nanoseconds). Behind CLOCK_MONOTONIC by at most
 /// [`coarse_resolution`].
 pub fn coarse_clock() -> Option<std::time::Duration> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes one timespec into a local.
-    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (r == 0).then(|| std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    // SAFETY: clock_gettime writes one timespec into the local it is given.
+    timespec_of(|ts| unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, ts) })
 }
 
 /// The step of [`coarse_clock`] (one tick).
 pub fn coarse_resolution() -> Option<std::time::Duration> {
+    // SAFETY: clock_getres writes one timespec into the local it is given.
+    timespec_of(|ts| unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, ts) })
+}
+
+fn timespec_of(call: impl FnOnce(&mut libc::timespec) -> c_int) -> Option<std::time::Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: writes one timespec into a local.
-    let r = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (r == 0).then(|| std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    (call(&mut ts) == 0).then(|| std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 /// Writes to stderr (best effort, for accel's one-line warnings).
