@@ -14,7 +14,7 @@ use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
 use crate::device::{self, EthDrop, IngressDevice};
 use crate::link::{Resolver, TxFrame};
-use crate::{SocketId, Stack};
+use crate::Stack;
 
 /// What to do with one received IP packet.
 enum Verdict {
@@ -59,10 +59,10 @@ impl Stack {
                         let at = self.iface.poll_at(now, &self.scratch);
                         self.idle_until = Some(crate::earliest(until, at));
                     }
-                    self.swap_back(alone);
+                    self.swap(alone);
                     // What it has to send (an ACK, data the peer's window now lets out)
                     // goes in this poll's egress.
-                    self.touch(SocketId(id));
+                    self.touch_alone(alone);
                     return;
                 }
                 // Not in the table any more (cannot happen: `conns` follows it).

@@ -169,7 +169,7 @@ pub struct Stack {
     /// The sockets calls and arrived packets changed since the last poll, when that is all
     /// that changed (`touched_all`: not known, or too many): with no timer due, the poll then
     /// only needs their output, not a walk of every socket (see [`Stack::egress_touched`]).
-    touched: Vec<u64>,
+    touched: Vec<Alone>,
     touched_all: bool,
     /// Where a socket is polled alone: one placeholder TCP and one UDP socket, swapped with
     /// the real one for the time of the poll (see [`Stack::swap_alone`]).
@@ -182,10 +182,9 @@ pub struct Stack {
     /// Sockets swapped in alone so far (tests: the targeted paths were taken).
     #[cfg(test)]
     pub(crate) alone_swaps: u64,
-    /// When the stack next needs a poll if nothing arrives (inner `None`: never), as of the
-    /// last full poll; `None` until a check needs it. Working it out walks every socket, so a
-    /// poll leaves it to the next idle check (a busy program polls again at once, and the walk
-    /// would be wasted).
+    /// When the stack next needs a poll if nothing arrives (inner `None`: never): worked out
+    /// (a walk of every socket) at the end of a full poll, and brought forward by the timers
+    /// of sockets polled alone since; `None` only before the first poll.
     idle_until: Option<Option<Instant>>,
 }
 
@@ -262,6 +261,14 @@ impl Stack {
             return false;
         }
         let mut active = false;
+        // What calls queued leaves first, ahead of the frames that arrived meanwhile: a reply, and the FIN after it, must not wait behind a batch of
+        // new requests (a client that has the reply long before the FIN closes first, and
+        // keeps the TIME-WAIT that the closing server should keep).
+        if !self.touched.is_empty() {
+            if let Some(sent) = self.egress_touched(now, link, resolver) {
+                active |= sent;
+            }
+        }
         // A budget, so a sustained inflow cannot keep egress (ACKs, replies) and the TX kick
         // waiting: what is left is taken on the next poll (we report activity).
         let mut budget = RX_BUDGET;
@@ -278,13 +285,24 @@ impl Stack {
                 self.unresolved
                     .flush(now, link, resolver, &self.config.mac, &mut self.counters);
         }
-        match self.egress_touched(now, link, resolver) {
-            Some(sent) => active |= sent,
+        let full = match self.egress_touched(now, link, resolver) {
+            Some(sent) => {
+                active |= sent;
+                false
+            }
             None => {
                 active |= self.egress(now, link, resolver);
-                self.after_poll(now);
-                self.idle_until = None;
+                true
             }
+        };
+        // Walks only the sockets being opened or closed: a connection closed and polled
+        // alone is reaped here too.
+        self.after_poll(now);
+        if full {
+            // Worked out now, before calls touch sockets: a touched socket's own 'poll now'
+            // must not read as a timer due (the poll that follows only needs its output, and
+            // adds its new timers).
+            self.idle_until = Some(self.poll_at(now));
         }
         self.dirty = false;
         self.touched.clear();
@@ -303,14 +321,26 @@ impl Stack {
         }
     }
 
-    /// A call changed socket `s` (and nothing else): the next poll must send its output.
+    /// A call changed application socket `s` (and nothing else): the next poll must send its
+    /// output.
     pub(crate) fn touch(&mut self, s: SocketId) {
+        match self.table.get(&s.0) {
+            Some(Entry::Tcp(c)) => self.touch_alone(Alone::Tcp(c.handle)),
+            Some(Entry::Udp(u)) => self.touch_alone(Alone::Udp(u.handle)),
+            _ => self.touch_all(),
+        }
+    }
+
+    /// Socket `a` changed (and nothing else). It must stay in the main set until the next
+    /// poll: whatever removes a socket outside a poll calls [`Stack::touch_all`] (then the
+    /// touched list is not used).
+    pub(crate) fn touch_alone(&mut self, a: Alone) {
         self.dirty = true;
         // Repeats are removed when the poll sends (a request read and answered touches its
         // connection three times).
         if !self.touched_all {
             if self.touched.len() < TOUCHED_MAX {
-                self.touched.push(s.0);
+                self.touched.push(a);
             } else {
                 self.touched_all = true;
             }
@@ -344,14 +374,11 @@ impl Stack {
         }
         let mut next = until;
         let mut active = false;
-        let mut ids = std::mem::take(&mut self.touched);
-        ids.sort_unstable();
-        ids.dedup();
-        for &id in &ids {
-            // Closed since (that made it a full poll) or not an application socket.
-            let Some(alone) = self.swap_alone(id) else {
-                continue;
-            };
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for &alone in &touched {
+            self.swap(alone);
             active |= egress_set(
                 &mut self.iface,
                 &mut self.scratch,
@@ -365,9 +392,10 @@ impl Stack {
             );
             // The socket's own next timer (a retransmission armed by what it just sent).
             next = earliest(next, self.iface.poll_at(now, &self.scratch));
-            self.swap_back(alone);
+            self.swap(alone);
         }
-        self.touched = ids;
+        touched.clear();
+        self.touched = touched;
         // Still valid for every other socket: nothing happened to them.
         self.idle_until = Some(next);
         Some(active)
@@ -383,18 +411,15 @@ impl Stack {
             Entry::Listener(_) => return None,
         };
         self.swap(alone);
+        Some(alone)
+    }
+
+    /// Swaps socket `alone` with its placeholder in `scratch`: twice is a no-op.
+    pub(crate) fn swap(&mut self, alone: Alone) {
         #[cfg(test)]
         {
             self.alone_swaps += 1;
         }
-        Some(alone)
-    }
-
-    fn swap_back(&mut self, alone: Alone) {
-        self.swap(alone);
-    }
-
-    fn swap(&mut self, alone: Alone) {
         match alone {
             Alone::Tcp(h) => std::mem::swap(
                 self.sockets.get_mut::<tcp::Socket>(h),
@@ -614,8 +639,8 @@ impl Stack {
     }
 
     fn release(&mut self, s: SocketId, abort: bool) {
-        self.touch_all();
         let Some(entry) = self.table.remove(&s.0) else {
+            self.touch_all();
             return;
         };
         let deadline = self.now + ORPHAN_TIMEOUT;
@@ -641,8 +666,15 @@ impl Stack {
                     handle: conn.handle,
                     deadline,
                 });
+                // The FIN (or RST) goes in the next poll's egress of this socket alone; the
+                // orphan deadline joins the known ones.
+                self.touch_alone(Alone::Tcp(conn.handle));
+                if let Some(until) = self.idle_until {
+                    self.idle_until = Some(earliest(until, Some(deadline)));
+                }
             }
             Entry::Listener(l) => {
+                self.touch_all();
                 self.listeners.remove(&l.local.port());
                 for handle in l.into_handles() {
                     self.sockets.get_mut::<tcp::Socket>(handle).abort();
@@ -650,6 +682,7 @@ impl Stack {
                 }
             }
             Entry::Udp(u) => {
+                self.touch_all();
                 self.udp_ports.remove(&u.local.port());
                 // Datagrams a send accepted still go out, as with the kernel; the port is free
                 // for a new bind at once (the closing socket only transmits).
@@ -668,17 +701,23 @@ impl Stack {
                 }
             }
         }
-        // Sockets with nothing left to send go now.
+        // Sockets with nothing left to send go now. A removed one may be touched (a send
+        // before the peer's reset): the next poll then must not use the touched list.
         let sockets = &mut self.sockets;
+        let mut removed = false;
         self.closing.retain(|c| {
             let socket = sockets.get::<tcp::Socket>(c.handle);
             if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
                 sockets.remove(c.handle);
+                removed = true;
                 false
             } else {
                 true
             }
         });
+        if removed {
+            self.touch_all();
+        }
     }
 
     pub fn local_addr(&self, s: SocketId) -> Option<SocketAddrV4> {
@@ -764,9 +803,10 @@ pub(crate) fn endpoint(addr: SocketAddrV4) -> IpEndpoint {
 /// full poll costs two walks of every socket.
 const TOUCHED_MAX: usize = 512;
 
-/// An application socket swapped into the scratch set, by its handle in the main set.
-#[derive(Clone, Copy)]
-enum Alone {
+/// A socket that can be polled alone (swapped into the scratch set), by its handle in the
+/// main set.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Alone {
     Tcp(SocketHandle),
     Udp(SocketHandle),
 }

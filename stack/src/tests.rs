@@ -941,6 +941,47 @@ fn connections_polled_alone_keep_working() {
     assert_eq!(p.a.stack.socket_count(), 0);
 }
 
+/// (TCP destination port, flags) of an Ethernet/IPv4/TCP frame.
+fn tcp_port_flags(f: &[u8]) -> (u16, u8) {
+    let tcp = &f[14 + 20..];
+    (u16::from_be_bytes([tcp[2], tcp[3]]), tcp[13])
+}
+
+/// What a call queued leaves in the next poll ahead of the frames that arrived meanwhile: the
+/// server's FIN does not wait behind what the stack answers to them (a client that has the
+/// reply long before the FIN closes first, and keeps the TIME-WAIT the server should keep).
+#[test]
+fn a_close_sends_its_fin_before_the_poll_takes_in_new_frames() {
+    let mut p = Pair::new();
+    let (_c1, s1, _l) = connected(&mut p, 80, 40000);
+    p.settle_and_advance(Duration::from_millis(10));
+    // A SYN to a port nobody listens on waits in B's queue when B's server closes s1; taking
+    // it in answers at once with an RST.
+    let _refused =
+        p.a.stack
+            .tcp_connect(sa(IP_A, 40001), sa(IP_B, 81))
+            .unwrap();
+    p.a.poll(p.now);
+    p.b.stack.close(s1);
+    assert!(p.b.poll(p.now));
+    let sent: Vec<(u16, u8)> =
+        p.b.link
+            .take_sent()
+            .iter()
+            .map(|f| tcp_port_flags(f))
+            .collect();
+    const FIN: u8 = 0x01;
+    const RST: u8 = 0x04;
+    assert_eq!(sent.len(), 2, "the FIN and the RST: {sent:?}");
+    assert_eq!(
+        sent[0].0, 40000,
+        "first out: to the closed connection's client"
+    );
+    assert_ne!(sent[0].1 & FIN, 0, "first out is the FIN: {sent:?}");
+    assert_eq!(sent[1].0, 40001);
+    assert_ne!(sent[1].1 & RST, 0, "then the RST: {sent:?}");
+}
+
 /// A connection closed by its application whose peer never closes (FIN-WAIT-2 for ever) is
 /// aborted after ORPHAN_TIMEOUT, as the kernel's tcp_fin_timeout does, also when nothing
 /// else happens on the stack: the deadline is a timer like smoltcp's own (poll_at reports
