@@ -261,9 +261,10 @@ impl Stack {
             return false;
         }
         let mut active = false;
-        // What calls queued leaves first, ahead of the frames that arrived meanwhile: a reply, and the FIN after it, must not wait behind a batch of
-        // new requests (a client that has the reply long before the FIN closes first, and
-        // keeps the TIME-WAIT that the closing server should keep).
+        // What calls queued leaves first, ahead of the frames that arrived meanwhile: a reply,
+        // and the FIN after it, must not wait behind a batch of new requests (a client that
+        // has the reply long before the FIN closes first, and keeps the TIME-WAIT that the
+        // closing server should keep).
         if !self.touched.is_empty() {
             if let Some(sent) = self.egress_touched(now, link, resolver) {
                 active |= sent;
@@ -403,7 +404,8 @@ impl Stack {
 
     /// Swaps application socket `id` with the placeholder of its kind in `scratch`, so that a
     /// poll of `scratch` sees it alone; its slot in the main set keeps the placeholder (and its
-    /// handle) until [`Stack::swap_back`]. `None` if `id` is no TCP connection or UDP socket.
+    /// handle) until [`Stack::swap`] puts it back. `None` if `id` is no TCP connection or UDP
+    /// socket.
     fn swap_alone(&mut self, id: u64) -> Option<Alone> {
         let alone = match self.table.get(&id)? {
             Entry::Tcp(c) => Alone::Tcp(c.handle),
@@ -433,8 +435,8 @@ impl Stack {
         }
     }
 
-    /// The stack's next deadline as of now, worked out (a walk of every socket) only if no
-    /// poll since the last full one did.
+    /// The stack's next deadline (see `idle_until`); worked out here (a walk of every socket)
+    /// only before the first poll.
     fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
         match self.idle_until {
             Some(u) => u,
