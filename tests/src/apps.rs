@@ -509,6 +509,22 @@ pub fn parse_accel_stats(stderr: &str) -> Vec<AccelStats> {
     all
 }
 
+/// The `accel-stats` counters `fin` printed at exit for `ifname`; panics (naming the cause)
+/// when there is no such line: the program was not accelerated there.
+#[track_caller]
+pub fn accel_stats_for(what: &str, ifname: &str, fin: &Finished) -> AccelStats {
+    parse_accel_stats(&fin.stderr)
+        .into_iter()
+        .find(|s| s.interface == ifname)
+        .unwrap_or_else(|| {
+            panic!(
+                "{what}: no `accel-stats: interface={ifname} ...` line at exit: the program was \
+                 not accelerated (or ACCEL_STATS=1 is not honoured)\n{}",
+                fin.describe()
+            )
+        })
+}
+
 /// The kernel counters that must not move in an accelerated namespace, by name.
 fn kernel_moves(d: &Snmp) -> Vec<(&'static str, u64)> {
     [
@@ -549,14 +565,7 @@ pub fn assert_accelerated(
         );
         return;
     }
-    let stats = parse_accel_stats(&fin.stderr);
-    let Some(s) = stats.iter().find(|s| s.interface == ifname) else {
-        panic!(
-            "{what}: no `accel-stats: interface={ifname} ...` line at exit: the program was not \
-             accelerated (or ACCEL_STATS=1 is not honoured)\n{}",
-            fin.describe()
-        );
-    };
+    let s = accel_stats_for(what, ifname, fin);
     eprintln!(
         "{what}: accel counters {:?}; kernel counters during the workload: {kernel:?}",
         s.counters

@@ -741,11 +741,7 @@ fn an_epoll_listener_is_reported_once_whichever_way_a_connection_comes() {
         return;
     }
     // The connection from B went through accel; A's kernel saw only the loopback pair.
-    let stats = accel_tests::apps::parse_accel_stats(&fin.stderr);
-    let s = stats
-        .iter()
-        .find(|s| s.interface == t.if_a)
-        .unwrap_or_else(|| panic!("no accel-stats line for {}\n{}", t.if_a, fin.describe()));
+    let s = accel_tests::apps::accel_stats_for("listener_epoll", &t.if_a, &fin);
     assert_eq!(s.get("tcp_accepted"), 1, "{}", fin.describe());
     assert_eq!(d.tcp_passive_opens, 1, "kernel passive opens in A: {d:?}");
     assert_eq!(d.tcp_active_opens, 1, "kernel active opens in A: {d:?}");
@@ -780,11 +776,7 @@ fn epoll_wait_sees_another_threads_shutdown_that_sends_nothing() {
     if accel_tests::apps::kernel_only() {
         return;
     }
-    let stats = accel_tests::apps::parse_accel_stats(&fin.stderr);
-    let s = stats
-        .iter()
-        .find(|s| s.interface == t.if_a)
-        .unwrap_or_else(|| panic!("no accel-stats line for {}\n{}", t.if_a, fin.describe()));
+    let s = accel_tests::apps::accel_stats_for("epoll_shutdown", &t.if_a, &fin);
     assert_eq!(s.get("tcp_accepted"), 1, "{}", fin.describe());
 }
 
