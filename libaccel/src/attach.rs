@@ -165,3 +165,32 @@ impl Attachment {
         format!("{} queues [{}], {mode}, {copy}", info.name, ids.join(","))
     }
 }
+
+/// An engine runs over an attachment: frames through its queues, next hops from its mirror,
+/// flows into the XDP filter's map.
+impl stack::engine::Backend for Attachment {
+    type Link = QueueSet;
+    type Resolver = ControlPlane;
+    type Flow = xdp::FlowKey;
+    type FlowError = xdp::Error;
+
+    fn parts(&mut self) -> (&mut QueueSet, &mut ControlPlane) {
+        (&mut self.queues, &mut self.control)
+    }
+
+    fn add_flow(&mut self, flow: &xdp::FlowKey) -> Result<(), xdp::Error> {
+        self.filter.add_flow(flow)
+    }
+
+    fn remove_flow(&mut self, flow: &xdp::FlowKey) {
+        if let Err(e) = self.filter.remove_flow(flow) {
+            tracing::warn!(error = %e, "removing a flow from the XDP filter");
+        }
+    }
+
+    fn refresh(&mut self) {
+        if let Err(e) = self.control.refresh() {
+            tracing::warn!(error = %e, "control-plane refresh failed");
+        }
+    }
+}

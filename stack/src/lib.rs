@@ -16,14 +16,14 @@ use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::phy::DeviceCapabilities;
 use smoltcp::socket::tcp;
 
-use smoltcp::time::Duration;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
 pub use smoltcp::socket::tcp::State as TcpState;
-pub use smoltcp::time::Instant;
+pub use smoltcp::time::{Duration, Instant};
 
 mod counters;
 mod device;
+pub mod engine;
 mod error;
 mod ingress;
 pub mod link;
@@ -32,6 +32,8 @@ mod tcp_api;
 mod udp;
 mod unresolved;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]

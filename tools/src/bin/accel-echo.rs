@@ -17,6 +17,7 @@ use libaccel::ports::{self, Proto as PortProto};
 use libaccel::xdp::{FlowKey, Proto, XdpMode};
 
 use accel_tools::echo::{EchoCounters, EchoService};
+use stack::engine::Engine;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
@@ -111,7 +112,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         queues: args.queue.map(|q| vec![q]),
         mode,
     };
-    let mut att = Attachment::open(control, &opts)?;
+    let att = Attachment::open(control, &opts)?;
 
     let epoch = Instant::now();
     let now = || stack::Instant::from_micros(epoch.elapsed().as_micros() as i64);
@@ -122,35 +123,27 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .control
         .route(Ipv4Addr::new(0, 0, 0, 0))
         .and_then(|r| r.gateway);
-    let mut stack = stack::Stack::new(config, now());
-    let mut echo = EchoService::new(&mut stack, local, args.backlog)?;
+    let described = att.describe();
+    // The same engine the preload runs per interface: it polls the stack over the queues and
+    // refreshes the control-plane mirror as it goes.
+    let mut engine: Engine<Attachment> = Engine::new(stack::Stack::new(config, now()), att, now());
+    let mut echo = EchoService::new(engine.stack_mut(), local, args.backlog)?;
     let flows = [
         FlowKey::listening(Proto::Tcp, local),
         FlowKey::listening(Proto::Udp, local),
     ];
     for f in &flows {
-        att.filter.add_flow(f)?;
+        engine.add_flow(f)?;
     }
-    println!(
-        "accel-echo: serving TCP and UDP echo on {local} ({})",
-        att.describe()
-    );
+    println!("accel-echo: serving TCP and UDP echo on {local} ({described})");
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let mut last_refresh = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let t = now();
-        stack.poll(t, &mut att.queues, &mut att.control);
-        if echo.serve(&mut stack) {
+        engine.poll(now());
+        if echo.serve(engine.stack_mut()) {
             // Replies were queued: push them out now rather than on the next turn.
-            stack.poll(now(), &mut att.queues, &mut att.control);
-        }
-        if last_refresh.elapsed() >= Duration::from_millis(10) {
-            last_refresh = Instant::now();
-            if let Err(e) = att.control.refresh() {
-                tracing::warn!(error = %e, "control-plane refresh failed");
-            }
+            engine.poll(now());
         }
     }
 
@@ -158,14 +151,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // second) before the sockets and the flows disappear.
     let echo_counters = echo.counters;
     let open_connections = echo.open_connections();
-    echo.close(&mut stack);
+    echo.close(engine.stack_mut());
     let drain_until = Instant::now() + Duration::from_secs(1);
-    while stack.socket_count() > 0 && Instant::now() < drain_until {
-        stack.poll(now(), &mut att.queues, &mut att.control);
+    while engine.stack().socket_count() > 0 && Instant::now() < drain_until {
+        engine.poll(now());
     }
-    print_counters(&stack, &echo_counters, open_connections, &att);
-    for f in &flows {
-        let _ = att.filter.remove_flow(f);
+    print_counters(
+        engine.stack(),
+        &echo_counters,
+        open_connections,
+        engine.backend(),
+    );
+    for f in flows {
+        engine.release_flow(f, stack::Duration::ZERO);
     }
     Ok(())
 }
