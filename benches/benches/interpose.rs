@@ -3,7 +3,7 @@
 
 use std::os::fd::AsRawFd;
 
-use accel_preload::abi::kernel::{write_direct, write_interposed};
+use accel_preload::abi::{write_direct, write_interposed};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn kernel_fd_write(c: &mut Criterion) {

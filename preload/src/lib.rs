@@ -3,16 +3,26 @@
 //! sockets, pipes, loopback, other interfaces, anything the stack cannot serve) stays on the
 //! kernel, unnoticed.
 //!
-//! - [`abi`]: the interposed C functions and the real ones behind them (the only unsafe code).
-//! - [`fdtable`]: which fds are accelerated (one atomic load per call for kernel fds).
-//! - [`ops`]: socket semantics of accelerated fds, with the kernel's errno values.
-//! - [`runtime`]: one stack per accelerated interface, the progress thread, waiting.
-//! - [`config`]: the `ACCEL_*` environment.
+//! Layers, each using only those listed before it (`tests/layers.rs` checks it):
+//!
+//! - [`errno`], [`addr`], [`config`]: errors as the kernel reports them, `sockaddr_in`, the
+//!   `ACCEL_*` environment.
+//! - [`sys`]: the real libc functions behind the interposers, and safe wrappers of them.
+//! - [`fd`]: which fds are accelerated or accel's own, and dup/close semantics.
+//! - [`runtime`]: the accelerated interfaces (an engine each), the one wait primitive, the
+//!   progress thread, signals, stats, start-up, exit and fork.
+//! - [`socket`]: socket semantics of accelerated fds, with the kernel's errno values.
+//! - [`ready`]: poll, select and epoll over accelerated and kernel fds.
+//! - [`abi`]: the interposed C functions.
+//!
+//! Unsafe code lives in `sys` and `abi` only.
 
 pub mod abi;
 pub mod addr;
 pub mod config;
 pub mod errno;
-pub mod fdtable;
-pub mod ops;
+pub mod fd;
+pub mod ready;
 pub mod runtime;
+pub mod socket;
+pub mod sys;

@@ -324,18 +324,6 @@ pub fn write_fd(fd: RawFd, b: &[u8]) {
     let _ = unsafe { next::write(fd, b.as_ptr().cast(), b.len()) };
 }
 
-/// `write` through accel's interposer, as a program calls it (for the overhead benchmark).
-pub fn write_interposed(fd: RawFd, b: &[u8]) -> isize {
-    // SAFETY: `b` is valid for its length; the interposer has write(2)'s contract.
-    unsafe { super::interpose::write(fd, b.as_ptr().cast(), b.len()) }
-}
-
-/// `write` straight to the real libc function (for the overhead benchmark).
-pub fn write_direct(fd: RawFd, b: &[u8]) -> isize {
-    // SAFETY: `b` is valid for its length.
-    unsafe { next::write(fd, b.as_ptr().cast(), b.len()) }
-}
-
 /// A new epoll instance (close-on-exec) watching `fd` for input.
 pub fn epoll_with(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: epoll_create1 has no pointer arguments.
@@ -370,4 +358,56 @@ pub fn is_accel_kind(fd: RawFd) -> bool {
         getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, &mut v),
         Ok(4)
     ) && i32::from_ne_bytes(v) == libc::AF_XDP
+}
+
+pub fn dup(fd: RawFd) -> Res<RawFd> {
+    // SAFETY: no pointers.
+    check(unsafe { next::dup(fd) })
+}
+
+pub fn dup2(fd: RawFd, newfd: RawFd) -> Res<RawFd> {
+    // SAFETY: no pointers.
+    check(unsafe { next::dup2(fd, newfd) })
+}
+
+pub fn dup3(fd: RawFd, newfd: RawFd, flags: c_int) -> Res<RawFd> {
+    // SAFETY: no pointers.
+    check(unsafe { next::dup3(fd, newfd, flags) })
+}
+
+/// F_GETFD: the fd's flags (EBADF when it is not open).
+pub fn getfd(fd: RawFd) -> Res<c_int> {
+    // SAFETY: F_GETFD takes no argument.
+    check(unsafe { next::fcntl(fd, libc::F_GETFD, 0) })
+}
+
+pub fn close_range(first: u32, last: u32, flags: c_int) -> Res<()> {
+    // SAFETY: no pointers.
+    check(unsafe { next::close_range(first, last, flags) }).map(|_| ())
+}
+
+/// lseek on the program's file (sendfile gives back what it read but did not send).
+pub fn lseek(fd: RawFd, off: i64, whence: c_int) -> Res<i64> {
+    // SAFETY: no pointers.
+    let r = unsafe { libc::lseek(fd, off, whence) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A close-on-exec copy of `fd` numbered `min` or above, owned by the caller.
+pub fn dup_owned_above(fd: RawFd, min: c_int) -> Res<OwnedFd> {
+    let n = dup_cloexec_above(fd, min)?;
+    // SAFETY: `n` is a new descriptor the kernel just made for this call; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// A new epoll instance (close-on-exec), owned by the caller.
+pub fn epoll_create() -> Res<OwnedFd> {
+    // SAFETY: no pointers.
+    let ep = check(unsafe { next::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: `ep` is a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ep) })
 }

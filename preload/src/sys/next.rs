@@ -3,7 +3,6 @@
 //! Each wrapper transmutes the resolved address to the C prototype of that very symbol (as
 //! glibc declares it) and calls it with the caller's arguments; callers uphold that function's
 //! own contract. An unresolvable symbol makes the call fail with ENOSYS.
-#![allow(clippy::missing_safety_doc)]
 
 use libc::{
     c_int, c_uint, c_ulong, c_void, iovec, mmsghdr, msghdr, off_t, size_t, sockaddr, socklen_t,
@@ -30,6 +29,12 @@ fn resolve(slot: &AtomicUsize, name: &'static [u8]) -> usize {
 macro_rules! real {
     ($( fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty; )*) => {
         $(
+            #[doc = concat!("The real `", stringify!($name), "`.")]
+            ///
+            /// # Safety
+            ///
+            /// The libc function's own contract: every pointer argument valid for what that
+            /// function reads or writes through it, for the duration of the call.
             #[inline]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
                 static PTR: AtomicUsize = AtomicUsize::new(0);

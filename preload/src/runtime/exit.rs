@@ -1,0 +1,57 @@
+//! A process's exit: data it wrote (and its FINs) still reach the peer, and ACCEL_STATS=1
+//! prints the counters on the stderr the user gave.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::stats;
+use crate::fd::internal;
+use crate::sys::{guard, kernel};
+
+/// How long an exiting process keeps its stacks running so data it wrote (and its FINs)
+/// reach the peer: after exit nothing retransmits for it.
+const EXIT_DRAIN: Duration = Duration::from_secs(2);
+
+/// A copy of stderr taken when accel starts: programs such as nginx later point fd 2 at their
+/// own log, and ACCEL_STATS lines belong on the stderr the user gave. (A raw number: it lives
+/// as long as the process, hidden from the program.)
+static STDERR_COPY: AtomicI32 = AtomicI32::new(2);
+
+pub(super) fn keep_stderr() {
+    // F_DUPFD_CLOEXEC at or above 500: out of the way of the program's own low fds.
+    if let Ok(fd) = kernel::dup_cloexec_above(2, 500) {
+        STDERR_COPY.store(fd, Ordering::Relaxed);
+        internal::mark(fd);
+    }
+}
+
+fn stderr_copy() -> RawFd {
+    STDERR_COPY.load(Ordering::Relaxed)
+}
+
+pub(super) extern "C" fn at_exit() {
+    if guard::is_forked_child() {
+        return;
+    }
+    let Some(rt) = super::current() else { return };
+    guard::guarded(|| {
+        let until = Instant::now() + EXIT_DRAIN;
+        for nic in &rt.nics {
+            while let Some(mut g) = nic.try_lock_briefly() {
+                nic.poll(&mut g);
+                if !g.stack().has_unacked_output() || Instant::now() >= until {
+                    break;
+                }
+                drop(g);
+                std::thread::yield_now();
+            }
+        }
+        stats::unpublish();
+        if rt.config.stats_at_exit {
+            for line in stats::lines(&rt.nics) {
+                kernel::write_fd(stderr_copy(), format!("{line}\n").as_bytes());
+            }
+        }
+    });
+}

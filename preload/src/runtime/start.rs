@@ -1,0 +1,102 @@
+//! Start-up: which interfaces to accelerate, bringing accel up on each, and hiding accel's own
+//! fds from the program. When accel cannot start, one line says why and the program runs on
+//! the kernel.
+
+use std::sync::Arc;
+
+#[cfg(not(test))]
+use super::attach::open_nic;
+#[cfg(test)]
+use super::nic::Nic;
+use super::stats::Rows;
+use super::{exit, progress, Runtime};
+use crate::config::Config;
+use crate::fd::internal;
+use crate::sys::{guard, kernel};
+
+/// One line on the program's stderr.
+pub(super) fn warn(msg: &str) {
+    let line = format!("accel: {msg}\n");
+    kernel::write_stderr(line.as_bytes());
+}
+
+/// The runtime for this process, or `None` (after one warning line saying why) when it does
+/// not accelerate.
+pub(super) fn start(rows: Rows) -> Option<Runtime> {
+    // Only a program started with the library in LD_PRELOAD (accel-run) accelerates: a test or
+    // bench binary that links the crate gets plain pass-through interposers.
+    if !std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("libaccel_preload")) {
+        return None;
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            warn(&format!("not accelerating: {e}"));
+            return None;
+        }
+    };
+    let before = internal::open_fds();
+    if let Some(filter) = &config.log {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let names: Vec<String> = if config.interfaces.is_empty() {
+        match libaccel::control::interfaces() {
+            Ok(all) => all
+                .into_iter()
+                .filter(|i| i.up && i.ethernet && !i.addrs.is_empty() && i.name != "lo")
+                .map(|i| i.name)
+                .collect(),
+            Err(e) => {
+                warn(&format!("not accelerating: cannot list interfaces: {e}"));
+                return None;
+            }
+        }
+    } else {
+        config.interfaces.clone()
+    };
+    let mut nics = Vec::new();
+    for name in &names {
+        match open_nic(name) {
+            Ok(n) => nics.push(Arc::new(n)),
+            Err(e) => warn(&format!("not accelerating {name}: {e}")),
+        }
+    }
+    if nics.is_empty() {
+        if names.is_empty() {
+            warn("not accelerating: no up Ethernet interface with an IPv4 address (pass one with accel-run --interface)");
+        }
+        return None;
+    }
+    let rt = Runtime::new(config, nics);
+    exit::keep_stderr();
+    progress::kick(); // makes the kick eventfd now, so it is hidden with the rest
+                      // What was opened since `before` and is surely accel's own: AF_XDP sockets and BPF
+                      // objects (libaccel owns them), eventfds made above. Not every netlink socket: another
+                      // thread's getaddrinfo may have opened one meanwhile; the control planes' are known.
+    for fd in internal::open_fds() {
+        if !before.contains(&fd) && kernel::is_accel_kind(fd) {
+            internal::mark(fd);
+        }
+    }
+    kernel::at_fork_child(after_fork_in_child);
+    progress::spawn(rt.nics.clone(), rows);
+    kernel::at_exit(exit::at_exit);
+    Some(rt)
+}
+
+extern "C" fn after_fork_in_child() {
+    if super::current().is_some() {
+        guard::set_forked_child();
+    }
+}
+
+/// The crate's unit tests build their interfaces in memory (`socket::tests`), never here.
+#[cfg(test)]
+fn open_nic(name: &str) -> Result<Nic, String> {
+    Err(format!(
+        "{name}: the unit tests accelerate in-memory interfaces only"
+    ))
+}
