@@ -1,5 +1,5 @@
 //! Control plane and port reservation against a real kernel: two network namespaces joined by a
-//! veth pair (ENGINEERING.md §5). Needs root; fails, never skips, when it cannot set up.
+//! veth pair (docs/ARCHITECTURE.md, "Testing"). Needs root; fails, never skips, when it cannot set up.
 //!
 //! Every test builds its own namespaces (named with the test's tag and the pid) and runs the code
 //! under test on a thread that joined namespace A with setns(CLONE_NEWNET); `ip -n` drives the

@@ -1,4 +1,4 @@
-//! A throwaway test topology: two network namespaces joined by a veth pair (ENGINEERING.md §5).
+//! A throwaway test topology: two network namespaces joined by a veth pair (docs/ARCHITECTURE.md, "Testing").
 //!
 //! Names carry this process's pid, so parallel runs never meet; addresses come from
 //! 198.18.0.0/15 (benchmarking range) and live only inside the namespaces. Dropping a

@@ -297,7 +297,7 @@ impl Bench {
 
     /// Runs workload `name` once on one stack. Besides the tool's numbers it reports how many
     /// IPv4 packets A's kernel received meanwhile (/proc/net/snmp): with accel it stays near
-    /// zero when the workload's traffic bypassed the kernel (ENGINEERING.md §6).
+    /// zero when the workload's traffic bypassed the kernel (docs/ARCHITECTURE.md, "Testing").
     pub fn run(&self, name: &str, accel: bool) -> Result<Vec<Sample>> {
         let before = self.topo.snmp_a()?;
         let mut v = self.run_tool(name, accel)?;

@@ -1,5 +1,5 @@
 //! accel-bench: the same workloads on the kernel stack and under accel-run, side by side
-//! (ENGINEERING.md §6). See `accel-bench --help`.
+//! (docs/ARCHITECTURE.md, "Testing"). See `accel-bench --help`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
