@@ -48,6 +48,28 @@ fn sockperf_pingpong_tcp() {
 }
 
 #[test]
+fn sockperf_message_accounting() {
+    assert_eq!(
+        parse::sockperf_messages(&data("pp-udp.txt")).unwrap(),
+        parse::Messages {
+            sent: 34063,
+            received: 34063,
+            dropped: 0,
+            duplicated: 0,
+            out_of_order: 0,
+        }
+    );
+    let with_loss = data("pp-tcp.txt").replace("# dropped messages = 0", "# dropped messages = 3");
+    assert_eq!(parse::sockperf_messages(&with_loss).unwrap().dropped, 3);
+    let cut: String = data("pp-udp.txt")
+        .lines()
+        .filter(|l| !l.contains("dropped messages"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(parse::sockperf_messages(&cut).is_err());
+}
+
+#[test]
 fn sockperf_throughput_message_rate() {
     assert_eq!(
         parse::sockperf_throughput(&data("tp-udp.txt")).unwrap(),

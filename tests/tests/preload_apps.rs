@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use accel_tests::apps::{
-    accelerated, assert_accelerated, assert_same_file, compile_c, kernel, need,
-    parse_redis_benchmark, parse_sockperf, parse_wrk, run_app, snmp_a, snmp_b, write_pattern_file,
-    App, Behaviour, Finished, Json, KernelServer, Side, TempDir,
+    accelerated, assert_accelerated, assert_same_file, compile_c, kernel, need, redis_benchmark,
+    run_app, snmp_a, snmp_b, sockperf_messages, sockperf_pingpong, write_pattern_file,
+    wrk as parse_wrk, App, Behaviour, Finished, KernelServer, Side, TempDir,
 };
 use accel_tests::Topology;
 use nix::sys::signal::Signal;
@@ -79,17 +79,20 @@ fn sockperf_ping_pong(t: &Topology, port: u16, tcp: bool, client_accelerated: bo
         kernel(t, Side::B, &sockperf, &args)
     };
     let fin = run_app("sockperf ping-pong", cmd, Duration::from_secs(30)).success();
-    let sum = parse_sockperf(&fin.stdout).unwrap_or_else(|e| panic!("{e}\n{}", fin.describe()));
+    let sum =
+        sockperf_pingpong(&fin.stdout).unwrap_or_else(|e| panic!("{e:#}\n{}", fin.describe()));
+    let msgs =
+        sockperf_messages(&fin.stdout).unwrap_or_else(|e| panic!("{e:#}\n{}", fin.describe()));
     eprintln!(
-        "sockperf ping-pong ({}): {sum:?}",
+        "sockperf ping-pong ({}): {sum:?} {msgs:?}",
         if tcp { "TCP" } else { "UDP" }
     );
     assert!(sum.observations > 0, "no observations: {sum:?}");
-    assert!(sum.received > 0, "no message came back: {sum:?}");
+    assert!(msgs.received > 0, "no message came back: {msgs:?}");
     assert_eq!(
-        (sum.dropped, sum.duplicated, sum.out_of_order),
+        (msgs.dropped, msgs.duplicated, msgs.out_of_order),
         (0, 0, 0),
-        "lost, duplicated or reordered messages: {sum:?}"
+        "lost, duplicated or reordered messages: {msgs:?}"
     );
     fin
 }
@@ -196,19 +199,15 @@ fn iperf3(port: u16, reverse: bool) {
     // the window.
     let fin = server.finish(STOP);
     let d = snmp_a(&t).since(&before);
-    let j = Json::parse(&client.stdout)
+    let j: serde_json::Value = serde_json::from_str(&client.stdout)
         .unwrap_or_else(|e| panic!("iperf3 -J output is not JSON ({e})\n{}", client.describe()));
     if let Some(err) = j.get("error") {
-        panic!("iperf3 reported an error: {err:?}\n{}", client.describe());
+        panic!("iperf3 reported an error: {err}\n{}", client.describe());
     }
-    let received = j
-        .path(&["end", "sum_received", "bytes"])
-        .and_then(Json::as_f64)
+    let received = j["end"]["sum_received"]["bytes"]
+        .as_f64()
         .unwrap_or_else(|| panic!("no end.sum_received.bytes\n{}", client.describe()));
-    let sent = j
-        .path(&["end", "sum_sent", "bytes"])
-        .and_then(Json::as_f64)
-        .unwrap_or(0.0);
+    let sent = j["end"]["sum_sent"]["bytes"].as_f64().unwrap_or(0.0);
     eprintln!(
         "iperf3{}: sent {sent} bytes, received {received} bytes",
         if reverse { " -R" } else { "" }
@@ -513,11 +512,16 @@ fn nginx_serves_wrk_and_curl() {
     let url = format!("http://{listen}/1k.bin");
     let out = run_app(
         "wrk",
-        kernel(&t, Side::B, &wrk, &["-t1", "-c16", "-d10s", &url]),
+        kernel(
+            &t,
+            Side::B,
+            &wrk,
+            &["-t1", "-c16", "-d10s", "--latency", &url],
+        ),
         Duration::from_secs(30),
     )
     .success();
-    let sum = parse_wrk(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.describe()));
+    let sum = parse_wrk(&out.stdout).unwrap_or_else(|e| panic!("{e:#}\n{}", out.describe()));
     eprintln!("wrk: {sum:?}");
     assert!(sum.requests > 0, "wrk made no request: {sum:?}");
     assert_eq!(sum.socket_errors, 0, "wrk socket errors: {}", out.stdout);
@@ -613,24 +617,18 @@ fn redis_benchmark_completes_every_test() {
     .success();
     let delta = snmp_a(&t).since(&before);
     let results =
-        parse_redis_benchmark(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.describe()));
-    for r in &results {
-        eprintln!(
-            "redis-benchmark {}: {} requests/s",
-            r.test, r.requests_per_sec
-        );
+        redis_benchmark(&out.stdout).unwrap_or_else(|e| panic!("{e:#}\n{}", out.describe()));
+    for (test, rate) in &results {
+        eprintln!("redis-benchmark {test}: {rate} requests/s");
     }
     assert!(
         !out.stderr.to_lowercase().contains("error") && !out.stdout.contains("ERR"),
         "redis-benchmark reported errors\n{}",
         out.describe()
     );
-    let names: Vec<&str> = results.iter().map(|r| r.test.as_str()).collect();
+    let names: Vec<&str> = results.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(names, REDIS_TESTS, "tests run by redis-benchmark");
-    assert!(
-        results.iter().all(|r| r.requests_per_sec > 0.0),
-        "{results:?}"
-    );
+    assert!(results.iter().all(|(_, r)| *r > 0.0), "{results:?}");
     let fin = server.stop(Signal::SIGTERM, STOP).success();
     assert_accelerated("redis-server", &t.if_a, &fin, &delta, &["tcp_accepted"]);
 }

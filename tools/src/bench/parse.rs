@@ -84,6 +84,51 @@ pub fn sockperf_pingpong(output: &str) -> Result<PingPong> {
     })
 }
 
+/// What became of a `sockperf ping-pong` run's messages.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Messages {
+    pub sent: u64,
+    pub received: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+}
+
+/// Parses sockperf ping-pong's message accounting (the `[Valid Duration]` line and the
+/// dropped/duplicated/out-of-order line); an `ERROR` line or a missing part is an error.
+pub fn sockperf_messages(output: &str) -> Result<Messages> {
+    let text = strip_ansi(output);
+    let mut m = Messages::default();
+    let (mut counts, mut faults) = (false, false);
+    let num = |line: &str, key: &str| -> Result<u64> {
+        num_after(line, key)
+            .map(|v| v as u64)
+            .ok_or_else(|| anyhow!("bad sockperf line (no `{key}`): {}", line.trim()))
+    };
+    for line in text.lines() {
+        if line.contains("ERROR") {
+            bail!("sockperf reported an error: {}", line.trim());
+        }
+        if line.contains("[Valid Duration]") {
+            m.sent = num(line, "SentMessages=")?;
+            m.received = num(line, "ReceivedMessages=")?;
+            counts = true;
+        } else if line.contains("# dropped messages") {
+            m.dropped = num(line, "# dropped messages =")?;
+            m.duplicated = num(line, "# duplicated messages =")?;
+            m.out_of_order = num(line, "# out-of-order messages =")?;
+            faults = true;
+        }
+    }
+    if !(counts && faults) {
+        bail!(
+            "sockperf ping-pong output has no `[Valid Duration]` or `# dropped messages` line:\n{}",
+            tail(&text)
+        );
+    }
+    Ok(m)
+}
+
 /// Parses `sockperf throughput`'s client summary: messages per second (`Summary: Message Rate
 /// is N [msg/sec]`).
 pub fn sockperf_throughput(output: &str) -> Result<f64> {
