@@ -214,7 +214,11 @@ pub fn epoll_wait(
     // a socket without sending, another thread's call) are seen by the full look every
     // KERNEL_CHECK_EVERY rounds.
     let mut idle_at: Option<u64> = None;
-    let how = Wait::readiness(Vec::new(), timeout_ms, Sleep::Epoll(epfd));
+    let how = Wait::readiness(
+        std::borrow::Cow::Owned(Vec::new()),
+        timeout_ms,
+        Sleep::Epoll(epfd),
+    );
     let r = wait(rt, how, |round| {
         let progress = poll_all(rt);
         // The first round, the first after a sleep, and every KERNEL_CHECK_EVERY-th look at
@@ -222,8 +226,9 @@ pub fn epoll_wait(
         let thorough = round.n == 1 || round.thorough;
         let mut n = 0;
         if thorough || idle_at != Some(progress) {
-            round.nics.clear();
-            n = collect(epfd, events, round.nics);
+            let nics = round.nics.to_mut();
+            nics.clear();
+            n = collect(epfd, events, nics);
             idle_at = (n == 0).then_some(progress);
         }
         if n < events.len() && thorough {

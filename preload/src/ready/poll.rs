@@ -58,7 +58,11 @@ pub fn poll(rt: &Runtime, fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usiz
         v
     };
     let build = || asleep.clone();
-    let how = Wait::readiness(nics.clone(), timeout_ms, Sleep::Fds(&build));
+    let how = Wait::readiness(
+        std::borrow::Cow::Borrowed(&nics),
+        timeout_ms,
+        Sleep::Fds(&build),
+    );
     let r = wait(rt, how, |_| {
         for nic in &nics {
             nic.poll_now();

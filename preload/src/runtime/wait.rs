@@ -11,6 +11,7 @@
 //! ([`make_way`]) when one is waiting for it. While threads sleep, the progress thread watches
 //! the queues for them (a sleeper kicks it if it was leaving them to a polling program).
 
+use std::borrow::Cow;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -64,7 +65,8 @@ pub enum Sleep<'a> {
 /// How a call waits.
 pub struct Wait<'a> {
     /// The interfaces whose progress can satisfy the call (an attempt may change them).
-    pub nics: Vec<Arc<Nic>>,
+    /// Borrowed from the caller: a socket call's wait allocates nothing.
+    pub nics: Cow<'a, [Arc<Nic>]>,
     /// One attempt, then EAGAIN.
     pub nonblock: bool,
     /// EAGAIN after this long (`None`: no limit).
@@ -75,9 +77,9 @@ pub struct Wait<'a> {
 
 impl<'a> Wait<'a> {
     /// A socket call's wait: on `nics`, as the socket's blocking mode and timeout say.
-    pub fn socket(nics: Vec<Arc<Nic>>, nonblock: bool, timeout: Option<Duration>) -> Wait<'a> {
+    pub fn socket(nics: &'a [Arc<Nic>], nonblock: bool, timeout: Option<Duration>) -> Wait<'a> {
         Wait {
-            nics,
+            nics: Cow::Borrowed(nics),
             nonblock,
             timeout: timeout.filter(|t| !t.is_zero()),
             restart: Restart::UnlessSaRestart,
@@ -92,7 +94,7 @@ impl<'a> Wait<'a> {
     }
 
     /// poll/select/epoll_wait's wait: `timeout_ms` as they take it (0: no wait, < 0: none).
-    pub fn readiness(nics: Vec<Arc<Nic>>, timeout_ms: i32, sleep: Sleep<'a>) -> Wait<'a> {
+    pub fn readiness(nics: Cow<'a, [Arc<Nic>]>, timeout_ms: i32, sleep: Sleep<'a>) -> Wait<'a> {
         Wait {
             nics,
             nonblock: timeout_ms == 0,
@@ -104,7 +106,7 @@ impl<'a> Wait<'a> {
 }
 
 /// One attempt of a wait.
-pub struct Round<'r> {
+pub struct Round<'r, 'a> {
     /// 1 for the first attempt of the call.
     pub n: u32,
     /// Whether this attempt should also look at the kernel side (a syscall): a non-blocking
@@ -115,15 +117,15 @@ pub struct Round<'r> {
     pub thorough: bool,
     /// The interfaces the wait registers with and makes way on; an attempt that finds its
     /// sockets on other interfaces (epoll) updates them.
-    pub nics: &'r mut Vec<Arc<Nic>>,
+    pub nics: &'r mut Cow<'a, [Arc<Nic>]>,
 }
 
 /// Waits as the kernel would block the call, until `attempt` answers: `Some(result)` ends the
 /// wait. Timeouts and non-blocking calls end with EAGAIN, interrupting handlers with EINTR.
-pub fn wait<T>(
+pub fn wait<'a, T>(
     rt: &Runtime,
-    w: Wait<'_>,
-    mut attempt: impl FnMut(&mut Round<'_>) -> Option<Res<T>>,
+    w: Wait<'a>,
+    mut attempt: impl FnMut(&mut Round<'_, 'a>) -> Option<Res<T>>,
 ) -> Res<T> {
     let Wait {
         mut nics,

@@ -103,7 +103,7 @@ fn tcp_send(
     let mut sent = 0usize;
     let nic = on.nic.clone();
     // Blocking sockets queue everything (like the kernel); non-blocking ones what fits.
-    let how = Wait::socket(vec![nic.clone()], nonblock, ep.sndtimeo());
+    let how = Wait::socket(std::slice::from_ref(&nic), nonblock, ep.sndtimeo());
     let r = wait(rt, how, |_| {
         // No poll before queueing (the poll after sends it, and takes in ACKs that make
         // room for the next attempt).
@@ -163,7 +163,7 @@ fn udp_send(
         return kernel::sendto(fd, data, 0, Some(SockAddrBuf::v4(to).as_bytes()));
     }
     let nic = on.nic.clone();
-    let how = Wait::socket(vec![nic.clone()], nonblock, ep.sndtimeo());
+    let how = Wait::socket(std::slice::from_ref(&nic), nonblock, ep.sndtimeo());
     wait(rt, how, |_| {
         let mut g = nic.lock();
         match g.stack_mut().udp_send_to(on.id, data, to) {
@@ -271,7 +271,7 @@ fn tcp_recv(
     let waitall = flags & libc::MSG_WAITALL != 0;
     let nic = on.nic.clone();
     let mut got = 0usize;
-    let how = Wait::socket(vec![nic.clone()], nonblock, ep.rcvtimeo());
+    let how = Wait::socket(std::slice::from_ref(&nic), nonblock, ep.rcvtimeo());
     let r = wait(rt, how, |_| {
         let mut g = nic.lock();
         nic.poll(&mut g);
@@ -350,7 +350,7 @@ fn udp_recv(
         Some(p) => p == from,
         None => true,
     };
-    let how = Wait::socket(vec![nic.clone()], nonblock, ep.rcvtimeo()).or_fd(fd);
+    let how = Wait::socket(std::slice::from_ref(&nic), nonblock, ep.rcvtimeo()).or_fd(fd);
     let (n, from) = wait(rt, how, |round| loop {
         let mut g = nic.lock();
         nic.poll(&mut g);

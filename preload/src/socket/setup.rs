@@ -154,7 +154,7 @@ pub fn accept(rt: &Runtime, ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd,
         _ => return Err(Errno::EINVAL),
     };
     let nics: Vec<Arc<Nic>> = on.iter().map(|o| o.nic.clone()).collect();
-    let how = Wait::socket(nics, ep.nonblocking(), ep.rcvtimeo()).or_fd(fd);
+    let how = Wait::socket(&nics, ep.nonblocking(), ep.rcvtimeo()).or_fd(fd);
     let got = wait(rt, how, |round| {
         for o in &on {
             let mut g = o.nic.lock();
@@ -316,7 +316,7 @@ fn connect_again(ep: &Endpoint) -> Res<()> {
 }
 
 fn wait_connected(rt: &Runtime, ep: &Endpoint, nic: &Arc<Nic>, id: SocketId) -> Res<()> {
-    let how = Wait::socket(vec![nic.clone()], false, ep.sndtimeo());
+    let how = Wait::socket(std::slice::from_ref(nic), false, ep.sndtimeo());
     wait(rt, how, |_| {
         let mut g = nic.lock();
         nic.poll(&mut g);
