@@ -6,6 +6,7 @@
 //! - [`control`]: a mirror of the kernel's view of an interface (index, MAC, MTU, addresses,
 //!   routes, neighbours) kept current through netlink.
 //! - [`ports`]: kernel sockets that hold the ports accelerated sockets use.
+//! - [`repair`]: handing an established TCP connection to a kernel socket (TCP repair mode).
 //! - [`stats`]: the snapshot an accelerated process publishes for `accel-stat` (JSON schema).
 //!
 //! All unsafe code and FFI lives in [`sys`] (private); the rest is safe Rust over it.
@@ -16,5 +17,6 @@ pub mod attach;
 pub mod control;
 pub mod ports;
 pub mod queue;
+pub mod repair;
 pub mod stats;
 pub mod xdp;

@@ -9,4 +9,5 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod bpf;
+pub(crate) mod repair;
 pub(crate) mod xsk;
