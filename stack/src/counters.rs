@@ -37,6 +37,11 @@ counters! {
     rx_drop_malformed,
     /// Received IPv4 packets with a bad IPv4, TCP or UDP checksum.
     rx_drop_bad_checksum,
+    /// Received TCP/UDP packets accepted with a partial checksum (the pseudo-header sum a
+    /// software link's kernel peer leaves when it offloads the checksum; see
+    /// `Config::partial_checksums`). A complete checksum equal to that sum (1 in 65536) is
+    /// counted here too.
+    rx_partial_checksum,
     /// Packets held until the kernel resolves their next hop (sent once it has).
     tx_held_no_neighbour,
     /// Packets dropped because their next hop was not resolved in time (3 s) or the queue of

@@ -21,6 +21,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 pub use smoltcp::socket::tcp::State as TcpState;
 pub use smoltcp::time::{Duration, Instant};
 
+mod checksum;
 mod counters;
 mod device;
 pub mod engine;
@@ -91,6 +92,13 @@ pub struct Config {
     pub udp_packets: usize,
     /// Seed for smoltcp's initial sequence numbers; give each stack a random one.
     pub random_seed: u64,
+    /// The link is a software link (veth) whose kernel peer may hand over TCP/UDP packets
+    /// with only the pseudo-header partial sum in their checksum field (the kernel's
+    /// CHECKSUM_PARTIAL: checksum offload to a device that never puts the frame on a wire).
+    /// Such packets are then accepted (and counted in `rx_partial_checksum`); every other
+    /// packet is verified in full. Never set it for a NIC: a frame from a wire must carry its
+    /// full checksum.
+    pub partial_checksums: bool,
 }
 
 impl Config {
@@ -111,6 +119,7 @@ impl Config {
             udp_tx_buffer: 1024 * 1024,
             udp_packets: 4096,
             random_seed: seed,
+            partial_checksums: false,
         }
     }
 }
