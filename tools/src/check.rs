@@ -446,6 +446,7 @@ mod tests {
             addrs: vec![([198, 18, 0, 1].into(), 24)],
             rx_queues: 2,
             tx_queues: 2,
+            kind: None,
         }
     }
 

@@ -569,6 +569,7 @@ mod tests {
             addrs: vec![(ip("198.18.0.1"), 24)],
             rx_queues: 1,
             tx_queues: 1,
+            kind: None,
         });
         let mut r = RouteMessage::default();
         r.header.address_family = AddressFamily::Inet;

@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
 };
@@ -33,9 +33,20 @@ pub struct InterfaceInfo {
     pub addrs: Vec<(Ipv4Addr, u8)>,
     pub rx_queues: u32,
     pub tx_queues: u32,
+    /// The link's kind (`IFLA_INFO_KIND`: `veth`, `bridge`, `macvlan`, ...); `None` for a
+    /// device with a driver of its own (a NIC).
+    pub kind: Option<String>,
 }
 
 impl InterfaceInfo {
+    /// Whether frames on this link come from a kernel on this host and never cross a wire, so
+    /// that their TCP/UDP checksum may be the partial sum the sender left for offload (see
+    /// the stack's `Config::partial_checksums`). veth only: frames on a macvlan or ipvlan may
+    /// also come from a wire, where a checksum must be complete.
+    pub fn software_link(&self) -> bool {
+        self.kind.as_deref() == Some("veth")
+    }
+
     /// The interface described by a link message (addresses are not part of it: empty).
     pub(crate) fn from_link(msg: &LinkMessage) -> InterfaceInfo {
         let mut info = InterfaceInfo {
@@ -48,6 +59,7 @@ impl InterfaceInfo {
             addrs: Vec::new(),
             rx_queues: 1,
             tx_queues: 1,
+            kind: None,
         };
         info.update_from_link(msg);
         info
@@ -64,6 +76,13 @@ impl InterfaceInfo {
                 LinkAttribute::Mtu(mtu) => self.mtu = *mtu,
                 LinkAttribute::NumRxQueues(n) => self.rx_queues = *n,
                 LinkAttribute::NumTxQueues(n) => self.tx_queues = *n,
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        if let LinkInfo::Kind(kind) = i {
+                            self.kind = Some(kind.to_string());
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -517,7 +536,7 @@ pub(crate) fn route_entry(m: &RouteMessage, ifindex: u32) -> Option<RouteEntry> 
 mod tests {
     use super::*;
     use netlink_packet_route::address::AddressHeader;
-    use netlink_packet_route::link::LinkHeader;
+    use netlink_packet_route::link::{InfoKind, LinkHeader};
     use netlink_packet_route::neighbour::{NeighbourHeader, NeighbourState};
 
     const IF: u32 = 7;
@@ -539,6 +558,7 @@ mod tests {
             addrs: vec![(ip("198.18.0.1"), 24)],
             rx_queues: 4,
             tx_queues: 4,
+            kind: Some("veth".into()),
         }
     }
 
@@ -813,6 +833,39 @@ mod tests {
         };
         assert!(t.apply(&RouteNetlinkMessage::NewLink(link)));
         assert_eq!(t.decide(ip("198.18.0.2")), Decision::Unreachable);
+    }
+
+    #[test]
+    fn the_link_kind_says_whether_it_is_a_software_link() {
+        let mut link = LinkMessage::default();
+        link.header = LinkHeader {
+            index: IF,
+            link_layer_type: LinkLayerType::Ether,
+            flags: LinkFlags::Up,
+            ..Default::default()
+        };
+        link.attributes = vec![LinkAttribute::IfName("eth0".into())];
+        let nic = InterfaceInfo::from_link(&link);
+        assert_eq!(nic.kind, None);
+        assert!(!nic.software_link());
+        for (kind, software) in [
+            (InfoKind::Veth, true),
+            (InfoKind::MacVlan, false),
+            (InfoKind::Bridge, false),
+        ] {
+            link.attributes = vec![
+                LinkAttribute::IfName("x".into()),
+                LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind.clone())]),
+            ];
+            let info = InterfaceInfo::from_link(&link);
+            assert_eq!(info.kind.as_deref(), Some(kind.to_string().as_str()));
+            assert_eq!(info.software_link(), software, "{kind}");
+        }
+        // A change notification without link info keeps the kind.
+        let mut t = Table::new(InterfaceInfo::from_link(&link));
+        link.attributes = vec![LinkAttribute::Mtu(1400)];
+        assert!(t.apply(&RouteNetlinkMessage::NewLink(link)));
+        assert_eq!(t.interface().kind.as_deref(), Some("bridge"));
     }
 
     #[test]
