@@ -59,15 +59,15 @@ pub fn missing_capabilities() -> Vec<&'static str> {
         .collect()
 }
 
-/// The RX queues the interface uses, from sysfs (`queues/rx-N`); `None` if sysfs does not show
-/// this interface (a thread that entered another network namespace sees the old sysfs).
-pub fn real_rx_queues(ifname: &str) -> Option<u32> {
-    let dir = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues")).ok()?;
-    let n = dir
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-        .count();
-    (n > 0).then_some(n as u32)
+/// The RX queues the interface uses now, which an AF_XDP socket can bind: the driver's
+/// channel count (`ethtool -l`), else the most it could have (`numrxqueues`, from netlink).
+/// The two differ on a veth made without `numrxqueues` (as `ip link add type veth`, Docker and
+/// most CNIs make them): it may have one queue per CPU but uses one, and binding another fails.
+pub fn rx_queues_in_use(info: &InterfaceInfo) -> u32 {
+    match crate::sys::bpf::if_rx_channels(&info.name) {
+        Ok(n) if n > 0 => n.min(info.rx_queues.max(1)),
+        _ => info.rx_queues.max(1),
+    }
 }
 
 /// What to open.
@@ -98,16 +98,17 @@ impl Attachment {
     /// Opens accel on the interface `control` mirrors.
     pub fn open(control: ControlPlane, opts: &Options) -> Result<Attachment, Error> {
         let info: InterfaceInfo = control.interface().clone();
+        let in_use = rx_queues_in_use(&info);
         let queue_ids: Vec<u32> = match &opts.queues {
             Some(q) => q.clone(),
-            None => (0..info.rx_queues.max(1)).collect(),
+            None => (0..in_use).collect(),
         };
         for &q in &queue_ids {
-            if q >= info.rx_queues.max(1) {
+            if q >= in_use {
                 return Err(Error::NoSuchQueue {
                     ifname: info.name.clone(),
                     queue: q,
-                    count: info.rx_queues,
+                    count: in_use,
                 });
             }
         }
