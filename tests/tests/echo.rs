@@ -166,6 +166,48 @@ fn echo_served_by_accel_on_a_default_veth() {
     check_served_by_accel(&t, 1, false);
 }
 
+/// A datagram whose IP header carries options (the XDP filter reads its ports at a variable
+/// offset then, through a helper) is served by accel like any other.
+#[test]
+fn a_datagram_with_ip_options_is_served_by_accel() {
+    let t = topo(1);
+    let mut echo = start_echo(&t, PORT, &[]);
+    let before = t.snmp_a().expect("snmp");
+    // IP_OPTIONS: three NOPs and an end-of-list, so the header is 24 bytes (IHL 6).
+    let out = t
+        .command_b("socat")
+        .args([
+            "-d",
+            "-d",
+            "-d",
+            "-d",
+            "-t2",
+            "-",
+            &format!("UDP4:{}:{PORT},ip-options=x01010100", t.addr_a),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(b"options\n")?;
+            c.wait_with_output()
+        })
+        .expect("socat (Debian package socat)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(", 0, 4, {0x10101}, 4)") && err.contains("setsockopt() -> 0"),
+        "socat did not set IP_OPTIONS: {err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "options\n", "{err}");
+    let d = t.snmp_a().expect("snmp").since(&before);
+    let (_, lines, _) = echo.stop(Signal::SIGTERM, T);
+    let c = parse_counters(&lines);
+    assert_eq!(d.ip_in_receives, 0, "A's kernel saw the datagram: {d:?}");
+    assert_eq!(c.get("echo.udp_datagrams_echoed"), Some(&1), "{c:?}");
+}
+
 #[test]
 fn kernel_keeps_serving_other_traffic_in_a() {
     let t = topo(1);
