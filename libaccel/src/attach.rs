@@ -18,7 +18,7 @@ pub enum Error {
     Control(#[from] control::Error),
     #[error(transparent)]
     Xdp(#[from] xdp::Error),
-    #[error("accel needs the capabilities {missing} to use AF_XDP and load its XDP program: run it as root, or grant them with `setcap cap_net_admin,cap_net_raw,cap_bpf,cap_sys_admin+ep BINARY`")]
+    #[error("accel needs the capabilities {missing} to use AF_XDP and load its XDP program: run it as root, or grant them (`setcap cap_net_admin,cap_net_raw,cap_bpf+ep BINARY`; in a container, add them to its capabilities)")]
     Privileges { missing: String },
     #[error("interface {ifname} has {count} RX queues; queue {queue} does not exist: pick one below {count} with --queue, or leave --queue out to serve all of them")]
     NoSuchQueue {
@@ -32,19 +32,38 @@ pub enum Error {
         queue: u32,
         reason: String,
     },
-    #[error("queue {queue} of {ifname} is already served by another AF_XDP socket (another accel process?): give each process its own queues with --queue")]
+    #[error("queue {queue} of {ifname} is already served by another AF_XDP socket (another accel process? `accel-stat` lists them): a queue serves one process; stop the other one, or give each its own queues (accel-echo --queue)")]
     QueueBusy { ifname: String, queue: u32 },
+    #[error("the AF_XDP frame memory of {ifname} ({mib} MiB per RX queue) is over the locked-memory limit ({limit}, counted for all processes of this user): raise it (`ulimit -l unlimited`; Docker: --ulimit memlock=-1) or grant CAP_IPC_LOCK")]
+    LockedMemory {
+        ifname: String,
+        mib: u64,
+        limit: String,
+    },
 }
 
-/// Capabilities accel needs, with their bit numbers in /proc/self/status CapEff.
-const NEEDED_CAPS: [(&str, u32); 4] = [
-    ("CAP_NET_ADMIN", 12),
-    ("CAP_NET_RAW", 13),
-    ("CAP_SYS_ADMIN", 21),
-    ("CAP_BPF", 39),
-];
+/// This process's locked-memory limit as /proc/self/limits says it (`8388608 bytes`,
+/// `unlimited`), for messages.
+fn memlock_limit() -> String {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max locked memory"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|soft| match soft.parse::<u64>() {
+            Ok(bytes) => format!("{} KiB", bytes / 1024),
+            Err(_) => soft.to_owned(),
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
 
-/// The capabilities accel needs that this process lacks (empty when all are there).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// The capabilities accel needs that this process lacks (empty when all are there), from
+/// /proc/self/status CapEff. See [`missing_from`].
 pub fn missing_capabilities() -> Vec<&'static str> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let eff = status
@@ -52,11 +71,32 @@ pub fn missing_capabilities() -> Vec<&'static str> {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
-    NEEDED_CAPS
-        .iter()
-        .filter(|(_, bit)| eff & (1u64 << bit) == 0)
-        .map(|(n, _)| *n)
-        .collect()
+    missing_from(eff)
+}
+
+/// What an effective capability set `eff` lacks:
+///
+/// - CAP_NET_ADMIN: attach the XDP program, ask the kernel to resolve neighbours;
+/// - CAP_NET_RAW: open AF_XDP sockets;
+/// - CAP_BPF, or CAP_SYS_ADMIN which includes it: load the program and create its maps.
+///
+/// CAP_SYS_ADMIN is not required: only joining a program another accel process attached on the
+/// same interface needs it (the kernel's `BPF_*_GET_FD_BY_ID`), and that fails with its own
+/// message. The AF_XDP frame memory is charged to the locked-memory limit unless CAP_IPC_LOCK
+/// is there (see `Error::Socket`).
+pub fn missing_from(eff: u64) -> Vec<&'static str> {
+    let has = |bit: u32| eff & (1u64 << bit) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(CAP_NET_RAW) {
+        missing.push("CAP_NET_RAW");
+    }
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF (or CAP_SYS_ADMIN)");
+    }
+    missing
 }
 
 /// The RX queues the interface uses now, which an AF_XDP socket can bind: the driver's
@@ -123,10 +163,18 @@ impl Attachment {
         let mut queues = Vec::with_capacity(queue_ids.len());
         for &q in &queue_ids {
             let queue = Queue::open(&info.name, q, info.mtu as usize, zero_copy).map_err(|e| {
-                if e.source.as_ref().and_then(|s| s.raw_os_error()) == Some(libc::EBUSY) {
+                let errno = e.source.as_ref().and_then(|s| s.raw_os_error());
+                if errno == Some(libc::EBUSY) {
                     Error::QueueBusy {
                         ifname: info.name.clone(),
                         queue: q,
+                    }
+                } else if errno == Some(libc::ENOBUFS) {
+                    // XDP_UMEM_REG: the pinned frames exceed RLIMIT_MEMLOCK.
+                    Error::LockedMemory {
+                        ifname: info.name.clone(),
+                        mib: crate::queue::UMEM_BYTES >> 20,
+                        limit: memlock_limit(),
                     }
                 } else {
                     Error::Socket {
@@ -193,5 +241,32 @@ impl stack::engine::Backend for Attachment {
         if let Err(e) = self.control.refresh() {
             tracing::warn!(error = %e, "control-plane refresh failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memlock_limit_is_read_from_proc() {
+        let l = memlock_limit();
+        assert!(l == "unlimited" || l.ends_with(" KiB"), "{l}");
+    }
+
+    #[test]
+    fn capabilities_needed_are_net_admin_net_raw_and_bpf_or_sys_admin() {
+        let bits = |caps: &[u32]| caps.iter().fold(0u64, |m, c| m | 1 << c);
+        assert!(missing_from(bits(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF])).is_empty());
+        assert!(missing_from(bits(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN])).is_empty());
+        assert!(missing_from(u64::MAX).is_empty());
+        assert_eq!(
+            missing_from(bits(&[CAP_NET_RAW])),
+            ["CAP_NET_ADMIN", "CAP_BPF (or CAP_SYS_ADMIN)"]
+        );
+        assert_eq!(
+            missing_from(bits(&[CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN])),
+            ["CAP_NET_RAW"]
+        );
     }
 }

@@ -7,7 +7,9 @@
 
 use stack::link::Link;
 
-pub use crate::sys::xsk::{CopyMode, QueueCounters, XskError as QueueError, XskQueue as Queue};
+pub use crate::sys::xsk::{
+    CopyMode, QueueCounters, XskError as QueueError, XskQueue as Queue, UMEM_BYTES,
+};
 
 /// Several queues of one interface behind one [`Link`].
 pub struct QueueSet {

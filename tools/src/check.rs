@@ -139,7 +139,8 @@ pub fn privileges(root: bool, missing: &[&str]) -> Finding {
             "accel needs {} to use AF_XDP and load its XDP program",
             missing.join(", ")
         ),
-        "run as root, or `setcap cap_net_admin,cap_net_raw,cap_bpf,cap_sys_admin+ep PROGRAM`",
+        "run as root, or grant them (`setcap cap_net_admin,cap_net_raw,cap_bpf+ep PROGRAM`; in \
+         a container, add them to its capabilities)",
     )
 }
 

@@ -36,6 +36,9 @@ const RING_SIZE: u32 = 2048;
 const FRAME_SIZE: u32 = 4096;
 /// The kernel's headroom in front of each received frame.
 const XDP_PACKET_HEADROOM: u32 = 256;
+/// The frame memory of one queue, which the kernel pins (and charges to the locked-memory
+/// limit of a process without CAP_IPC_LOCK).
+pub const UMEM_BYTES: u64 = FRAME_COUNT as u64 * FRAME_SIZE as u64;
 /// How many descriptors move between a ring and our lists in one call.
 const BATCH: usize = 64;
 
