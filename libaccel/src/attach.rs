@@ -34,12 +34,42 @@ pub enum Error {
     },
     #[error("queue {queue} of {ifname} is already served by another AF_XDP socket (another accel process? `accel-stat` lists them): a queue serves one process; stop the other one, or give each its own queues (accel-echo --queue)")]
     QueueBusy { ifname: String, queue: u32 },
+    #[error("the kernel refuses XDP on {ifname}: its veth peer {peer}{where_} has MTU {peer_mtu}, more than XDP on a veth takes (one page per frame, about 3500 bytes): set the peer's MTU to {mtu} like {ifname}'s (`ip link set dev {peer} mtu {mtu}` in {peer}'s namespace)")]
+    PeerMtu {
+        ifname: String,
+        peer: String,
+        /// " (in another network namespace)" when it is not in ours.
+        where_: &'static str,
+        peer_mtu: u32,
+        mtu: u32,
+    },
     #[error("the AF_XDP frame memory of {ifname} ({mib} MiB per RX queue) is over the locked-memory limit ({limit}, counted for all processes of this user): raise it (`ulimit -l unlimited`; Docker: --ulimit memlock=-1) or grant CAP_IPC_LOCK")]
     LockedMemory {
         ifname: String,
         mib: u64,
         limit: String,
     },
+}
+
+/// An XDP filter error on `info`, with what the control plane can add: the refused MTU is
+/// the veth peer's, which it names with its MTU when it can see it.
+pub fn explain(info: &InterfaceInfo, e: xdp::Error) -> Error {
+    if let xdp::Error::MtuTooLarge { .. } = e {
+        if let Ok(Some(peer)) = control::peer_of(info) {
+            return Error::PeerMtu {
+                ifname: info.name.clone(),
+                peer: peer.name,
+                where_: if info.link_netnsid.is_some() {
+                    " (in another network namespace)"
+                } else {
+                    ""
+                },
+                peer_mtu: peer.mtu,
+                mtu: info.mtu,
+            };
+        }
+    }
+    Error::Xdp(e)
 }
 
 /// This process's locked-memory limit as /proc/self/limits says it (`8388608 bytes`,
@@ -158,7 +188,8 @@ impl Attachment {
                 missing: missing.join(", "),
             });
         }
-        let filter = Filter::open(info.index, &info.name, opts.mode)?;
+        let filter =
+            Filter::open(info.index, &info.name, opts.mode).map_err(|e| explain(&info, e))?;
         let zero_copy = filter.attached_mode() == AttachedMode::Native;
         let mut queues = Vec::with_capacity(queue_ids.len());
         for &q in &queue_ids {
@@ -247,6 +278,26 @@ impl stack::engine::Backend for Attachment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peer_mtu_message_names_the_peer_its_mtu_and_the_fix() {
+        let e = Error::PeerMtu {
+            ifname: "veth-a".into(),
+            peer: "veth-b".into(),
+            where_: " (in another network namespace)",
+            peer_mtu: 9000,
+            mtu: 1500,
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("its veth peer veth-b (in another network namespace) has MTU 9000"),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("(`ip link set dev veth-b mtu 1500` in veth-b's namespace)"),
+            "{s}"
+        );
+    }
 
     #[test]
     fn the_memlock_limit_is_read_from_proc() {

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use libaccel::attach::explain;
 use libaccel::control::{self, InterfaceInfo};
 use libaccel::xdp::{self, AttachedMode, AttachedProgram, Filter, XdpMode};
 
@@ -282,7 +283,7 @@ pub fn xdp_attach(i: &InterfaceInfo, attached: Option<&AttachedProgram>) -> Find
                     ),
                 )
             }
-            Err(e) => Finding::error_with_own_fix(n, e.to_string()),
+            Err(e) => Finding::error_with_own_fix(n, explain(i, e).to_string()),
         };
     }
     match Filter::open(i.index, n, XdpMode::Native) {
@@ -304,10 +305,10 @@ pub fn xdp_attach(i: &InterfaceInfo, attached: Option<&AttachedProgram>) -> Find
                         "use a NIC whose driver supports native XDP for full speed",
                     )
                 }
-                Err(e) => Finding::error_with_own_fix(n, e.to_string()),
+                Err(e) => Finding::error_with_own_fix(n, explain(i, e).to_string()),
             }
         }
-        Err(e) => Finding::error_with_own_fix(n, e.to_string()),
+        Err(e) => Finding::error_with_own_fix(n, explain(i, e).to_string()),
     }
 }
 
@@ -401,6 +402,8 @@ mod tests {
             rx_queues: 2,
             tx_queues: 2,
             kind: None,
+            link: None,
+            link_netnsid: None,
         }
     }
 

@@ -412,6 +412,39 @@ pub fn interfaces() -> Result<Vec<InterfaceInfo>, Error> {
     Ok(tables.into_iter().map(|t| t.interface().clone()).collect())
 }
 
+/// The link at the other end of `info` (a veth's peer), as its own namespace sees it: read
+/// in the namespace `info.link_netnsid` names (`IFLA_TARGET_NETNSID`) when it lives elsewhere.
+/// `None` when `info` has no such link, or when it is not visible from here (its namespace
+/// has no id in ours, or this process may not look there).
+pub fn peer_of(info: &InterfaceInfo) -> Result<Option<InterfaceInfo>, Error> {
+    let Some(index) = info.link else {
+        return Ok(None);
+    };
+    let mut sock = NlSocket::for_requests()?;
+    let mut get = LinkMessage::default();
+    get.header.index = index;
+    if let Some(nsid) = info.link_netnsid {
+        get.attributes.push(LinkAttribute::IfNetnsId(nsid));
+    }
+    let mut peer = None;
+    match sock.request(RouteNetlinkMessage::GetLink(get), 0, |m| {
+        if let RouteNetlinkMessage::NewLink(l) = m {
+            peer = Some(InterfaceInfo::from_link(&l));
+        }
+    }) {
+        Ok(_) => Ok(peer),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENODEV) | Some(libc::EINVAL) | Some(libc::EPERM) | Some(libc::EACCES)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::Netlink(e)),
+    }
+}
+
 /// The message that asks the kernel to resolve `ip` on interface `ifindex`.
 fn resolution_request(ifindex: u32, ip: Ipv4Addr) -> RouteNetlinkMessage {
     let mut m = NeighbourMessage::default();
@@ -570,6 +603,8 @@ mod tests {
             rx_queues: 1,
             tx_queues: 1,
             kind: None,
+            link: None,
+            link_netnsid: None,
         });
         let mut r = RouteMessage::default();
         r.header.address_family = AddressFamily::Inet;

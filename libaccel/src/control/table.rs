@@ -36,6 +36,11 @@ pub struct InterfaceInfo {
     /// The link's kind (`IFLA_INFO_KIND`: `veth`, `bridge`, `macvlan`, ...); `None` for a
     /// device with a driver of its own (a NIC).
     pub kind: Option<String>,
+    /// `IFLA_LINK`: the ifindex of a veth's peer (of a VLAN's or macvlan's lower device), in
+    /// the namespace `link_netnsid` names, else in ours.
+    pub link: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: our id for the namespace `link` is in, when it is not ours.
+    pub link_netnsid: Option<i32>,
 }
 
 impl InterfaceInfo {
@@ -60,6 +65,8 @@ impl InterfaceInfo {
             rx_queues: 1,
             tx_queues: 1,
             kind: None,
+            link: None,
+            link_netnsid: None,
         };
         info.update_from_link(msg);
         info
@@ -76,6 +83,8 @@ impl InterfaceInfo {
                 LinkAttribute::Mtu(mtu) => self.mtu = *mtu,
                 LinkAttribute::NumRxQueues(n) => self.rx_queues = *n,
                 LinkAttribute::NumTxQueues(n) => self.tx_queues = *n,
+                LinkAttribute::Link(i) => self.link = Some(*i),
+                LinkAttribute::LinkNetNsId(id) => self.link_netnsid = Some(*id),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         if let LinkInfo::Kind(kind) = i {
@@ -559,6 +568,8 @@ mod tests {
             rx_queues: 4,
             tx_queues: 4,
             kind: Some("veth".into()),
+            link: None,
+            link_netnsid: None,
         }
     }
 
@@ -861,11 +872,19 @@ mod tests {
             assert_eq!(info.kind.as_deref(), Some(kind.to_string().as_str()));
             assert_eq!(info.software_link(), software, "{kind}");
         }
+        // A veth's peer: its ifindex, and the namespace id when it lives elsewhere.
+        link.attributes = vec![
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
+            LinkAttribute::Link(12),
+            LinkAttribute::LinkNetNsId(3),
+        ];
+        let veth = InterfaceInfo::from_link(&link);
+        assert_eq!((veth.link, veth.link_netnsid), (Some(12), Some(3)));
         // A change notification without link info keeps the kind.
         let mut t = Table::new(InterfaceInfo::from_link(&link));
         link.attributes = vec![LinkAttribute::Mtu(1400)];
         assert!(t.apply(&RouteNetlinkMessage::NewLink(link)));
-        assert_eq!(t.interface().kind.as_deref(), Some("bridge"));
+        assert_eq!(t.interface().kind.as_deref(), Some("veth"));
     }
 
     #[test]
