@@ -19,6 +19,9 @@ use crate::wire::{
 };
 
 mod congestion;
+// accel: TCP repair (README.md, "Handing a connection to the kernel").
+mod repair;
+pub use repair::RepairState;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));

@@ -1,0 +1,89 @@
+//! Interposers of the exec family the program calls directly (execve, execv, execvp, execvpe,
+//! fexecve): before the new program replaces this one, accelerated connections whose fd it
+//! keeps go to their kernel sockets (the new program knows nothing of accel's stacks).
+//! glibc's variadic execl* and posix_spawn reach the kernel without these; their connections
+//! are not handed over (documented in the README's limits).
+
+use libc::{c_char, c_int};
+
+use super::run;
+use crate::socket::handoff;
+use crate::sys::{guard, next};
+
+fn before() {
+    if !guard::passthrough() {
+        run(handoff::before_exec);
+    }
+}
+
+/// execve(2).
+///
+/// # Safety
+///
+/// As execve(2): NUL-terminated `path`, NULL-terminated `argv` and `envp`.
+#[no_mangle]
+pub unsafe extern "C" fn execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    before();
+    // SAFETY: same arguments.
+    unsafe { next::execve(path, argv, envp) }
+}
+
+/// execv(3).
+///
+/// # Safety
+///
+/// As execv(3).
+#[no_mangle]
+pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+    before();
+    // SAFETY: same arguments.
+    unsafe { next::execv(path, argv) }
+}
+
+/// execvp(3).
+///
+/// # Safety
+///
+/// As execvp(3).
+#[no_mangle]
+pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+    before();
+    // SAFETY: same arguments.
+    unsafe { next::execvp(file, argv) }
+}
+
+/// execvpe(3).
+///
+/// # Safety
+///
+/// As execvpe(3).
+#[no_mangle]
+pub unsafe extern "C" fn execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    before();
+    // SAFETY: same arguments.
+    unsafe { next::execvpe(file, argv, envp) }
+}
+
+/// fexecve(3).
+///
+/// # Safety
+///
+/// As fexecve(3).
+#[no_mangle]
+pub unsafe extern "C" fn fexecve(
+    fd: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    before();
+    // SAFETY: same arguments.
+    unsafe { next::fexecve(fd, argv, envp) }
+}
