@@ -273,6 +273,17 @@ impl stack::engine::Backend for Attachment {
             tracing::warn!(error = %e, "control-plane refresh failed");
         }
     }
+
+    fn steer(&mut self, flow: &xdp::FlowKey, to: stack::engine::Steer) -> Result<(), xdp::Error> {
+        match to {
+            stack::engine::Steer::Stack => self.filter.add_flow(flow),
+            // This filter knows no drop or pass-to-kernel entries yet.
+            _ => Err(xdp::Error::Unsupported {
+                ifname: self.control.interface().name.clone(),
+                what: "steering one connection to the kernel",
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,21 @@ pub trait Backend {
 
     /// Brings the mirror of the kernel's state (addresses, routes, neighbours) up to date.
     fn refresh(&mut self);
+
+    /// Sends an exact flow's packets somewhere else than the stack (a connection being handed
+    /// to the kernel), or back to the stack.
+    fn steer(&mut self, flow: &Self::Flow, to: Steer) -> Result<(), Self::FlowError>;
+}
+
+/// Where a flow's packets go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Steer {
+    /// To this engine's stack.
+    Stack,
+    /// Nowhere (the peer retransmits): while a connection moves.
+    Drop,
+    /// To the kernel's own stack: the connection lives in a kernel socket now.
+    Kernel,
 }
 
 /// Why opening a socket with its flow failed.
@@ -232,6 +247,12 @@ impl<B: Backend, H> Engine<B, H> {
     /// Users of a shared flow (0 when it is not one).
     pub fn shared_users(&self, flow: &B::Flow) -> usize {
         self.shared.get(flow).copied().unwrap_or(0)
+    }
+
+    /// Sends an exact flow's packets to the stack, nowhere, or the kernel (see [`Steer`]).
+    pub fn steer(&mut self, flow: &B::Flow, to: Steer) -> Result<(), B::FlowError> {
+        self.removals.retain(|(_, f)| f != flow);
+        self.backend.steer(flow, to)
     }
 
     /// Keeps `what` until `how_long` has passed, then drops it (at a housekeeping).

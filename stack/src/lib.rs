@@ -42,6 +42,8 @@ mod tests;
 
 pub use counters::Counters;
 pub use error::{errno, Error};
+/// A connection as a kernel needs it to take over (see [`Stack::tcp_snapshot`]).
+pub use smoltcp::socket::tcp::RepairState as TcpSnapshot;
 pub use tcp_api::TcpOption;
 
 use listen::Listener;
@@ -649,6 +651,20 @@ impl Stack {
     /// Like [`Stack::close`], but a TCP connection is reset (SO_LINGER 0).
     pub fn abort(&mut self, s: SocketId) {
         self.release(s, true);
+    }
+
+    /// Removes a TCP connection another TCP has taken over (a kernel socket, by repair)
+    /// without sending anything: no FIN, no RST. See [`Stack::tcp_snapshot`].
+    pub fn tcp_forget(&mut self, s: SocketId) {
+        let Some(Entry::Tcp(_)) = self.table.get(&s.0) else {
+            return;
+        };
+        if let Some(Entry::Tcp(conn)) = self.table.get(&s.0) {
+            let handle = conn.handle;
+            self.sockets.get_mut::<tcp::Socket>(handle).forget();
+        }
+        // Closed with no peer: release() reaps it at once, sending nothing.
+        self.release(s, false);
     }
 
     fn release(&mut self, s: SocketId, abort: bool) {

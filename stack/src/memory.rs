@@ -91,6 +91,8 @@ pub struct MemoryBackend<F> {
     pub link: SyncLink,
     pub resolver: MapResolver,
     flows: HashSet<F>,
+    /// Flows steered away from the stack, and where.
+    pub steered: std::collections::HashMap<F, crate::engine::Steer>,
     /// Makes the filter refuse every new flow (a full flow map).
     pub refuse_flows: bool,
     /// Refreshes asked for so far.
@@ -103,6 +105,7 @@ impl<F: Eq + Hash> MemoryBackend<F> {
             link,
             resolver: MapResolver::new(neighbours),
             flows: HashSet::new(),
+            steered: std::collections::HashMap::new(),
             refuse_flows: false,
             refreshes: 0,
         }
@@ -151,5 +154,18 @@ impl<F: Copy + Eq + Hash + std::fmt::Debug> Backend for MemoryBackend<F> {
 
     fn refresh(&mut self) {
         self.refreshes += 1;
+    }
+
+    fn steer(&mut self, flow: &F, to: crate::engine::Steer) -> Result<(), FlowsFull> {
+        match to {
+            crate::engine::Steer::Stack => {
+                self.steered.remove(flow);
+                self.add_flow(flow)
+            }
+            other => {
+                self.steered.insert(*flow, other);
+                Ok(())
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, ConnectError, RecvError, State};
 use smoltcp::socket::AnySocket;
 
-use crate::{endpoint, Entry, Error, Readiness, SocketId, Stack};
+use crate::{endpoint, Entry, Error, Readiness, SocketId, Stack, TcpSnapshot};
 
 pub(crate) struct TcpConn {
     pub handle: SocketHandle,
@@ -227,6 +227,16 @@ impl Stack {
             Err(Error::InvalidSocket) => Err(Error::InvalidSocket),
             Err(_) => Ok(None),
         }
+    }
+
+    /// What a kernel needs to take the connection over (TCP repair): `None` unless it is an
+    /// ESTABLISHED TCP connection. Nothing changes: the caller forgets it with
+    /// [`Stack::tcp_forget`] once the kernel has it.
+    pub fn tcp_snapshot(&self, s: SocketId) -> Option<TcpSnapshot> {
+        let Entry::Tcp(conn) = self.table.get(&s.0)? else {
+            return None;
+        };
+        self.sockets.get::<tcp::Socket>(conn.handle).repair_state()
     }
 
     /// smoltcp's view of a TCP socket (`Listen` for a listener); `None` for others.

@@ -141,6 +141,12 @@ pub enum Error {
     },
 
     #[error(
+        "{what} on {ifname} is not supported by the XDP program attached there: it is an older \
+         accel's; stop every accelerated program on {ifname} so the current one attaches"
+    )]
+    Unsupported { ifname: String, what: &'static str },
+
+    #[error(
         "{action} on {ifname} failed: {source}; this is unexpected: set ACCEL_LOG=debug and report \
          it with the output of `ip -d link show dev {ifname}`"
     )]
