@@ -24,6 +24,7 @@ impl Errno {
     pub const EMSGSIZE: Errno = Errno(libc::EMSGSIZE);
     pub const EDESTADDRREQ: Errno = Errno(libc::EDESTADDRREQ);
     pub const ENOMEM: Errno = Errno(libc::ENOMEM);
+    pub const EBUSY: Errno = Errno(libc::EBUSY);
 
     /// The errno of the last failed libc call on this thread.
     pub fn last() -> Errno {

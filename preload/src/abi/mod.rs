@@ -18,6 +18,7 @@
 
 mod args;
 pub mod data;
+pub mod exec;
 pub mod fdctl;
 pub mod ready;
 pub mod signal;
@@ -73,7 +74,12 @@ fn ours_slow(fd: c_int) -> Option<Arc<Endpoint>> {
     if guard::passthrough() {
         return None;
     }
-    SOCKETS.get(fd)
+    let ep = SOCKETS.get(fd)?;
+    // A socket a forked child inherited is adopted on the child's first call.
+    if ep.from_another_process() && !run(|| crate::socket::inherit::adopt(&ep, fd)) {
+        return None;
+    }
+    Some(ep)
 }
 
 /// Runs accel's code for one call with the recursion guard set.

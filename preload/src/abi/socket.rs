@@ -154,9 +154,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     }
     ret_int(
         run(|| {
-            if !guard::is_forked_child() {
-                epoll::forget(fd);
-            }
+            epoll::forget(fd);
             fd::ops::close(&SOCKETS, fd)
         })
         .map(|_| 0),

@@ -54,6 +54,37 @@ impl Drop for InternalFd {
     }
 }
 
+/// Hidden fds a forked child keeps (the copy of the user's stderr accel writes its stats to).
+static KEPT: [std::sync::atomic::AtomicI32; 4] =
+    [const { std::sync::atomic::AtomicI32::new(-1) }; 4];
+
+/// Keeps `fd` (hidden) in forked children too; false when there is no room (it is not kept).
+pub fn keep_across_fork(fd: RawFd) -> bool {
+    KEPT.iter().any(|k| {
+        k.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    })
+}
+
+/// In a child right after fork(): closes the copies of every fd accel's parent had hidden
+/// (its AF_XDP sockets, BPF objects, eventfds: the parent's, not the child's) but those in `keep`, and
+/// unhides the numbers. Async-signal-safe: a walk of the bitmap and close(2).
+pub fn close_inherited(keep: &[RawFd]) {
+    for (word, bits) in INTERNAL.iter().enumerate() {
+        let mut b = bits.load(Ordering::Relaxed);
+        while b != 0 {
+            let bit = b.trailing_zeros() as usize;
+            b &= b - 1;
+            let fd = (word * 64 + bit) as RawFd;
+            let kept = KEPT.iter().any(|k| k.load(Ordering::Relaxed) == fd);
+            if !kept && !keep.contains(&fd) {
+                let _ = crate::sys::kernel::close(fd);
+                unmark(fd);
+            }
+        }
+    }
+}
+
 /// The fds open in this process now (from /proc/self/fd).
 pub fn open_fds() -> Vec<RawFd> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {

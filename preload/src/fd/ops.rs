@@ -12,7 +12,6 @@ use std::sync::Arc;
 use super::internal;
 use super::table::Table;
 use crate::errno::{Errno, Res};
-use crate::sys::guard;
 use crate::sys::kernel;
 
 /// What accelerated fds refer to: shared by dup'ed fds, released with the last one.
@@ -39,12 +38,8 @@ pub fn close<T: Shared>(table: &Table<T>, fd: RawFd) -> Res<()> {
         // accel's own fd: the program never opened it (a closefrom-style loop, say).
         return Err(Errno::EBADF);
     }
-    // A forked child only ever closes its own copy of the kernel fd: the parent's stacks,
-    // flows and tables are not its to touch.
-    if !guard::is_forked_child() {
-        if let Some(v) = table.remove(fd) {
-            v.release(fd);
-        }
+    if let Some(v) = table.remove(fd) {
+        v.release(fd);
     }
     kernel::close(fd)
 }
@@ -90,9 +85,7 @@ pub fn close_range<T: Shared>(table: &Table<T>, first: u32, last: u32, flags: i3
         for (fd, _) in table.all() {
             if in_range(fd) {
                 if let Some(v) = table.remove(fd) {
-                    if !guard::is_forked_child() {
-                        v.release(fd);
-                    }
+                    v.release(fd);
                 }
             }
         }

@@ -24,6 +24,8 @@ struct Interest {
     in_kernel: bool,
     /// For EPOLLET: the interfaces' progress count when this interest last fired.
     last_gen: u64,
+    /// The socket went to the kernel for good (the interest lives on in the kernel's set).
+    gone: bool,
 }
 
 /// Accelerated members of every epoll set, by epoll fd.
@@ -67,6 +69,7 @@ pub fn epoll_ctl(
                 disabled: false,
                 in_kernel,
                 last_gen: 0,
+                gone: false,
             });
             ANY_EPOLL.store(true, Ordering::Relaxed);
         }
@@ -144,7 +147,22 @@ fn collect(epfd: RawFd, out: &mut [libc::epoll_event], nics: &mut Vec<Arc<Nic>>)
         return 0;
     };
     let mut n = 0;
+    let mut any_gone = false;
     for it in set.iter_mut() {
+        // A socket a forked child inherited is adopted first; one that goes to the kernel
+        // leaves this set for the kernel's.
+        if it.ep.from_another_process() && !crate::socket::inherit::adopt(&it.ep, it.fd) {
+            if !it.in_kernel {
+                let ev = libc::epoll_event {
+                    events: it.events,
+                    u64: it.data,
+                };
+                let _ = kernel::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, it.fd, Some(ev));
+            }
+            it.gone = true;
+            any_gone = true;
+            continue;
+        }
         // One look at the socket's state for all of this (a lock, no allocation): this runs
         // for every member on every round of a spinning epoll_wait.
         let (fresh, leaves_kernel, gen) = {
@@ -193,6 +211,9 @@ fn collect(epfd: RawFd, out: &mut [libc::epoll_event], nics: &mut Vec<Arc<Nic>>)
             u64: it.data,
         };
         n += 1;
+    }
+    if any_gone {
+        set.retain(|i| !i.gone);
     }
     n
 }

@@ -19,7 +19,11 @@ pub fn any_ours(fds: &[libc::pollfd]) -> bool {
 pub fn poll(rt: &Runtime, fds: &mut [libc::pollfd], timeout_ms: i32) -> Res<usize> {
     let eps: Vec<Option<Arc<Endpoint>>> = fds
         .iter()
-        .map(|p| socket::get(p.fd).filter(|e| !e.is_fresh()))
+        .map(|p| {
+            socket::get(p.fd)
+                .filter(|e| socket::inherit::adopt(e, p.fd))
+                .filter(|e| !e.is_fresh())
+        })
         .collect();
     let mut nics: Vec<Arc<Nic>> = Vec::new();
     for ep in eps.iter().flatten() {

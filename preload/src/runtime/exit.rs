@@ -19,10 +19,15 @@ const EXIT_DRAIN: Duration = Duration::from_secs(2);
 static STDERR_COPY: AtomicI32 = AtomicI32::new(2);
 
 pub(super) fn keep_stderr() {
+    if STDERR_COPY.load(Ordering::Relaxed) != 2 {
+        return; // a child keeps its parent's copy
+    }
     // F_DUPFD_CLOEXEC at or above 500: out of the way of the program's own low fds.
     if let Ok(fd) = kernel::dup_cloexec_above(2, 500) {
         STDERR_COPY.store(fd, Ordering::Relaxed);
         internal::mark(fd);
+        // A forked child's ACCEL_STATS lines go where its parent's go.
+        internal::keep_across_fork(fd);
     }
 }
 
@@ -31,11 +36,11 @@ fn stderr_copy() -> RawFd {
 }
 
 pub(super) extern "C" fn at_exit() {
-    if guard::is_forked_child() {
-        return;
-    }
     let Some(rt) = super::current() else { return };
     guard::guarded(|| {
+        if let Some(h) = rt.hooks {
+            (h.at_exit)();
+        }
         let until = Instant::now() + EXIT_DRAIN;
         for nic in &rt.nics {
             while let Some(mut g) = nic.try_lock_briefly() {

@@ -62,7 +62,7 @@ pub(super) extern "C" fn in_parent() {
             fd: InternalFd::new(fd),
             fork,
         });
-        super::progress::kick(); // it listens on the new channel from now on
+        super::kick::kick(); // it listens on the new channel from now on
     }
 }
 

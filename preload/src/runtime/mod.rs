@@ -22,7 +22,11 @@
 #[cfg(not(test))]
 mod attach;
 mod exit;
+pub mod family;
+mod kick;
+pub mod lineage;
 pub mod nic;
+pub mod process;
 pub mod progress;
 pub mod signals;
 mod start;
@@ -30,41 +34,42 @@ pub mod stats;
 pub mod wait;
 
 use std::net::Ipv4Addr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 pub use nic::{Nic, NicInner};
 
 use crate::config::Config;
-use crate::sys::guard;
 
 /// The accelerated interfaces of this process.
 pub struct Runtime {
     pub config: Config,
     pub nics: Vec<Arc<Nic>>,
+    /// The socket layer's hooks (none in the unit tests' runtimes).
+    pub hooks: Option<Hooks>,
 }
 
-static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
-
-/// The runtime, started on first use (`rows` lists the sockets for accel-stat); `None` when
-/// acceleration is off (then one warning line said why, and every socket stays on the kernel)
-/// and in a forked child.
-pub fn get_or_start(rows: stats::Rows) -> Option<&'static Runtime> {
-    if guard::is_forked_child() {
-        return None;
-    }
-    RUNTIME
-        .get_or_init(|| guard::guarded(|| start::start(rows)))
-        .as_ref()
+/// What the runtime asks of the socket layer above it (it does not know what a socket is).
+#[derive(Clone, Copy)]
+pub struct Hooks {
+    /// Lists the process's sockets for accel-stat.
+    pub rows: stats::Rows,
+    /// Hands the connection with this serial to its kernel socket (a child asked); whether it
+    /// did.
+    pub handoff: fn(u64) -> bool,
+    /// At exit, before the stacks stop: hands over what living children share.
+    pub at_exit: fn(),
 }
 
-/// The runtime if it was started already (never starts it).
-pub fn current() -> Option<&'static Runtime> {
-    RUNTIME.get()?.as_ref()
-}
+pub use lineage::generation;
+pub use process::{current, get_or_start};
 
 impl Runtime {
     pub fn new(config: Config, nics: Vec<Arc<Nic>>) -> Runtime {
-        Runtime { config, nics }
+        Runtime {
+            config,
+            nics,
+            hooks: None,
+        }
     }
 
     /// The interface that owns local address `ip` (`None` for addresses accel does not serve).

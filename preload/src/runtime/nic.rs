@@ -126,6 +126,9 @@ pub struct Nic {
     pub(super) sleepers: AtomicUsize,
     /// Whether the progress thread watches the queues now (a sleeper kicks it otherwise).
     pub(super) watched: AtomicBool,
+    /// The process generation that opened it (see `process`): in a forked child, the parent's
+    /// interfaces are not the child's to touch.
+    process: u64,
     /// Threads blocked on `inner`: a spinning thread retakes the lock within nanoseconds of
     /// releasing it, and the mutex does not hand over, so without this a second thread (the
     /// program's or accel's own) could wait for as long as the spin lasts.
@@ -174,8 +177,15 @@ impl Nic {
             last_app_poll: AtomicU64::new(0),
             sleepers: AtomicUsize::new(0),
             watched: AtomicBool::new(true),
+            process: super::lineage::generation(),
             lock_waiters: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether this interface was opened by an ancestor process (this is a forked child).
+    #[inline]
+    pub fn inherited(&self) -> bool {
+        self.process != super::lineage::generation()
     }
 
     pub fn now(&self) -> stack::Instant {

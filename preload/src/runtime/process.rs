@@ -12,7 +12,7 @@
 //! Everything here runs in the fork handler too, so it uses atomics only: no lock a thread of
 //! the parent may have held at the fork, no allocation.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Once;
 
 use super::{family, start, Hooks, Runtime};
@@ -27,15 +27,6 @@ const OFF: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(IDLE);
 static RUNTIME: Published<Runtime> = Published::new();
-/// Bumped in every forked child: objects made by an earlier generation belong to an ancestor.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-
-/// This process's generation (0 in the process accel-run started; a forked child's is higher).
-#[inline]
-pub fn generation() -> u64 {
-    GENERATION.load(Ordering::Relaxed)
-}
-
 /// The runtime, started on first use (`hooks` are the socket layer's); `None` when
 /// acceleration is off (then one warning line said why, and every socket stays on the kernel).
 pub fn get_or_start(hooks: Hooks) -> Option<&'static Runtime> {
@@ -83,10 +74,10 @@ fn watch_forks() {
 
 /// In the child, right after fork(), before anything else runs (async-signal-safe work only).
 extern "C" fn after_fork_in_child() {
-    GENERATION.fetch_add(1, Ordering::Relaxed);
+    super::lineage::next();
     let to_parent = family::in_child();
     if STATE.load(Ordering::Relaxed) == RUNNING {
-        internal::close_inherited(&[super::exit::stderr_copy_fd(), to_parent]);
+        internal::close_inherited(&[to_parent]);
     }
     // The parent's runtime is forgotten, not dropped.
     RUNTIME.forget();

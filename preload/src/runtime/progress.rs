@@ -3,36 +3,19 @@
 
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::nic::{Nic, APP_RECHECK};
 use super::stats;
-use crate::fd::InternalFd;
 use crate::sys::{guard, kernel};
 
 /// How often the process publishes its snapshot for accel-stat.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
 
-/// The eventfd that makes the progress thread look again at the queues: a thread going to
-/// sleep kicks it when it was leaving them to a polling program (`Nic::watched`).
-fn kick_fd() -> Option<RawFd> {
-    static KICK: OnceLock<Option<InternalFd>> = OnceLock::new();
-    KICK.get_or_init(|| kernel::eventfd().map(InternalFd::new))
-        .as_ref()
-        .map(|f| f.raw())
-}
-
-/// Makes the progress thread look at the queues now.
-pub fn kick() {
-    if let Some(k) = kick_fd() {
-        kernel::eventfd_signal(k);
-    }
-}
-
 /// Starts the progress thread over `nics`; `rows` lists the process's sockets for accel-stat.
-pub fn spawn(nics: Vec<Arc<Nic>>, rows: stats::Rows) {
-    let kick = kick_fd();
+pub fn spawn(nics: Vec<Arc<Nic>>, hooks: super::Hooks) {
+    let kick = super::kick::fd();
     let _ = std::thread::Builder::new()
         .name("accel-progress".into())
         .spawn(move || {
@@ -63,16 +46,22 @@ pub fn spawn(nics: Vec<Arc<Nic>>, rows: stats::Rows) {
                     }
                     fds.extend_from_slice(&nic.wake_fds);
                 }
+                // Forked children asking for the connections they share with this process.
+                let kids = super::family::child_fds();
+                fds.extend_from_slice(&kids);
                 let cap = Instant::now() + SNAPSHOT_EVERY;
                 let until = until.map_or(cap, |u| u.min(cap));
                 let ms = until.saturating_duration_since(Instant::now()).as_millis() as i32;
                 kernel::poll_readable(&fds, ms);
+                for fd in kids {
+                    super::family::serve(fd, hooks.handoff);
+                }
                 if let Some(k) = kick {
                     kernel::eventfd_drain(k);
                 }
                 if last_snapshot.elapsed() >= SNAPSHOT_EVERY {
                     last_snapshot = Instant::now();
-                    stats::publish(&nics, rows);
+                    stats::publish(&nics, hooks.rows);
                 }
             }
         });

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use super::attach::open_nic;
 #[cfg(test)]
 use super::nic::Nic;
-use super::stats::Rows;
-use super::{exit, progress, Runtime};
+use super::{exit, progress, Hooks, Runtime};
 use crate::config::Config;
 use crate::fd::internal;
-use crate::sys::{guard, kernel};
+use crate::sys::kernel;
 
 /// One line on the program's stderr.
 pub(super) fn warn(msg: &str) {
@@ -22,7 +21,7 @@ pub(super) fn warn(msg: &str) {
 
 /// The runtime for this process, or `None` (after one warning line saying why) when it does
 /// not accelerate.
-pub(super) fn start(rows: Rows) -> Option<Runtime> {
+pub(super) fn start(hooks: Hooks) -> Option<Runtime> {
     // Only a program started with the library in LD_PRELOAD (accel-run) accelerates: a test or
     // bench binary that links the crate gets plain pass-through interposers.
     if !std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("libaccel_preload")) {
@@ -72,27 +71,22 @@ pub(super) fn start(rows: Rows) -> Option<Runtime> {
         }
         return None;
     }
-    let rt = Runtime::new(config, nics);
+    let mut rt = Runtime::new(config, nics);
+    rt.hooks = Some(hooks);
     exit::keep_stderr();
-    progress::kick(); // makes the kick eventfd now, so it is hidden with the rest
-                      // What was opened since `before` and is surely accel's own: AF_XDP sockets and BPF
-                      // objects (libaccel owns them), eventfds made above. Not every netlink socket: another
-                      // thread's getaddrinfo may have opened one meanwhile; the control planes' are known.
+    // Makes the progress thread's kick eventfd now, so it is hidden with the rest.
+    super::kick::kick();
+    // What was opened since `before` and is surely accel's own: AF_XDP sockets and BPF objects
+    // (libaccel owns them). Not every netlink socket: another thread's getaddrinfo may have
+    // opened one meanwhile; the control planes' are marked where they are opened.
     for fd in internal::open_fds() {
         if !before.contains(&fd) && kernel::is_accel_kind(fd) {
             internal::mark(fd);
         }
     }
-    kernel::at_fork_child(after_fork_in_child);
-    progress::spawn(rt.nics.clone(), rows);
+    progress::spawn(rt.nics.clone(), hooks);
     kernel::at_exit(exit::at_exit);
     Some(rt)
-}
-
-extern "C" fn after_fork_in_child() {
-    if super::current().is_some() {
-        guard::set_forked_child();
-    }
 }
 
 /// The crate's unit tests build their interfaces in memory (`socket::tests`), never here.

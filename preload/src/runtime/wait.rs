@@ -250,21 +250,41 @@ pub fn should_spin(rt: &Runtime, started: Instant) -> bool {
     }
 }
 
+/// A per-thread fd of accel's own, made on first use and remade in a forked child (whose copy
+/// of the parent's was closed by the fork handler: that number is forgotten, not closed again).
+struct ThreadFd(std::cell::RefCell<Option<(u64, InternalFd)>>);
+
+impl ThreadFd {
+    fn get(&self, make: impl FnOnce() -> Option<InternalFd>) -> Option<RawFd> {
+        let gen = super::lineage::generation();
+        let mut slot = self.0.borrow_mut();
+        if slot.as_ref().is_some_and(|(g, _)| *g != gen) {
+            if let Some((_, stale)) = slot.take() {
+                std::mem::forget(stale);
+            }
+        }
+        if slot.is_none() {
+            *slot = Some((gen, make()?));
+        }
+        slot.as_ref().map(|(_, fd)| fd.raw())
+    }
+}
+
 /// The calling thread's eventfd for waits (created on first use, closed at thread exit).
 pub fn thread_eventfd() -> Option<RawFd> {
     thread_local! {
-        static EFD: Option<InternalFd> = kernel::eventfd().map(InternalFd::new);
+        static EFD: ThreadFd = const { ThreadFd(std::cell::RefCell::new(None)) };
     }
-    EFD.with(|e| e.as_ref().map(|fd| fd.raw()))
+    EFD.with(|e| e.get(|| kernel::eventfd().map(InternalFd::new)))
 }
 
 /// This thread's private epoll instance, holding its eventfd (see [`Sleep::Epoll`]).
 fn thread_epoll() -> Option<RawFd> {
     thread_local! {
-        static EP: Option<InternalFd> =
-            kernel::epoll_with(thread_eventfd()?).map(InternalFd::new);
+        static EP: ThreadFd = const { ThreadFd(std::cell::RefCell::new(None)) };
     }
-    EP.with(|e| e.as_ref().map(|fd| fd.raw()))
+    let efd = thread_eventfd()?;
+    EP.with(|e| e.get(|| kernel::epoll_with(efd).map(InternalFd::new)))
 }
 
 /// The calling thread registered as a sleeper on some interfaces; dropping it takes the
@@ -288,7 +308,7 @@ impl Waiting {
             // one of the two always sees the other.
             nic.sleepers.fetch_add(1, Ordering::SeqCst);
             if !nic.watched.load(Ordering::SeqCst) {
-                super::progress::kick();
+                super::kick::kick();
             }
         }
         Some(Waiting {

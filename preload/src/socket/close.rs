@@ -55,6 +55,10 @@ pub fn release(ep: Arc<Endpoint>, fd: RawFd) {
     }
     let abort = ep.linger_abort.load(Ordering::Relaxed);
     let st = std::mem::replace(&mut *ep.state(), State::Fresh);
+    if super::inherit::names_another_process(&st) {
+        // A forked child closing what it inherited: the parent's socket lives on.
+        return;
+    }
     match st {
         State::Listener { on, flows, .. } => {
             // The listener lets go of its flow; connections it accepted still hold it.
@@ -62,6 +66,18 @@ pub fn release(ep: Arc<Endpoint>, fd: RawFd) {
                 let mut g = o.nic.lock();
                 o.nic.poll(&mut g);
                 g.engine.tcp_unlisten(o.id, flow);
+            }
+        }
+        State::Conn { .. } if super::handoff::shared_with_a_child(&ep) => {
+            // A child that inherited it lives and may use it: the connection goes on in the
+            // kernel socket they share (the kernel closes it with the last fd, as always).
+            *ep.state() = st;
+            ep.refs.fetch_add(1, Ordering::AcqRel);
+            if let Err(e) = super::handoff::hand_over(&ep, fd) {
+                tracing::warn!(
+                    errno = e.0,
+                    "handing a connection a child shares to the kernel"
+                );
             }
         }
         State::Conn {

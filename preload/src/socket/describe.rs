@@ -32,7 +32,11 @@ pub fn describe(fd: RawFd, ep: &Endpoint) -> Option<(String, libaccel::stats::So
                 send_queue: sq as u64,
             }
         };
-    match &*ep.state() {
+    let st = ep.state();
+    if super::inherit::names_another_process(&st) {
+        return None; // the parent's, not this process's
+    }
+    match &*st {
         State::Listener { on, local, .. } => Some((
             on.first()?.nic.name.clone(),
             row("LISTEN".into(), *local, None, 0, 0),

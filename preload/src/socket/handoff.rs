@@ -77,12 +77,13 @@ pub fn hand_over(ep: &Arc<Endpoint>, fd: RawFd) -> Res<()> {
             .map(|(snd, rcv)| libaccel::repair::WindowScale { snd, rcv }),
         sack_permitted: snap.sack_permitted,
         timestamp: None,
+        // The window was last updated by the segment at RCV.NXT, and advertised from there.
         window: libaccel::repair::Window {
-            snd_wl1: snap.snd_wl1,
+            snd_wl1: snap.rcv_nxt,
             snd_wnd: snap.snd_wnd,
-            max_window: snap.max_window,
+            max_window: snap.snd_wnd,
             rcv_wnd: snap.rcv_wnd,
-            rcv_wup: snap.rcv_wup,
+            rcv_wup: snap.rcv_nxt,
         },
     };
     // `fd` stays open meanwhile: the caller holds the endpoint, whose fd it is.
@@ -130,7 +131,10 @@ pub fn before_exec() {
         if ep.from_another_process() {
             super::inherit::adopt(&ep, fd);
         } else if let Err(e) = hand_over(&ep, fd) {
-            tracing::warn!(errno = e.0, "handing a connection to the kernel before exec");
+            tracing::warn!(
+                errno = e.0,
+                "handing a connection to the kernel before exec"
+            );
         }
     }
 }

@@ -19,6 +19,8 @@
 pub mod close;
 pub mod data;
 pub mod describe;
+pub mod handoff;
+pub mod inherit;
 pub mod options;
 pub mod setup;
 #[cfg(test)]
@@ -26,7 +28,7 @@ mod tests;
 
 use std::net::SocketAddrV4;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,9 +51,13 @@ pub fn get(fd: RawFd) -> Option<Arc<Endpoint>> {
     SOCKETS.get(fd)
 }
 
-/// The runtime, started on first use with this layer's rows for accel-stat.
+/// The runtime, started on first use with this layer's hooks.
 pub fn runtime() -> Option<&'static Runtime> {
-    runtime::get_or_start(describe::rows)
+    runtime::get_or_start(runtime::Hooks {
+        rows: describe::rows,
+        handoff: handoff::serve_child,
+        at_exit: handoff::at_exit,
+    })
 }
 
 /// The running runtime, for a call on an accelerated fd (which exists only when it runs).
@@ -81,6 +87,8 @@ pub enum State {
         on: Vec<On>,
         flows: Vec<(Arc<Nic>, FlowKey)>,
         local: SocketAddrV4,
+        /// As listen() asked (a forked child listening again asks the same).
+        backlog: usize,
     },
     Conn {
         on: On,
@@ -126,7 +134,18 @@ pub struct Endpoint {
     tcp_opts: Mutex<TcpOpts>,
     /// fds referring to this endpoint (dup); the stack socket closes with the last.
     refs: AtomicUsize,
+    /// The process generation this endpoint belongs to (see `inherit`): older in a forked
+    /// child until the child adopts it.
+    process: AtomicU64,
+    /// Names it across fork (a child asks its parent for the connection with this serial).
+    pub serial: u64,
+    /// Forks the process had made when it was created: a child of a later fork may hold it.
+    pub forks_before: u64,
 }
+
+/// Serials of endpoints (unique in a process tree: a child continues its parent's count
+/// from the copy it inherited, and numbers only new endpoints, which the parent never sees).
+static SERIAL: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -143,7 +162,20 @@ impl Endpoint {
             linger_abort: AtomicBool::new(false),
             tcp_opts: Mutex::new(TcpOpts::default()),
             refs: AtomicUsize::new(1),
+            process: AtomicU64::new(runtime::generation()),
+            serial: SERIAL.fetch_add(1, Ordering::Relaxed),
+            forks_before: runtime::family::forks(),
         }
+    }
+
+    /// Whether this endpoint came from an ancestor process and was not adopted yet (one load).
+    #[inline]
+    pub fn from_another_process(&self) -> bool {
+        self.process.load(Ordering::Acquire) != runtime::generation()
+    }
+
+    fn mark_adopted(&self) {
+        self.process.store(runtime::generation(), Ordering::Release);
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {

@@ -129,7 +129,12 @@ pub fn listen(rt: &Runtime, ep: &Endpoint, fd: RawFd, backlog: i32) -> Res<()> {
     }
     kernel_nonblocking(fd);
     let flows = nics.iter().map(|n| (n.clone(), flow)).collect();
-    *ep.state() = State::Listener { on, flows, local };
+    *ep.state() = State::Listener {
+        on,
+        flows,
+        local,
+        backlog,
+    };
     Ok(())
 }
 

@@ -1,10 +1,8 @@
 //! When interposers pass straight through to the kernel: while accel's own code runs on a
-//! thread (so libaccel, libbpf and std can use sockets, poll and write freely, and no
-//! interposer ever recurses), and in a child made by fork() (the parent's stacks, queues and
-//! connections are not the child's to touch).
+//! thread, so libaccel, libbpf and std can use sockets, poll and write freely, and no
+//! interposer ever recurses.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 thread_local! {
     static IN_ACCEL: Cell<bool> = const { Cell::new(false) };
@@ -35,22 +33,8 @@ pub fn enter_guard() {
     IN_ACCEL.with(|g| g.set(true));
 }
 
-static FORKED_CHILD: AtomicBool = AtomicBool::new(false);
-
-/// In a child made by fork() of an accelerated process: every fd behaves as the kernel socket
-/// it is (the child sends, receives and closes nothing on the parent's behalf).
-#[inline]
-pub fn is_forked_child() -> bool {
-    FORKED_CHILD.load(Ordering::Relaxed)
-}
-
-/// Marks this process as a forked child (the runtime's fork handler calls it).
-pub fn set_forked_child() {
-    FORKED_CHILD.store(true, Ordering::Relaxed);
-}
-
 /// Whether interposers pass straight through now, on this thread.
 #[inline]
 pub fn passthrough() -> bool {
-    in_accel() || is_forked_child()
+    in_accel()
 }

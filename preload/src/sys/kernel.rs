@@ -307,9 +307,11 @@ pub fn is_epoll(fd: RawFd) -> bool {
         .is_ok_and(|p| p.to_string_lossy().contains("eventpoll"))
 }
 
-pub fn at_fork_child(f: extern "C" fn()) {
-    // SAFETY: `f` is a plain C-ABI function valid for the process's life.
-    let _ = unsafe { libc::pthread_atfork(None, None, Some(f)) };
+/// Registers fork handlers: before fork (in the parent), after it in the parent, and after it
+/// in the child.
+pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    // SAFETY: plain C-ABI functions valid for the process's life.
+    let _ = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
 }
 
 /// F_DUPFD_CLOEXEC: a close-on-exec copy of `fd` numbered `min` or above.
@@ -410,4 +412,70 @@ pub fn epoll_create() -> Res<OwnedFd> {
     let ep = check(unsafe { next::epoll_create1(libc::EPOLL_CLOEXEC) })?;
     // SAFETY: `ep` is a new descriptor nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(ep) })
+}
+
+/// A connected pair of SOCK_SEQPACKET Unix sockets, close-on-exec (raw: they cross fork's
+/// handlers in atomics; the caller takes ownership with [`own_raw`]).
+pub fn seqpacket_pair() -> Res<(RawFd, RawFd)> {
+    let mut sv = [-1 as c_int; 2];
+    // SAFETY: `sv` has room for the two fds socketpair writes.
+    check(unsafe {
+        next::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    })?;
+    Ok((sv[0], sv[1]))
+}
+
+/// Takes ownership of `fd`, one this process made for accel (a [`seqpacket_pair`] end) and
+/// nothing else owns. `None` for a negative number.
+pub fn own_raw(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: by the contract above, `fd` is open and owned by no other object.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the other end of a socket hung up (looked at without waiting).
+pub fn hung_up(fd: RawFd) -> Res<bool> {
+    let mut p = [libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    }];
+    poll(&mut p, 0)?;
+    Ok(p[0].revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR | libc::POLLNVAL) != 0)
+}
+
+/// Sends one message (a datagram on a SOCK_SEQPACKET socket).
+pub fn send_all(fd: RawFd, b: &[u8]) -> Res<()> {
+    sendto(fd, b, libc::MSG_NOSIGNAL, None).map(|_| ())
+}
+
+/// Receives one message without waiting (EAGAIN when there is none).
+pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> Res<usize> {
+    recvfrom(fd, buf, libc::MSG_DONTWAIT).map(|(n, _)| n)
+}
+
+/// Receives one message, waiting at most `d` (EAGAIN after it; 0 when the peer hung up).
+pub fn recv_timeout(fd: RawFd, buf: &mut [u8], d: std::time::Duration) -> Res<usize> {
+    let mut p = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    if poll(&mut p, d.as_millis().min(i32::MAX as u128) as i32)? == 0 {
+        return Err(Errno::EAGAIN);
+    }
+    recv_nonblocking(fd, buf).or_else(|e| if e == Errno::EAGAIN { Ok(0) } else { Err(e) })
+}
+
+/// Runs `f` with `fd` borrowed (libaccel takes `BorrowedFd`s); the borrow ends with `f`.
+/// `fd` is one accel holds open meanwhile (an accelerated socket's kernel fd, under its
+/// endpoint's lock).
+pub fn with_fd<R>(fd: RawFd, f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> R) -> R {
+    // SAFETY: `fd` is open for the duration of `f` (see above), and the borrow cannot escape
+    // `f`; BorrowedFd never closes it.
+    f(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
 }

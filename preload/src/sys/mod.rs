@@ -14,4 +14,5 @@
 
 pub mod guard;
 pub mod kernel;
+pub mod leak;
 pub mod next;
