@@ -6,6 +6,9 @@
 //! - [`control`]: a mirror of the kernel's view of an interface (index, MAC, MTU, addresses,
 //!   routes, neighbours) kept current through netlink.
 //! - [`ports`]: kernel sockets that hold the ports accelerated sockets use.
+//! - [`bpf`]: loading and attaching other BPF programs (the tests' fault injector) with the same
+//!   loader.
+//! - [`raw`]: raw Ethernet frames on an interface (AF_PACKET), for tests and tools.
 //! - [`stats`]: the snapshot an accelerated process publishes for `accel-stat` (JSON schema).
 //!
 //! All unsafe code and FFI lives in [`sys`] (private); the rest is safe Rust over it.
@@ -13,8 +16,10 @@
 mod sys;
 
 pub mod attach;
+pub mod bpf;
 pub mod control;
 pub mod ports;
 pub mod queue;
+pub mod raw;
 pub mod stats;
 pub mod xdp;
