@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod echo;
+pub mod faults;
 pub mod peer;
 pub use libaccel::stats;
 pub mod bench;
