@@ -8,6 +8,7 @@
 //! - [`ports`]: kernel sockets that hold the ports accelerated sockets use.
 //! - [`bpf`]: loading and attaching other BPF programs (the tests' fault injector) with the same
 //!   loader.
+//! - [`desc`]: checks on AF_XDP ring descriptors before their bytes are read.
 //! - [`raw`]: raw Ethernet frames on an interface (AF_PACKET), for tests and tools.
 //! - [`stats`]: the snapshot an accelerated process publishes for `accel-stat` (JSON schema).
 //!
@@ -18,6 +19,7 @@ mod sys;
 pub mod attach;
 pub mod bpf;
 pub mod control;
+pub mod desc;
 pub mod ports;
 pub mod queue;
 pub mod raw;
