@@ -10,7 +10,7 @@
 use core::net::SocketAddrV4;
 
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpOption, TcpPacket, UdpPacket};
 
 use crate::device::{self, EthDrop, IngressDevice};
 use crate::link::{Resolver, TxFrame};
@@ -116,8 +116,9 @@ impl Stack {
             return Verdict::Drop;
         }
         if ip.more_frags() || ip.frag_offset() != 0 {
-            // smoltcp drops fragments (no reassembly configured).
-            return Verdict::Deliver { tcp: false };
+            // No reassembly (smoltcp would drop them too, without a trace).
+            self.counters.rx_drop_fragment += 1;
+            return Verdict::Drop;
         }
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
         match ip.next_header() {
@@ -128,6 +129,10 @@ impl Stack {
                 };
                 if !tcp.verify_checksum(&src.into(), &dst.into()) {
                     self.counters.rx_drop_bad_checksum += 1;
+                    return Verdict::Drop;
+                }
+                if !tcp_parses(&tcp) {
+                    self.counters.rx_drop_bad_tcp += 1;
                     return Verdict::Drop;
                 }
                 if tcp.rst() {
@@ -186,3 +191,24 @@ impl Stack {
 }
 
 use crate::listen;
+
+/// Whether smoltcp's TCP parser will take the segment (it drops what it cannot parse without
+/// a trace, so the stack checks first and counts): nonzero ports, at most one of SYN, FIN and
+/// RST, options whose lengths fit.
+fn tcp_parses(tcp: &TcpPacket<&[u8]>) -> bool {
+    if tcp.src_port() == 0 || tcp.dst_port() == 0 {
+        return false;
+    }
+    if u8::from(tcp.syn()) + u8::from(tcp.fin()) + u8::from(tcp.rst()) > 1 {
+        return false;
+    }
+    let mut options = tcp.options();
+    while !options.is_empty() {
+        match TcpOption::parse(options) {
+            Ok((_, TcpOption::EndOfList)) => break,
+            Ok((rest, _)) => options = rest,
+            Err(_) => return false,
+        }
+    }
+    true
+}
