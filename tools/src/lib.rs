@@ -5,6 +5,7 @@ pub mod check;
 pub mod echo;
 pub mod faults;
 pub mod peer;
+pub mod soak;
 pub use libaccel::stats;
 pub mod bench;
 pub mod topology;
