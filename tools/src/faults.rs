@@ -29,7 +29,9 @@
 //! direction: the same seed and the same traffic give the same faults.
 //!
 //! Attaching turns off GRO, TSO and GSO on B's veth, so faults hit single frames as on a wire
-//! rather than 64 KiB aggregates; they stay off after detaching. Other flows (and ARP, ICMP,
+//! rather than 64 KiB aggregates, and TX checksum offload, so every frame B sends carries a
+//! complete checksum and a corrupted one is caught by any receiver (a kernel in A trusts a
+//! veth peer's partial checksum without looking); they stay off after detaching. Other flows (and ARP, ICMP,
 //! IPv6) pass untouched; [`DirCounters::other`] counts them.
 
 use std::collections::VecDeque;
@@ -208,14 +210,19 @@ impl Faults {
     pub fn attach(topo: &Topology, spec: &FaultSpec) -> Result<Faults> {
         let ns = topo.ns_b.clone();
         let ifb = topo.if_b.clone();
+        // Faults hit single frames (no GRO/TSO/GSO), and B's kernel computes its checksums
+        // (tx off): a kernel receiver in A trusts a partial checksum from a veth peer without
+        // looking, so a corrupted frame would reach it unnoticed.
         run(
             "ip",
             &[
-                "netns", "exec", &ns, "ethtool", "-K", &ifb, "gro", "off", "tso", "off", "gso",
-                "off",
+                "netns", "exec", &ns, "ethtool", "-K", &ifb, "tx", "off", "gro", "off", "tso",
+                "off", "gso", "off",
             ],
         )
-        .context("turning off GRO/TSO/GSO on B's veth for the fault injector")?;
+        .context(
+            "turning off checksum offload and GRO/TSO/GSO on B's veth for the fault injector",
+        )?;
         make_delay_pair(&ns)?;
         let (home_ifindex, home_mac) = link_of(&ns, &ifb)?;
         let (delay_ifindex, _) = link_of(&ns, DELAY_OUT)?;
