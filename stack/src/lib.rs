@@ -72,6 +72,21 @@ pub const SYN_RECEIVED_TIMEOUT: Duration = Duration::from_secs(63);
 /// Frames one poll takes from the link before it runs egress and flushes.
 pub const RX_BUDGET: usize = 256;
 
+/// TCP buffer bytes per socket and direction unless set otherwise: 64 KiB, so that 10,000
+/// connections may take 1.25 GiB at most (the kernel starts a socket at 128 KiB to receive and
+/// 16 KiB to send and grows them, which smoltcp cannot). On a veth link, bulk transfers ran
+/// as fast with 64 KiB as with 256 KiB; a link with a larger bandwidth-delay product needs
+/// more (`ACCEL_TCP_RMEM`, `ACCEL_TCP_WMEM`).
+pub const DEFAULT_TCP_BUFFER: usize = 64 * 1024;
+
+/// UDP payload bytes per socket and direction unless set otherwise (the kernel's
+/// `rmem_default` is 208 KiB).
+pub const DEFAULT_UDP_BUFFER: usize = 256 * 1024;
+
+/// UDP payload bytes per datagram slot: a socket holds as many datagrams as its buffer holds
+/// of 256-byte ones (the kernel charges a small datagram about a kilobyte of its buffer).
+pub const UDP_BYTES_PER_SLOT: usize = 256;
+
 /// How a stack is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -83,6 +98,10 @@ pub struct Config {
     pub gateway: Option<Ipv4Addr>,
     /// Largest IP packet (interface MTU); fixed at creation.
     pub mtu: usize,
+    /// TCP bytes buffered per socket: receiving (also the largest window advertised) and
+    /// sending (the most in flight). Allocated whole with the socket (smoltcp's buffers do
+    /// not grow), so they bound what a connection costs; how much of them is memory depends
+    /// on the allocator (the preload's maps them: a page is memory once data touched it).
     pub tcp_rx_buffer: usize,
     pub tcp_tx_buffer: usize,
     /// UDP payload bytes buffered per socket and direction.
@@ -102,6 +121,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// Sets the UDP payload bytes buffered per socket and direction, with a datagram slot per
+    /// [`UDP_BYTES_PER_SLOT`] of the larger (at least 16, at most 4096).
+    pub fn set_udp_buffers(&mut self, rx: usize, tx: usize) {
+        self.udp_rx_buffer = rx;
+        self.udp_tx_buffer = tx;
+        self.udp_packets = (rx.max(tx) / UDP_BYTES_PER_SLOT).clamp(16, 4096);
+    }
+
     pub fn new(mac: link::Mac, addr: Ipv4Addr, prefix_len: u8) -> Config {
         let mut seed = u64::from(addr.to_bits());
         for b in mac {
@@ -113,11 +140,11 @@ impl Config {
             prefix_len,
             gateway: None,
             mtu: 1500,
-            tcp_rx_buffer: 256 * 1024,
-            tcp_tx_buffer: 256 * 1024,
-            udp_rx_buffer: 1024 * 1024,
-            udp_tx_buffer: 1024 * 1024,
-            udp_packets: 4096,
+            tcp_rx_buffer: DEFAULT_TCP_BUFFER,
+            tcp_tx_buffer: DEFAULT_TCP_BUFFER,
+            udp_rx_buffer: DEFAULT_UDP_BUFFER,
+            udp_tx_buffer: DEFAULT_UDP_BUFFER,
+            udp_packets: DEFAULT_UDP_BUFFER / UDP_BYTES_PER_SLOT,
             random_seed: seed,
             partial_checksums: false,
         }
