@@ -71,6 +71,12 @@ counters! {
     syn_dropped_backlog_full,
     /// Duplicate SYNs for a connection already in the listener's queue, dropped.
     syn_dropped_duplicate,
+    /// SYNs dropped because the stack's socket memory (`Config::mem_max`) had no room for
+    /// another connection (the client retransmits).
+    syn_dropped_no_memory,
+    /// Sockets (active opens, UDP binds) refused because the stack's socket memory had no
+    /// room for them (the preload leaves them to the kernel).
+    socket_refused_no_memory,
     /// UDP datagrams received for a bound port.
     udp_rx_datagrams,
     /// UDP datagrams dropped because no socket is bound to their port.
