@@ -1,5 +1,5 @@
-//! Exhaustion in memory: the stack's socket memory limit. Each case ends with the service
-//! back and nothing lost.
+//! Exhaustion in memory: the stack's socket memory limit and a link that runs out of TX
+//! frames. Each case ends with the service back and nothing lost.
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 
@@ -29,6 +29,13 @@ fn budget_is_exact(p: &Pair) {
             "{name}: the running count of socket memory drifted"
         );
     }
+}
+
+/// A byte stream that differs at every offset.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
 }
 
 #[test]
@@ -175,4 +182,86 @@ fn socket_memory_comes_back_after_many_connections() {
     assert!(p.b.stack.buffer_bytes() <= base + 32 * TCP_SOCKET);
     assert!(p.a.stack.buffer_bytes() <= 32 * TCP_SOCKET);
     assert_eq!(p.a.stack.socket_count(), 0);
+}
+
+#[test]
+fn tx_frames_run_out_a_megabyte_waits_for_them_and_arrives_intact() {
+    let mut p = Pair::new();
+    // A has 8 TX frames; each comes back once B took it off the wire.
+    p.a.link.tx_limit = Some(8);
+    let l =
+        p.b.stack
+            .tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 16)
+            .unwrap();
+    let c =
+        p.a.stack
+            .tcp_connect(sa(IP_A, 40000), sa(IP_B, 80))
+            .unwrap();
+    let mut s = None;
+    assert!(p.run_until(secs(2), |p| {
+        s = s.or_else(|| p.b.stack.tcp_accept(l).ok().map(|a| a.0));
+        s.is_some()
+    }));
+    let s = s.unwrap();
+    let data = pattern(1 << 20, 7);
+    let (mut sent, mut got) = (0, Vec::with_capacity(data.len()));
+    let mut would_block = 0u32;
+    let mut buf = vec![0u8; 16384];
+    assert!(p.run_until(secs(60), |p| {
+        match p.a.stack.tcp_send(c, &data[sent..]) {
+            Ok(n) => sent += n,
+            Err(Error::WouldBlock) => would_block += 1,
+            Err(e) => panic!("send: {e}"),
+        }
+        while let Ok(n) = p.b.stack.tcp_recv(s, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.len() == data.len()
+    }));
+    assert!(got == data, "the bytes arrived changed or out of order");
+    // The send buffer filled while frames were short: sends waited, nothing was dropped.
+    assert!(would_block > 0);
+    assert!(p.a.link.tx_refused > 0);
+    assert!(p.a.stack.counters().tx_drop_no_tx_frame > 0);
+    assert_eq!(p.a.stack.counters().tcp_rx_rst, 0);
+}
+
+#[test]
+fn tx_frames_run_out_a_udp_burst_stays_queued_and_every_datagram_leaves() {
+    let mut p = Pair::with_config(|c| c.set_udp_buffers(64 * 1024, 64 * 1024));
+    p.a.link.tx_limit = Some(4);
+    let ua = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    let ub = p.b.stack.udp_bind(sa(IP_B, 6000)).unwrap();
+    // A burst far larger than the frames: what the socket takes it sends, in order; the rest
+    // is refused with EAGAIN, never dropped.
+    let mut accepted = 0u32;
+    let mut refused = 0u32;
+    for i in 0..1000u32 {
+        let mut d = [0u8; 200];
+        d[..4].copy_from_slice(&i.to_be_bytes());
+        match p.a.stack.udp_send_to(ua, &d, sa(IP_B, 6000)) {
+            Ok(_) => {
+                assert_eq!(refused, 0, "datagram {i} taken after one was refused");
+                accepted += 1;
+            }
+            Err(Error::WouldBlock) => refused += 1,
+            Err(e) => panic!("send_to: {e}"),
+        }
+    }
+    assert!(refused > 0 && accepted > 4);
+    let mut next = 0u32;
+    let mut buf = [0u8; 256];
+    assert!(p.run_until(secs(5), |p| {
+        while let Ok((n, from)) = p.b.stack.udp_recv_from(ub, &mut buf) {
+            assert_eq!((n, from), (200, sa(IP_A, 5000)));
+            assert_eq!(u32::from_be_bytes(buf[..4].try_into().unwrap()), next);
+            next += 1;
+        }
+        next == accepted
+    }));
+    assert!(p.a.stack.counters().tx_drop_no_tx_frame > 0);
+    assert!(p.a.stack.readiness(ua).writable);
 }
