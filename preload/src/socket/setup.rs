@@ -7,8 +7,8 @@ use std::sync::Arc;
 use stack::SocketId;
 
 use super::{
-    flow_key, kernel_nonblocking, lock, open_error, options, to_kernel, Endpoint, On, Proto, State,
-    SOCKETS,
+    flow_key, kernel_nonblocking, lock, no_room, open_error, options, to_kernel, Endpoint, On,
+    Proto, State, SOCKETS,
 };
 use crate::addr::{parse_v4, SockAddrBuf};
 use crate::errno::{Errno, Res};
@@ -46,19 +46,22 @@ pub fn bind(rt: &Runtime, ep: &Endpoint, fd: RawFd, addr: &[u8]) -> Res<()> {
     }
     match ep.proto {
         Proto::Tcp => *ep.state() = State::Bound { local },
-        Proto::Udp => udp_open(ep, fd, &nics[0], local, None)?,
+        Proto::Udp => {
+            udp_open(ep, fd, &nics[0], local, None)?;
+        }
     }
     Ok(())
 }
 
-/// Serves a UDP socket bound to `local` (maybe the wildcard) on `nic`.
+/// Serves a UDP socket bound to `local` (maybe the wildcard) on `nic`. Returns false when the
+/// stack had no room for it: the socket is then the kernel's for good (see `no_room`).
 pub(super) fn udp_open(
     ep: &Endpoint,
     fd: RawFd,
     nic: &Arc<Nic>,
     local: SocketAddrV4,
     peer: Option<SocketAddrV4>,
-) -> Res<()> {
+) -> Res<bool> {
     let ip = if local.ip().is_unspecified() {
         nic.addr
     } else {
@@ -66,11 +69,15 @@ pub(super) fn udp_open(
     };
     let bound = SocketAddrV4::new(ip, local.port());
     let flow = flow_key(Proto::Udp, local, None);
-    let id = nic
-        .lock()
-        .engine
-        .udp_open(bound, &flow)
-        .map_err(open_error)?;
+    let opened = nic.lock().engine.udp_open(bound, &flow);
+    let id = match opened {
+        Ok(id) => id,
+        Err(e) if no_room(&e) => {
+            to_kernel(fd);
+            return Ok(false);
+        }
+        Err(e) => return Err(open_error(e)),
+    };
     kernel_nonblocking(fd);
     *ep.state() = State::Udp {
         on: On {
@@ -81,7 +88,7 @@ pub(super) fn udp_open(
         local: bound,
         peer,
     };
-    Ok(())
+    Ok(true)
 }
 
 pub fn listen(rt: &Runtime, ep: &Endpoint, fd: RawFd, backlog: i32) -> Res<()> {
@@ -122,6 +129,11 @@ pub fn listen(rt: &Runtime, ep: &Endpoint, fd: RawFd, backlog: i32) -> Res<()> {
                 // Undo the interfaces already listening.
                 for o in &on {
                     o.nic.lock().engine.tcp_unlisten(o.id, flow);
+                }
+                if no_room(&e) {
+                    // The kernel socket listens already: it serves the port instead.
+                    to_kernel(fd);
+                    return Ok(());
                 }
                 return Err(open_error(e));
             }
@@ -255,10 +267,16 @@ pub fn connect(rt: &Runtime, ep: &Endpoint, fd: RawFd, addr: &[u8]) -> Res<()> {
     let flow = flow_key(Proto::Tcp, local, Some(dst));
     let id = {
         let mut g = nic.lock();
-        let id = g
-            .engine
-            .tcp_connect(local, dst, &flow)
-            .map_err(open_error)?;
+        let id = match g.engine.tcp_connect(local, dst, &flow) {
+            Ok(id) => id,
+            Err(e) if no_room(&e) => {
+                // The kernel connects it instead, from the port it holds.
+                drop(g);
+                to_kernel(fd);
+                return kernel::connect(fd, addr);
+            }
+            Err(e) => return Err(open_error(e)),
+        };
         nic.poll(&mut g); // the SYN goes out now
         id
     };
@@ -352,7 +370,10 @@ fn udp_connect(rt: &Runtime, ep: &Endpoint, fd: RawFd, dst: SocketAddrV4, addr: 
         let sa = SockAddrBuf::v4(SocketAddrV4::new(nic.addr, 0));
         kernel::bind(fd, sa.as_bytes())?;
         let local = parse_v4(kernel::getsockname(fd)?.as_bytes())?;
-        return udp_open(ep, fd, &nic, local, Some(dst));
+        if !udp_open(ep, fd, &nic, local, Some(dst))? {
+            return kernel::connect(fd, addr);
+        }
+        return Ok(());
     }
     match &mut *ep.state() {
         State::Udp { peer, .. } => {
