@@ -166,11 +166,29 @@ pub fn accept(rt: &Runtime, ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd,
         _ => return Err(Errno::EINVAL),
     };
     let nics: Vec<Arc<Nic>> = on.iter().map(|o| o.nic.clone()).collect();
-    let how = Wait::socket(&nics, ep.nonblocking(), ep.rcvtimeo()).or_fd(fd);
+    let nonblock = ep.nonblocking();
+    // The new connection's fd is taken before a connection leaves the queue, as the kernel's
+    // accept takes a descriptor first: at the fd limit accept fails with EMFILE and every
+    // connection stays queued for a later accept (none is reset). A blocking accept takes it
+    // before it waits (EMFILE at once, as in the kernel); a non-blocking one only once a
+    // connection is there (an empty queue costs no syscall).
+    let mut nfd: Option<RawFd> = if nonblock { None } else { Some(new_fd(flags)?) };
+    let how = Wait::socket(&nics, nonblock, ep.rcvtimeo()).or_fd(fd);
     let got = wait(rt, how, |round| {
         for o in &on {
             let mut g = o.nic.lock();
             o.nic.poll(&mut g);
+            if !g.stack().readiness(o.id).readable {
+                continue;
+            }
+            if nfd.is_none() {
+                drop(g);
+                match new_fd(flags) {
+                    Ok(f) => nfd = Some(f),
+                    Err(e) => return Some(Err(e)),
+                }
+                g = o.nic.lock();
+            }
             if let Ok((id, remote)) = g.stack_mut().tcp_accept(o.id) {
                 let local = g.stack().local_addr(id);
                 return Some(Ok(Accepted::Stack(o.nic.clone(), id, remote, local)));
@@ -184,25 +202,25 @@ pub fn accept(rt: &Runtime, ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd,
             Err(e) if e == Errno::EAGAIN => None,
             Err(e) => Some(Err(e)),
         }
-    })?;
-    let (nic, id, remote, local) = match got {
-        Accepted::Kernel(kfd, addr) => return Ok((kfd, addr)),
-        Accepted::Stack(nic, id, remote, local) => (nic, id, remote, local),
+    });
+    let (nic, id, remote, local, nfd) = match (got, nfd) {
+        (Ok(Accepted::Stack(nic, id, remote, local)), Some(nfd)) => (nic, id, remote, local, nfd),
+        (got, nfd) => {
+            if let Some(unused) = nfd {
+                let _ = kernel::close(unused);
+            }
+            return match got? {
+                Accepted::Kernel(kfd, addr) => Ok((kfd, addr)),
+                // A stack connection is only taken with an fd in hand.
+                Accepted::Stack(..) => Err(Errno(libc::EIO)),
+            };
+        }
     };
     let local = local.unwrap_or(SocketAddrV4::new(nic.addr, 0));
     // The listener's flow carries the connection; holding it keeps it in the filter after the
     // listener closes (a connection outlives its listener, as in the kernel).
     let flow = flow_key(Proto::Tcp, listen_local, None);
     nic.lock().engine.hold_shared_flow(&flow);
-    let nfd = match new_fd(flags) {
-        Ok(f) => f,
-        Err(e) => {
-            nic.lock()
-                .engine
-                .tcp_close(id, flow, true, true, stack::Duration::ZERO);
-            return Err(e);
-        }
-    };
     let child = Endpoint::new(Proto::Tcp, flags & libc::SOCK_NONBLOCK != 0);
     // Options set on the listener carry over to the connections it accepts.
     *lock(&child.tcp_opts) = *lock(&ep.tcp_opts);
