@@ -650,15 +650,19 @@ impl Stack {
     }
 
     /// Whether any TCP socket (open or closing) still has bytes or a FIN the peer has not
-    /// acknowledged: a process about to exit waits for this to clear, since nothing will
-    /// retransmit for it afterwards.
+    /// acknowledged, or was closed and still waits for the peer's FIN (FIN-WAIT-2): a process
+    /// about to exit waits for this to clear (bounded), since nothing answers for it
+    /// afterwards (the kernel would answer the peer's late FIN with a reset).
     pub fn has_unacked_output(&self) -> bool {
         self.sockets.iter().any(|(_, s)| {
             <tcp::Socket as smoltcp::socket::AnySocket>::downcast(s).is_some_and(|t| {
                 t.send_queue() > 0
                     || matches!(
                         t.state(),
-                        tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck
+                        tcp::State::FinWait1
+                            | tcp::State::FinWait2
+                            | tcp::State::Closing
+                            | tcp::State::LastAck
                     )
             })
         })
