@@ -7,6 +7,8 @@
 
 use stack::link::Link;
 
+/// The shape of every queue's UMEM (RX descriptors are checked against it).
+pub use crate::sys::xsk::LAYOUT as UMEM_LAYOUT;
 pub use crate::sys::xsk::{
     CopyMode, QueueCounters, XskError as QueueError, XskQueue as Queue, UMEM_BYTES,
 };

@@ -42,6 +42,12 @@ counters! {
     /// `Config::partial_checksums`). A complete checksum equal to that sum (1 in 65536) is
     /// counted here too.
     rx_partial_checksum,
+    /// Received IPv4 fragments (the stack does not reassemble; accel's XDP filter gives
+    /// fragments to the kernel, so only a stack fed another way sees them).
+    rx_drop_fragment,
+    /// Received TCP segments no TCP accepts: a zero port, SYN/FIN/RST together, or options
+    /// that run past the header or have impossible lengths.
+    rx_drop_bad_tcp,
     /// Packets held until the kernel resolves their next hop (sent once it has).
     tx_held_no_neighbour,
     /// Packets dropped because their next hop was not resolved in time (3 s) or the queue of
@@ -65,6 +71,12 @@ counters! {
     syn_dropped_backlog_full,
     /// Duplicate SYNs for a connection already in the listener's queue, dropped.
     syn_dropped_duplicate,
+    /// SYNs dropped because the stack's socket memory (`Config::mem_max`) had no room for
+    /// another connection (the client retransmits).
+    syn_dropped_no_memory,
+    /// Sockets (active opens, UDP binds) refused because the stack's socket memory had no
+    /// room for them (the preload leaves them to the kernel).
+    socket_refused_no_memory,
     /// UDP datagrams received for a bound port.
     udp_rx_datagrams,
     /// UDP datagrams dropped because no socket is bound to their port.

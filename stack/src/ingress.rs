@@ -11,7 +11,7 @@
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpOption, TcpPacket, UdpPacket};
 
 use crate::checksum;
 use crate::device::{self, EthDrop, IngressDevice};
@@ -118,8 +118,9 @@ impl Stack {
             return Verdict::Drop;
         }
         if ip.more_frags() || ip.frag_offset() != 0 {
-            // smoltcp drops fragments (no reassembly configured).
-            return Verdict::Deliver { tcp: false };
+            // No reassembly (smoltcp would drop them too, without a trace).
+            self.counters.rx_drop_fragment += 1;
+            return Verdict::Drop;
         }
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
         match ip.next_header() {
@@ -132,6 +133,10 @@ impl Stack {
                 if !self.l4_checksum(src, dst, IpProtocol::Tcp, len, tcp.checksum(), || {
                     tcp.verify_checksum(&src.into(), &dst.into())
                 }) {
+                    return Verdict::Drop;
+                }
+                if !tcp_parses(&tcp) {
+                    self.counters.rx_drop_bad_tcp += 1;
                     return Verdict::Drop;
                 }
                 if tcp.rst() {
@@ -211,8 +216,33 @@ impl Stack {
                 self.counters.syn_dropped_backlog_full += 1;
                 Verdict::Drop
             }
+            listen::Admit::NoMemory => {
+                self.counters.syn_dropped_no_memory += 1;
+                Verdict::Drop
+            }
         }
     }
 }
 
 use crate::listen;
+
+/// Whether smoltcp's TCP parser will take the segment (it drops what it cannot parse without
+/// a trace, so the stack checks first and counts): nonzero ports, at most one of SYN, FIN and
+/// RST, options whose lengths fit.
+fn tcp_parses(tcp: &TcpPacket<&[u8]>) -> bool {
+    if tcp.src_port() == 0 || tcp.dst_port() == 0 {
+        return false;
+    }
+    if u8::from(tcp.syn()) + u8::from(tcp.fin()) + u8::from(tcp.rst()) > 1 {
+        return false;
+    }
+    let mut options = tcp.options();
+    while !options.is_empty() {
+        match TcpOption::parse(options) {
+            Ok((_, TcpOption::EndOfList)) => break,
+            Ok((rest, _)) => options = rest,
+            Err(_) => return false,
+        }
+    }
+    true
+}

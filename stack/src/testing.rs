@@ -68,6 +68,13 @@ pub struct QueueLink {
     pub mtu: usize,
     pub faults: Faults,
     pub flushes: u64,
+    /// At most this many frames on the wire from this end (`None`: no limit): like a UMEM
+    /// whose TX frames come back only once the peer took them. `transmit` has none to give
+    /// while the peer has not taken them, and a reply built on receipt is dropped (counted in
+    /// `tx_refused`), as the AF_XDP queue drops it.
+    pub tx_limit: Option<usize>,
+    /// Frames refused or dropped for `tx_limit`.
+    pub tx_refused: u64,
 }
 
 /// Two links joined back to back.
@@ -79,6 +86,8 @@ pub fn wire() -> (QueueLink, QueueLink) {
         mtu: 1500,
         faults: Faults::default(),
         flushes: 0,
+        tx_limit: None,
+        tx_refused: 0,
     };
     (link(&a, &b), link(&b, &a))
 }
@@ -97,6 +106,10 @@ impl QueueLink {
     pub fn sent_len(&self) -> usize {
         self.tx.borrow().len()
     }
+
+    fn tx_full(&self) -> bool {
+        self.tx_limit.is_some_and(|n| self.tx.borrow().len() >= n)
+    }
 }
 
 pub struct VecRx(Vec<u8>);
@@ -107,14 +120,15 @@ impl RxFrame for VecRx {
     }
 }
 
-pub struct QueueTx(Queue);
+/// A transmit slot; `None`: no frame was free (the frame is built, then dropped).
+pub struct QueueTx(Option<Queue>);
 
 impl TxFrame for QueueTx {
     fn consume<R>(self, len: usize, f: impl FnOnce(&mut [u8]) -> (R, bool)) -> R {
         let mut frame = vec![0u8; len];
         let (r, send) = f(&mut frame);
-        if send {
-            self.0.borrow_mut().push_back(frame);
+        if let (true, Some(q)) = (send, self.0) {
+            q.borrow_mut().push_back(frame);
         }
         r
     }
@@ -146,12 +160,22 @@ impl Link for QueueLink {
                     f.corrupted += 1;
                 }
             }
-            return Some((VecRx(frame), QueueTx(self.tx.clone())));
+            let tx = if self.tx_full() {
+                self.tx_refused += 1;
+                None
+            } else {
+                Some(self.tx.clone())
+            };
+            return Some((VecRx(frame), QueueTx(tx)));
         }
     }
 
     fn transmit(&mut self) -> Option<QueueTx> {
-        Some(QueueTx(self.tx.clone()))
+        if self.tx_full() {
+            self.tx_refused += 1;
+            return None;
+        }
+        Some(QueueTx(Some(self.tx.clone())))
     }
 
     fn mtu(&self) -> usize {

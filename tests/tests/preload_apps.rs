@@ -540,8 +540,9 @@ const REDIS_TESTS: &[&str] = &[
 ];
 
 /// redis-server under accel-run in A; every default redis-benchmark test from B completes
-/// without an error. (`-P 16`: pipelined, each test still 100,000 requests; unpipelined, the
-/// default suite takes about a minute on two cores, over this file's per-test bound.)
+/// without an error. (`-P 16 -n 30000`: pipelined, 30,000 requests per test, half a million in
+/// all: what is checked is that each completes, not how fast; at 100,000 each the suite
+/// outlasted the bound on a busy two-core machine. accel-bench measures the rates.)
 #[test]
 fn redis_benchmark_completes_every_test() {
     let t = topo();
@@ -581,7 +582,7 @@ fn redis_benchmark_completes_every_test() {
             &t,
             Side::B,
             &bench,
-            &["-h", &a, "-p", &p, "-q", "-n", "100000", "-P", "16"],
+            &["-h", &a, "-p", &p, "-q", "-n", "30000", "-P", "16"],
         ),
         Duration::from_secs(50),
     )

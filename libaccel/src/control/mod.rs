@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::{NetlinkPayload, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::neighbour::{
@@ -171,13 +171,10 @@ impl ControlPlane {
             match self.events.recv(true) {
                 Ok(Recv::Empty) => break,
                 Ok(Recv::Data) => {
-                    for m in self.events.messages() {
-                        if let NetlinkPayload::InnerMessage(inner) = m.payload {
-                            if self.table.apply(&inner) {
-                                self.generation += 1;
-                                changed = true;
-                            }
-                        }
+                    let n = self.table.apply_datagram(self.events.datagram());
+                    if n > 0 {
+                        self.generation += n;
+                        changed = true;
                     }
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -521,7 +518,7 @@ fn get_link_by_name(sock: &mut NlSocket, name: &str) -> Result<LinkMessage, Erro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_core::{Emitable, NetlinkHeader, NetlinkMessage};
+    use netlink_packet_core::{Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload};
     use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
 
     fn ip(s: &str) -> Ipv4Addr {

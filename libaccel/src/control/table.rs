@@ -371,6 +371,21 @@ impl Table {
         }
     }
 
+    /// Applies every rtnetlink message of one datagram as the kernel sent it (bytes from a
+    /// netlink socket: untrusted, parsed with netlink-packet-route; undecodable messages are
+    /// skipped, a malformed header ends the datagram). Returns how many changed the table.
+    pub fn apply_datagram(&mut self, datagram: &[u8]) -> u64 {
+        let mut changed = 0;
+        for m in super::netlink::Messages::new(datagram) {
+            if let netlink_packet_core::NetlinkPayload::InnerMessage(inner) = m.payload {
+                if self.apply(&inner) {
+                    changed += 1;
+                }
+            }
+        }
+        changed
+    }
+
     /// Applies one rtnetlink notification or dump entry. Returns whether the table changed.
     /// Messages about other interfaces, other families or other tables are ignored.
     pub fn apply(&mut self, msg: &RouteNetlinkMessage) -> bool {

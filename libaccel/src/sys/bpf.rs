@@ -199,6 +199,27 @@ pub(crate) fn xdp_link_create(
     })
 }
 
+/// Attaches the tc (SCHED_CLS) program `prog` to `ifindex`'s ingress or egress through a new tcx
+/// link (kernel 6.6+), after the programs already there. Detached when the last fd closes.
+pub(crate) fn tcx_link_create(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    egress: bool,
+) -> io::Result<OwnedFd> {
+    let opts = sys::bpf_link_create_opts {
+        sz: size_of::<sys::bpf_link_create_opts>() as _,
+        ..Default::default()
+    };
+    let kind = if egress {
+        sys::BPF_TCX_EGRESS
+    } else {
+        sys::BPF_TCX_INGRESS
+    };
+    // SAFETY: prog is a valid fd for the call; opts is a sized, zero-initialised struct (no
+    // relative program: append).
+    owned_fd(unsafe { sys::bpf_link_create(prog.as_raw_fd(), ifindex as c_int, kind, &opts) })
+}
+
 /// What XDP program the interface (in the caller's network namespace) runs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct XdpQuery {

@@ -1,5 +1,6 @@
 //! The only place in libaccel with `unsafe` code: the FFI to libbpf (our XDP program and its
-//! maps) and to xsk-rs (AF_XDP rings and UMEM).
+//! maps, and other BPF programs the tools load), to xsk-rs (AF_XDP rings and UMEM), and AF_PACKET
+//! sockets.
 //!
 //! # Safety
 //!
@@ -9,5 +10,6 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod bpf;
+pub(crate) mod packet;
 pub(crate) mod repair;
 pub(crate) mod xsk;

@@ -23,6 +23,8 @@ use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use stack::link::{Link, RxFrame, TxFrame};
+
+use crate::desc::{BadDesc, UmemLayout};
 use xsk_rs::config::{
     BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
 };
@@ -64,6 +66,9 @@ pub struct QueueCounters {
     pub tx_kicks: u64,
     /// Fill-ring wake-ups issued.
     pub fill_wakeups: u64,
+    /// RX descriptors whose address or length fall outside our UMEM or their frame (never
+    /// from a sane kernel): dropped before their bytes are read.
+    pub rx_bad_desc: u64,
 }
 
 /// Why an AF_XDP socket could not be opened.
@@ -102,6 +107,8 @@ pub struct XskQueue {
     cq_batch: Vec<FrameDesc>,
     in_fill: usize,
     in_tx: usize,
+    /// Frames lost to RX descriptors that named no frame of the UMEM (see `rx_bad_desc`).
+    lost_frames: usize,
     /// Copy mode: descriptors were put on the TX ring that no kick has seen the kernel take.
     tx_unsent: bool,
     /// Scratch space for a reply the stack builds while no TX frame is free (dropped, counted).
@@ -252,6 +259,7 @@ impl XskQueue {
             cq_batch: vec![FrameDesc::default(); BATCH],
             in_fill: n,
             in_tx: 0,
+            lost_frames: 0,
             tx_unsent: false,
             scratch: vec![0; FRAME_SIZE as usize],
             counters: QueueCounters::default(),
@@ -275,9 +283,11 @@ impl XskQueue {
         unsafe { BorrowedFd::borrow_raw(self.rx.fd().as_raw_fd()) }
     }
 
-    /// Whether every frame of the UMEM is in exactly one place (see the module header).
+    /// Whether every frame of the UMEM is in exactly one place (see the module header), less
+    /// those lost to descriptors that named no frame.
     pub fn frames_accounted(&self) -> bool {
-        self.in_fill
+        self.lost_frames
+            + self.in_fill
             + (self.rx_len - self.rx_pos)
             + self.to_fill.len()
             + self.free.len()
@@ -415,6 +425,12 @@ pub struct XskRx<'a> {
     to_fill: &'a mut Vec<FrameDesc>,
 }
 
+/// The UMEM's shape, for checking descriptors (see `crate::desc`).
+pub const LAYOUT: UmemLayout = UmemLayout {
+    frame_count: FRAME_COUNT,
+    frame_size: FRAME_SIZE,
+};
+
 impl RxFrame for XskRx<'_> {
     fn consume<R>(mut self, f: impl FnOnce(&[u8]) -> R) -> R {
         let desc = self
@@ -422,7 +438,9 @@ impl RxFrame for XskRx<'_> {
             .take()
             .expect("an RX token holds its frame until consumed");
         // SAFETY: `desc` came from this UMEM's RX ring and is in no ring now; the kernel does
-        // not write it until we give it back to the fill ring below, after `f` returns.
+        // not write it until we give it back to the fill ring below, after `f` returns. Its
+        // address and length were checked in `receive` to lie inside one frame of this UMEM,
+        // which is the memory `data` turns into a slice.
         let data = unsafe { self.umem.data(&desc) };
         let r = f(data.contents());
         self.to_fill.push(desc);
@@ -491,11 +509,26 @@ impl Link for XskQueue {
     type Tx<'a> = XskTx<'a>;
 
     fn receive(&mut self) -> Option<(XskRx<'_>, XskTx<'_>)> {
-        if !self.fetch() {
-            return None;
-        }
-        let desc = self.rx_batch[self.rx_pos];
-        self.rx_pos += 1;
+        let desc = loop {
+            if !self.fetch() {
+                return None;
+            }
+            let desc = self.rx_batch[self.rx_pos];
+            self.rx_pos += 1;
+            match LAYOUT.rx_range(desc.addr() as u64, desc.lengths().data() as u32) {
+                Ok(_) => break desc,
+                Err(bad) => {
+                    self.counters.rx_bad_desc += 1;
+                    // A frame we can name goes back to the fill ring; an address outside the
+                    // UMEM names none (and the kernel would refuse it).
+                    if bad == BadDesc::CrossesFrame {
+                        self.to_fill.push(desc);
+                    } else {
+                        self.lost_frames += 1;
+                    }
+                }
+            }
+        };
         self.counters.rx_frames += 1;
         self.counters.rx_bytes += desc.lengths().data() as u64;
         if self.free.is_empty() {

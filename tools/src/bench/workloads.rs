@@ -83,6 +83,11 @@ impl Proc {
         })
     }
 
+    /// The program's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     fn printed(&self) -> String {
         let n = self.out.len();
         self.out[n.saturating_sub(12)..].join("\n")
