@@ -24,6 +24,7 @@ pub const ALL: &[&str] = &[
     "pingpong-udp",
     "msgrate-udp",
     "nginx",
+    "nginx-workers",
     "conn-rate",
     "redis",
     "iperf3",
@@ -312,6 +313,12 @@ impl Bench {
     pub fn run(&self, name: &str, accel: bool) -> Result<Vec<Sample>> {
         let before = self.topo.snmp_a()?;
         let mut v = self.run_tool(name, accel)?;
+        if name == "nginx-workers" {
+            // On a topology of its own: its A is not this one.
+            let d = self.client_kernel.get();
+            v.push(("A kernel IPv4 rx", "pkts", false, d.ip_in_receives as f64));
+            return Ok(v);
+        }
         let d = self.topo.snmp_a()?.since(&before);
         v.push(("A kernel IPv4 rx", "pkts", false, d.ip_in_receives as f64));
         Ok(v)
@@ -324,6 +331,7 @@ impl Bench {
             "pingpong-udp" => self.pingpong(false, accel, false),
             "msgrate-udp" => self.msgrate(accel),
             "nginx" => self.nginx(accel, false),
+            "nginx-workers" => self.nginx_workers(accel),
             "conn-rate" => self.nginx(accel, true),
             "redis" => self.redis(accel),
             "iperf3" => self.iperf3(accel),
@@ -553,6 +561,86 @@ impl Bench {
         v.push(("p99 latency", "usec", false, w.p99_usec));
         v.push(("socket errors", "count", false, w.socket_errors as f64));
         Ok(v)
+    }
+
+    /// nginx as it ships (a master and two workers) on its own topology with a 2-queue veth,
+    /// `wrk -c64` from B. The master stops with SIGQUIT (its workers with it).
+    pub fn nginx_workers(&self, accel: bool) -> Result<Vec<Sample>> {
+        let topo = Topology::new(2).context("cannot build the 2-queue topology")?;
+        let port = port();
+        let listen = SocketAddrV4::new(topo.addr_a, port);
+        let dir = self.scratch.join(format!("nginx-workers-{port}"));
+        std::fs::create_dir_all(&dir)?;
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process on; worker_processes 2;\n\
+             error_log {d}/error.log; pid {d}/nginx.pid;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; keepalive_timeout 65; keepalive_requests 1000000;\n\
+               client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
+               uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen {listen}; root {}; }} }}\n",
+            self.scratch.join("www").display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let (conf_s, dir_s) = (
+            conf_path.to_string_lossy().to_string(),
+            dir.to_string_lossy().to_string(),
+        );
+        let in_ns = |ns: &str, accel: bool, prog: &str, args: &[&str]| {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]);
+            if accel {
+                c.arg(&self.accel_run).args([
+                    "--interface",
+                    &topo.if_a,
+                    "--profile",
+                    "latency",
+                    "--",
+                ]);
+            }
+            c.arg(prog).args(args);
+            c
+        };
+        let mut srv = Proc::start(
+            "nginx (master + 2 workers)",
+            in_ns(&topo.ns_a, accel, "nginx", &["-c", &conf_s, "-p", &dir_s]),
+        )?;
+        srv.wait_tcp(&topo, listen, START)?;
+        let url = format!("http://{listen}/1k.html");
+        let secs = format!("{}s", self.secs);
+        let before = topo.snmp_a()?;
+        let out = Proc::start(
+            "wrk",
+            in_ns(
+                &topo.ns_b,
+                false,
+                "wrk",
+                &["-t2", "-c64", "-d", &secs, "--latency", &url],
+            ),
+        )?
+        .finish(self.client_timeout())?;
+        self.client_kernel.set(topo.snmp_a()?.since(&before));
+        if let Some(pid) = srv.pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+        }
+        let _ = srv.finish(Duration::from_secs(10));
+        let w = parse::wrk(&out)?;
+        if w.non_2xx_3xx > 0 {
+            bail!(
+                "nginx answered {} requests with an error status",
+                w.non_2xx_3xx
+            );
+        }
+        Ok(vec![
+            ("requests", "req/s", true, w.requests_per_sec),
+            ("p99 latency", "usec", false, w.p99_usec),
+            ("socket errors", "count", false, w.socket_errors as f64),
+        ])
     }
 
     fn redis(&self, accel: bool) -> Result<Vec<Sample>> {

@@ -26,7 +26,7 @@ struct Args {
     /// Repetitions (each runs kernel and accel once); default 5, or 1 with --quick.
     #[arg(long)]
     reps: Option<u32>,
-    /// Workloads to run (default: all): floor pingpong-tcp pingpong-udp msgrate-udp nginx conn-rate
+    /// Workloads to run (default: all): floor pingpong-tcp pingpong-udp msgrate-udp nginx nginx-workers conn-rate
     /// redis iperf3.
     workloads: Vec<String>,
 }
