@@ -138,25 +138,25 @@ impl fmt::Display for State {
     }
 }
 
+// All RTT estimator values are in microseconds: the RTT of a LAN or a veth is tens of
+// microseconds, which whole milliseconds would round to zero.
+
 /// RFC 6298: (2.1) Until a round-trip time (RTT) measurement has been made for a
 /// segment sent between the sender and receiver, the sender SHOULD
 /// set RTO <- 1 second,
-const RTTE_INITIAL_RTO: u32 = 1000;
-
-// Minimum "safety margin" for the RTO that kicks in when the
-// variance gets very low.
-const RTTE_MIN_MARGIN: u32 = 5;
+const RTTE_INITIAL_RTO: u32 = 1_000_000;
 
 /// K, according to RFC 6298
 const RTTE_K: u32 = 4;
 
-// RFC 6298 (2.4): Whenever RTO is computed, if it is less than 1 second, then the
-// RTO SHOULD be rounded up to 1 second.
-const RTTE_MIN_RTO: u32 = 1000;
+// RFC 6298 (2.4) asks for a 1 second minimum RTO; like Linux (TCP_RTO_MIN), we use
+// 200 ms, as a floor of the variance term: RTO = SRTT + max(K * RTTVAR, 200 ms). A
+// lost segment then costs a fifth of what it used to on a fast path.
+const RTTE_MIN_RTO: u32 = 200_000;
 
 // RFC 6298 (2.5) A maximum value MAY be placed on RTO provided it is at least 60
 // seconds
-const RTTE_MAX_RTO: u32 = 60_000;
+const RTTE_MAX_RTO: u32 = 60_000_000;
 
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -168,8 +168,11 @@ struct RttEstimator {
     srtt: u32,
     /// RTT variance.
     rttvar: u32,
-    /// Retransmission Time-Out
+    /// Retransmission Time-Out, before backoff
     rto: u32,
+    /// How many times the RTO has doubled since it last was computed or an ACK
+    /// acknowledged new data.
+    backoff: u8,
     timestamp: Option<(Instant, TcpSeqNumber)>,
     max_seq_sent: Option<TcpSeqNumber>,
     rto_count: u8,
@@ -182,6 +185,7 @@ impl Default for RttEstimator {
             srtt: 0,   // ignored, will be overwritten on first measurement.
             rttvar: 0, // ignored, will be overwritten on first measurement.
             rto: RTTE_INITIAL_RTO,
+            backoff: 0,
             timestamp: None,
             max_seq_sent: None,
             rto_count: 0,
@@ -191,12 +195,19 @@ impl Default for RttEstimator {
 
 impl RttEstimator {
     fn retransmission_timeout(&self) -> Duration {
-        Duration::from_millis(self.rto as _)
+        // RFC 6298 (5.5): RTO <- RTO * 2 per backoff, up to the maximum.
+        let rto = (self.rto as u64) << self.backoff.min(16);
+        Duration::from_micros(rto.min(RTTE_MAX_RTO as u64))
     }
 
+    /// Smoothed RTT in milliseconds.
     #[cfg(feature = "socket-tcp-cubic")]
     fn smoothed_rtt(&self) -> u32 {
-        if self.have_measurement { self.srtt } else { 0 }
+        if self.have_measurement {
+            self.srtt / 1000
+        } else {
+            0
+        }
     }
 
     fn sample(&mut self, new_rtt: u32) {
@@ -204,7 +215,7 @@ impl RttEstimator {
             // RFC 6298 (2.3) When a subsequent RTT measurement R' is made, a host MUST set (...)
             let diff = (self.srtt as i32 - new_rtt as i32).unsigned_abs();
             self.rttvar = (self.rttvar * 3 + diff).div_ceil(4);
-            self.srtt = (self.srtt * 7 + new_rtt).div_ceil(8);
+            self.srtt = ((self.srtt as u64 * 7 + new_rtt as u64).div_ceil(8)) as u32;
         } else {
             // RFC 6298 (2.2) When the first RTT measurement R is made, the host MUST set (...)
             self.have_measurement = true;
@@ -212,11 +223,12 @@ impl RttEstimator {
             self.rttvar = new_rtt / 2;
         }
 
-        // RFC 6298 (2.2), (2.3)
-        let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
-        self.rto = (self.srtt + margin).clamp(RTTE_MIN_RTO, RTTE_MAX_RTO);
+        // RFC 6298 (2.2), (2.3), with Linux's floor on the variance term.
+        let margin = RTTE_MIN_RTO.max(self.rttvar.saturating_mul(RTTE_K));
+        self.rto = self.srtt.saturating_add(margin).min(RTTE_MAX_RTO);
 
         self.rto_count = 0;
+        self.backoff = 0;
 
         tcp_trace!(
             "rtte: sample={:?} srtt={:?} rttvar={:?} rto={:?}",
@@ -245,17 +257,25 @@ impl RttEstimator {
         if let Some((sent_timestamp, sent_seq)) = self.timestamp
             && seq >= sent_seq
         {
-            self.sample((timestamp - sent_timestamp).total_millis() as u32);
+            let rtt = (timestamp - sent_timestamp).total_micros();
+            self.sample(rtt.min(RTTE_MAX_RTO as u64) as u32);
             self.timestamp = None;
         }
+    }
+
+    /// An ACK acknowledged new data: the peer is reachable again, so the timer stops
+    /// backing off (Linux does the same: every ACK it can time resets the backoff).
+    fn on_progress(&mut self) {
+        self.backoff = 0;
+        self.rto_count = 0;
     }
 
     fn on_rto(&mut self) {
         // RFC 6298 (5.5) The host MUST set RTO <- RTO * 2 ("back off the timer").  The
         // maximum value discussed in (2.5) above may be used to provide
         // an upper bound to this doubling operation.
-        self.rto = (self.rto * 2).min(RTTE_MAX_RTO);
-        tcp_trace!("rtte: doubling rto to {:?}", self.rto);
+        self.backoff = self.backoff.saturating_add(1);
+        tcp_trace!("rtte: backing off rto to {:?}", self.retransmission_timeout());
 
         // RFC 6298: a TCP implementation MAY clear SRTT and RTTVAR after
         // backing off the timer multiple times as it is likely that the current
@@ -406,7 +426,7 @@ impl Timer {
 
     fn rewind_zero_window_probe(&mut self, timestamp: Instant) {
         if let Timer::ZeroWindowProbe { mut delay, .. } = *self {
-            delay = (delay * 2).min(Duration::from_millis(RTTE_MAX_RTO as _));
+            delay = (delay * 2).min(Duration::from_micros(RTTE_MAX_RTO as _));
             *self = Timer::ZeroWindowProbe {
                 expires_at: timestamp + delay,
                 delay,
@@ -2082,6 +2102,7 @@ impl<'a> Socket<'a> {
                 self.tx_buffer.len() - ack_len
             );
             self.tx_buffer.dequeue_allocated(ack_len);
+            self.rtte.on_progress();
 
             // There's new room available in tx_buffer, wake the waiting task if any.
             #[cfg(feature = "async")]
@@ -9573,15 +9594,48 @@ mod test {
     fn test_rtt_estimator() {
         let mut r = RttEstimator::default();
 
+        // Microseconds: the variance term decays until Linux's 200 ms floor holds it.
         let rtos = &[
-            6000, 5000, 4252, 3692, 3272, 2956, 2720, 2540, 2408, 2308, 2232, 2176, 2132, 2100,
-            2076, 2060, 2048, 2036, 2028, 2024, 2020, 2016, 2012, 2012,
+            6000000, 5000000, 4250000, 3687500, 3265628, 2949224, 2711920, 2533940, 2400456,
+            2300344, 2225260, 2200000, 2200000, 2200000,
         ];
 
         for &rto in rtos {
-            r.sample(2000);
-            assert_eq!(r.retransmission_timeout(), Duration::from_millis(rto));
+            r.sample(2_000_000);
+            assert_eq!(r.retransmission_timeout(), Duration::from_micros(rto));
         }
+    }
+
+    #[test]
+    fn test_rtt_estimator_sub_millisecond() {
+        // A veth or LAN path: 30 us RTTs give an RTO of 200 ms plus SRTT, not 1 s.
+        let mut r = RttEstimator::default();
+        assert_eq!(r.retransmission_timeout(), Duration::from_secs(1));
+        for _ in 0..10 {
+            r.sample(30);
+        }
+        assert_eq!(r.srtt, 30);
+        assert_eq!(r.retransmission_timeout(), Duration::from_micros(200_030));
+    }
+
+    #[test]
+    fn test_rtt_estimator_backoff_reset_on_progress() {
+        let mut r = RttEstimator::default();
+        r.sample(30);
+        let base = r.retransmission_timeout();
+        r.on_rto();
+        r.on_rto();
+        assert_eq!(r.retransmission_timeout(), base * 4);
+        r.on_progress();
+        assert_eq!(r.retransmission_timeout(), base);
+        // The cap holds however often the timer fires.
+        for _ in 0..40 {
+            r.on_rto();
+        }
+        assert_eq!(
+            r.retransmission_timeout(),
+            Duration::from_micros(RTTE_MAX_RTO as u64)
+        );
     }
 
     #[test]
