@@ -1514,46 +1514,48 @@ impl<'a> Socket<'a> {
 
         // If the remote supports selective acknowledgement, add the option to the outgoing
         // segment.
-        if self.remote_has_sack {
-            net_debug!("sending sACK option with current assembler ranges");
-
-            // RFC 2018: The first SACK block (i.e., the one immediately following the kind and
-            // length fields in the option) MUST specify the contiguous block of data containing
-            // the segment which triggered this ACK, unless that segment advanced the
-            // Acknowledgment Number field in the header.
-            reply_repr.sack_ranges[0] = None;
-
-            let ack = reply_repr.ack_number.unwrap_or(TcpSeqNumber(0));
-
-            if let Some(last_seg_seq) = self.local_rx_last_seq {
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .find(|&(left, right)| left <= last_seg_seq && right >= last_seg_seq)
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
-
-            if reply_repr.sack_ranges[0].is_none() {
-                // The matching segment was removed from the assembler, meaning the acknowledgement
-                // number has advanced, or there was no previous sACK.
-                //
-                // While the RFC says we SHOULD keep a list of reported sACK ranges, and iterate
-                // through those, that is currently infeasible. Instead, we offer the range with
-                // the lowest sequence number (if one exists) to hint at what segments would
-                // most quickly advance the acknowledgement number.
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .next()
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
-        }
+        reply_repr.sack_ranges = self.sack_blocks();
 
         // Since the sACK option may have changed the length of the payload, update that.
         ip_reply_repr.set_payload_len(reply_repr.buffer_len());
         (ip_reply_repr, reply_repr)
+    }
+
+    /// RFC 2018: the SACK blocks an ACK carries while out-of-order data is queued. The first
+    /// block holds the segment received last (unless that segment advanced the ACK number);
+    /// the others follow from the highest down, which puts the blocks that grew most recently
+    /// first when data arrives in order around the holes (up to three, the most the option
+    /// takes beside a timestamp).
+    fn sack_blocks(&self) -> [Option<(u32, u32)>; 3] {
+        let mut blocks = [None; 3];
+        if !self.remote_has_sack || self.assembler.is_empty() {
+            return blocks;
+        }
+        let ack = self.remote_seq_no + self.rx_buffer.len();
+        let in_block = |seq: TcpSeqNumber, (left, right): (usize, usize)| {
+            ack + left <= seq && seq < ack + right
+        };
+        let first = self.local_rx_last_seq.and_then(|seq| {
+            self.assembler
+                .iter_data()
+                .find(|&block| in_block(seq, block))
+        });
+        // The highest blocks other than the first, highest last.
+        let mut others = [None; 3];
+        for block in self.assembler.iter_data() {
+            if Some(block) != first {
+                others.rotate_left(1);
+                others[2] = Some(block);
+            }
+        }
+        let wire = |(left, right): (usize, usize)| ((ack + left).0 as u32, (ack + right).0 as u32);
+        for (slot, block) in blocks
+            .iter_mut()
+            .zip(first.into_iter().chain(others.into_iter().rev().flatten()))
+        {
+            *slot = Some(wire(block));
+        }
+        blocks
     }
 
     fn challenge_ack_reply(
@@ -2594,6 +2596,21 @@ impl<'a> Socket<'a> {
             ),
             payload: &[],
         };
+
+        // SACK blocks go with every ACK while data is out of order, data segments included
+        // (RFC 2018), not only with the ACKs that out-of-order segments trigger.
+        if matches!(
+            self.state,
+            State::Established
+                | State::FinWait1
+                | State::FinWait2
+                | State::CloseWait
+                | State::Closing
+                | State::LastAck
+                | State::TimeWait
+        ) {
+            repr.sack_ranges = self.sack_blocks();
+        }
 
         let mut is_zero_window_probe = false;
 
@@ -4700,6 +4717,101 @@ mod test {
                 })
             );
         }
+    }
+
+    #[test]
+    fn test_established_rfc2018_case3_several_blocks() {
+        // RFC 2018, page 9, Case 3: the 2nd, 4th, 6th and 8th segments are dropped; each ACK
+        // carries every block, the one holding the triggering segment first. Then the 4th
+        // arrives (filling one hole) and the 2nd (advancing the ACK).
+        let (mut s, segment) = setup_rfc2018_cases();
+        let seq = |offset: usize| REMOTE_SEQ + 1 + 5000 + offset;
+        let block = |l: usize, r: usize| Some((seq(l).0 as u32, seq(r).0 as u32));
+        let data = |offset: usize| TcpRepr {
+            seq_number: seq(offset),
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &segment,
+            ..SEND_TEMPL
+        };
+        let ack = |ack: usize, window_len: u16, sack_ranges| TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(seq(ack)),
+            window_len,
+            sack_ranges,
+            ..RECV_TEMPL
+        };
+        send!(s, data(0));
+        recv!(s, [ack(500, 3500, [None, None, None])]);
+        send!(s, data(1000), Some(ack(500, 3500, [block(1000, 1500), None, None])));
+        send!(
+            s,
+            data(2000),
+            Some(ack(500, 3500, [block(2000, 2500), block(1000, 1500), None]))
+        );
+        send!(
+            s,
+            data(3000),
+            Some(ack(
+                500,
+                3500,
+                [block(3000, 3500), block(2000, 2500), block(1000, 1500)]
+            ))
+        );
+        // The 4th segment (6500) arrives late: its block [6000, 7500) comes first.
+        send!(
+            s,
+            data(1500),
+            Some(ack(500, 3500, [block(1000, 2500), block(3000, 3500), None]))
+        );
+        // The 2nd (5500) arrives: the ACK moves to 7500 and one block is left.
+        send!(
+            s,
+            data(500),
+            Some(ack(2500, 1500, [block(3000, 3500), None, None]))
+        );
+    }
+
+    #[test]
+    fn test_established_sack_blocks_ride_on_data() {
+        // While data is out of order, the SACK blocks go with data segments too.
+        let mut s = socket_established();
+        s.remote_has_sack = true;
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 4,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"efgh"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                sack_ranges: [
+                    Some(((REMOTE_SEQ + 5).0 as u32, (REMOTE_SEQ + 9).0 as u32)),
+                    None,
+                    None
+                ],
+                ..RECV_TEMPL
+            })
+        );
+        s.send_slice(b"xyz").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                sack_ranges: [
+                    Some(((REMOTE_SEQ + 5).0 as u32, (REMOTE_SEQ + 9).0 as u32)),
+                    None,
+                    None
+                ],
+                payload: &b"xyz"[..],
+                ..RECV_TEMPL
+            }]
+        );
     }
 
     #[test]
