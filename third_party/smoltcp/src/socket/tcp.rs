@@ -19,6 +19,7 @@ use crate::wire::{
 };
 
 mod congestion;
+mod recovery;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -173,6 +174,8 @@ struct RttEstimator {
     /// How many times the RTO has doubled since it last was computed or an ACK
     /// acknowledged new data.
     backoff: u8,
+    /// Smallest RTT measured (u32::MAX: none yet).
+    min_rtt: u32,
     timestamp: Option<(Instant, TcpSeqNumber)>,
     max_seq_sent: Option<TcpSeqNumber>,
     rto_count: u8,
@@ -186,6 +189,7 @@ impl Default for RttEstimator {
             rttvar: 0, // ignored, will be overwritten on first measurement.
             rto: RTTE_INITIAL_RTO,
             backoff: 0,
+            min_rtt: u32::MAX,
             timestamp: None,
             max_seq_sent: None,
             rto_count: 0,
@@ -210,7 +214,17 @@ impl RttEstimator {
         }
     }
 
+    /// How long data may arrive out of order before what it passed is taken for lost
+    /// (RACK's reordering window, RFC 8985: a quarter of the minimum RTT).
+    fn reordering_window(&self) -> Duration {
+        match self.min_rtt {
+            u32::MAX => Duration::from_millis(1),
+            rtt => Duration::from_micros((rtt / 4) as u64),
+        }
+    }
+
     fn sample(&mut self, new_rtt: u32) {
+        self.min_rtt = self.min_rtt.min(new_rtt);
         if self.have_measurement {
             // RFC 6298 (2.3) When a subsequent RTT measurement R' is made, a host MUST set (...)
             let diff = (self.srtt as i32 - new_rtt as i32).unsigned_abs();
@@ -307,7 +321,6 @@ enum Timer {
     Retransmit {
         expires_at: Instant,
     },
-    FastRetransmit,
     ZeroWindowProbe {
         expires_at: Instant,
         delay: Duration,
@@ -339,7 +352,6 @@ impl Timer {
     fn should_retransmit(&self, timestamp: Instant) -> bool {
         match *self {
             Timer::Retransmit { expires_at } if timestamp >= expires_at => true,
-            Timer::FastRetransmit => true,
             _ => false,
         }
     }
@@ -368,7 +380,6 @@ impl Timer {
             } => PollAt::Ingress,
             Timer::ZeroWindowProbe { expires_at, .. } => PollAt::Time(expires_at),
             Timer::Retransmit { expires_at, .. } => PollAt::Time(expires_at),
-            Timer::FastRetransmit => PollAt::Now,
             Timer::Close { expires_at } => PollAt::Time(expires_at),
         }
     }
@@ -396,7 +407,6 @@ impl Timer {
     fn set_for_retransmit(&mut self, timestamp: Instant, delay: Duration) {
         match *self {
             Timer::Idle { .. }
-            | Timer::FastRetransmit
             | Timer::Retransmit { .. }
             | Timer::ZeroWindowProbe { .. } => {
                 *self = Timer::Retransmit {
@@ -405,10 +415,6 @@ impl Timer {
             }
             Timer::Close { .. } => (),
         }
-    }
-
-    fn set_for_fast_retransmit(&mut self) {
-        *self = Timer::FastRetransmit
     }
 
     fn set_for_close(&mut self, timestamp: Instant) {
@@ -443,7 +449,7 @@ impl Timer {
     }
 
     fn is_retransmit(&self) -> bool {
-        matches!(self, Timer::Retransmit { .. } | Timer::FastRetransmit)
+        matches!(self, Timer::Retransmit { .. })
     }
 }
 
@@ -541,8 +547,8 @@ pub struct Socket<'a> {
     /// The number of packets received directly after
     /// each other which have the same ACK number.
     local_rx_dup_acks: u8,
-    /// If a fast retransmit needs to occur
-    pending_fast_retransmit: bool,
+    /// SACK scoreboard and loss recovery state.
+    recovery: recovery::Recovery,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -633,7 +639,7 @@ impl<'a> Socket<'a> {
             local_rx_last_ack: None,
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
-            pending_fast_retransmit: false,
+            recovery: recovery::Recovery::default(),
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -946,6 +952,7 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        self.recovery = recovery::Recovery::default();
 
         #[cfg(feature = "async")]
         {
@@ -1418,11 +1425,32 @@ impl<'a> Socket<'a> {
         self.remote_last_seq - self.local_seq_no
     }
 
+    /// Octets in flight as the congestion window counts them: not SACKed, not lost, or
+    /// retransmitted (RFC 6675's pipe; the flight size when nothing is SACKed or lost).
+    fn pipe(&self) -> usize {
+        self.recovery
+            .pipe(self.local_seq_no, self.remote_last_seq)
+    }
+
     fn cwnd_remaining(&self) -> usize {
         self.congestion_controller
             .inner()
             .window()
-            .saturating_sub(self.flight_size())
+            .saturating_sub(self.pipe())
+    }
+
+    /// The range to retransmit now, if loss recovery has one and the congestion window
+    /// lets it out.
+    fn rtx_to_send(&self) -> Option<(TcpSeqNumber, TcpSeqNumber)> {
+        if !matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::Closing | State::CloseWait | State::LastAck
+        ) || self.cwnd_remaining() == 0
+        {
+            return None;
+        }
+        self.recovery
+            .next_rtx(self.local_seq_no, self.remote_last_seq)
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -2140,17 +2168,26 @@ impl<'a> Socket<'a> {
                     );
 
                     if self.local_rx_dup_acks == 3 {
-                        self.timer.set_for_fast_retransmit();
+                        // RFC 5681: the segment at SND.UNA is taken for lost (with SACK the
+                        // scoreboard usually says so first).
+                        self.recovery.on_dup_acks(
+                            ack_number,
+                            self.remote_last_seq,
+                            self.remote_mss,
+                        );
                         net_debug!("started fast retransmit");
                     }
 
-                    // Notify of duplicate ACK
-                    let in_flight = self.flight_size();
-                    self.congestion_controller.inner_mut().on_dup_ack(
-                        cx.now(),
-                        self.remote_mss,
-                        in_flight,
-                    );
+                    // Notify of duplicate ACK. With SACK, the pipe already counts the segment
+                    // that left the network: no window inflation.
+                    if !self.remote_has_sack {
+                        let in_flight = self.flight_size();
+                        self.congestion_controller.inner_mut().on_dup_ack(
+                            cx.now(),
+                            self.remote_mss,
+                            in_flight,
+                        );
+                    }
                 }
 
                 // No duplicate ACK means we reset the duplicate ACK count
@@ -2176,6 +2213,7 @@ impl<'a> Socket<'a> {
 
             // We've processed everything in the incoming segment, so advance the local
             // sequence number past it.
+            let advanced = ack_number > self.local_seq_no;
             self.local_seq_no = ack_number;
 
             // During retransmission, if an earlier segment got lost but later was
@@ -2186,6 +2224,32 @@ impl<'a> Socket<'a> {
             if self.remote_last_seq < self.local_seq_no {
                 self.remote_last_seq = self.local_seq_no
             }
+
+            // Loss detection: the SACK scoreboard, NewReno's partial ACKs.
+            let blocks = if self.remote_has_sack {
+                &repr.sack_ranges[..]
+            } else {
+                &[]
+            };
+            self.recovery.on_ack(
+                cx.now(),
+                ack_number,
+                advanced,
+                blocks,
+                self.remote_last_seq,
+                self.remote_mss,
+                self.rtte.reordering_window(),
+            );
+            if self
+                .recovery
+                .enter_if_lost(self.local_seq_no, self.remote_last_seq)
+            {
+                net_debug!("loss detected, entering recovery");
+                let in_flight = self.flight_size();
+                self.congestion_controller
+                    .inner_mut()
+                    .on_loss(cx.now(), in_flight);
+            }
         }
 
         // update last remote tsval
@@ -2195,7 +2259,7 @@ impl<'a> Socket<'a> {
 
         // update timers.
         match self.timer {
-            Timer::Retransmit { .. } | Timer::FastRetransmit => {
+            Timer::Retransmit { .. } => {
                 if ack_all {
                     // RFC 6298: (5.2) ACK of all outstanding data turn off the retransmit timer.
                     self.timer.set_for_idle(cx.now(), self.keep_alive);
@@ -2320,8 +2384,8 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
-        // Fast retransmits should always send, even if later congestion checks would disallow
-        if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+        // Loss recovery has something to retransmit.
+        if self.rtx_to_send().is_some() {
             return true;
         }
 
@@ -2495,35 +2559,29 @@ impl<'a> Socket<'a> {
             net_debug!("timeout exceeded");
             self.set_state(State::Closed);
         } else if self.timer.should_retransmit(cx.now()) {
-            if let Timer::Retransmit { .. } = self.timer {
-                // If a retransmit timer expired, we should resend data starting at the last ACK.
-                net_debug!("retransmitting after rto");
+            // If a retransmit timer expired, we should resend data starting at the last ACK.
+            net_debug!("retransmitting after rto");
 
-                // Inform the congestion controller that we're retransmitting and should enter the slow start state
-                let in_flight = self.flight_size();
-                self.congestion_controller
-                    .inner_mut()
-                    .on_rto(cx.now(), in_flight);
+            // Inform the congestion controller that we're retransmitting and should enter the slow start state
+            let in_flight = self.flight_size();
+            self.congestion_controller
+                .inner_mut()
+                .on_rto(cx.now(), in_flight);
 
+            if matches!(self.state, State::SynSent | State::SynReceived) {
                 // Rewind "last sequence number sent", as if we never
-                // had sent them. This will cause all data in the queue
-                // to be sent again.
+                // had sent them. This will cause the SYN to be sent again.
                 self.remote_last_seq = self.local_seq_no;
-
-                // Inform RTTE, so that it can can handle RTO backoff
-                self.rtte.on_rto();
             } else {
-                // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
-                net_debug!("retransmitting for fast-retransmit");
-
-                // Inform the congestion controller that we're doing a fast retransmit and should enter the fast recovery state
-                let in_flight = self.flight_size();
-                self.congestion_controller
-                    .inner_mut()
-                    .on_loss(cx.now(), in_flight);
-
-                self.pending_fast_retransmit = true;
+                // Everything not SACKed is lost: loss recovery retransmits it in order,
+                // as the congestion window allows. A repeated timeout also forgets the
+                // SACKs, in case the peer dropped data it had SACKed.
+                self.recovery
+                    .on_rto(self.remote_last_seq, self.rtte.backoff > 0);
             }
+
+            // Inform RTTE, so that it can can handle RTO backoff
+            self.rtte.on_rto();
 
             // Clear the `should_retransmit` state. If we can't retransmit right
             // now for whatever reason (like zero window), this avoids an
@@ -2533,6 +2591,19 @@ impl<'a> Socket<'a> {
 
             // Inform RTTE, so that it can avoid bogus measurements.
             self.rtte.on_retransmit();
+        }
+
+        // The reordering window of loss detection may have ended.
+        self.recovery.on_time(cx.now());
+        if self
+            .recovery
+            .enter_if_lost(self.local_seq_no, self.remote_last_seq)
+        {
+            net_debug!("loss detected, entering recovery");
+            let in_flight = self.flight_size();
+            self.congestion_controller
+                .inner_mut()
+                .on_loss(cx.now(), in_flight);
         }
 
         #[cfg(feature = "socket-tcp-pause-synack")]
@@ -2613,6 +2684,7 @@ impl<'a> Socket<'a> {
         }
 
         let mut is_zero_window_probe = false;
+        let mut is_retransmission = false;
 
         #[cfg_attr(
             not(feature = "segmentation-offload"),
@@ -2669,14 +2741,18 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
-                let offset = if self.pending_fast_retransmit {
-                    let size = effective_mss.min(self.tx_buffer.len());
-                    repr.seq_number = self.local_seq_no;
-                    repr.payload = self.tx_buffer.get_allocated(0, size);
+                let offset = if let Some((start, end)) = self.rtx_to_send() {
+                    // A retransmission chosen by loss recovery: it may lie anywhere between
+                    // SND.UNA and SND.NXT; a range reaching past the data is the FIN.
+                    let offset = start - self.local_seq_no;
+                    let size = (end - start)
+                        .min(effective_mss)
+                        .min(self.tx_buffer.len().saturating_sub(offset));
+                    repr.seq_number = start;
+                    repr.payload = self.tx_buffer.get_allocated(offset, size);
+                    is_retransmission = true;
 
-                    self.pending_fast_retransmit = false;
-
-                    0
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -2865,6 +2941,16 @@ impl<'a> Socket<'a> {
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
 
+        if is_retransmission {
+            // Karn: no RTT sample across a retransmission.
+            self.rtte.on_retransmit();
+            self.recovery.on_retransmit(
+                repr.seq_number,
+                repr.seq_number + repr.segment_len(),
+                self.remote_last_seq,
+            );
+        }
+
         if repr.segment_len() > 0 {
             self.rtte
                 .on_send(cx.now(), repr.seq_number + repr.segment_len());
@@ -2930,11 +3016,22 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // The end of loss detection's reordering window.
+            let recovery_poll_at = self
+                .recovery
+                .poll_at()
+                .map_or(PollAt::Ingress, PollAt::Time);
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                recovery_poll_at,
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
@@ -7458,6 +7555,118 @@ mod test {
         // even though we're in "fast retransmit", we shouldn't
         // force-send anything because the remote's window is full.
         recv_nothing!(s);
+    }
+
+    /// An established socket whose peer negotiated SACK, with 600 octets in six segments of
+    /// 100 in flight (sent at time 0), and the ACK the peer sends with some SACK blocks.
+    fn socket_sack_in_flight() -> (TestSocket, Vec<u8>) {
+        let mut s = socket_established_with_buffer_sizes(1000, 64);
+        s.remote_has_sack = true;
+        s.remote_mss = 100;
+        s.remote_win_len = 1000;
+        let data: Vec<u8> = (0..600u32).map(|i| i as u8).collect();
+        s.send_slice(&data).unwrap();
+        for i in 0..6 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 100,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[i * 100..i * 100 + 100],
+                ..RECV_TEMPL
+            }));
+        }
+        recv_nothing!(s, time 0);
+        (s, data)
+    }
+
+    fn sack_ack(ack: usize, blocks: &[(usize, usize)]) -> TcpRepr<'static> {
+        let mut sack_ranges = [None; 3];
+        for (slot, &(l, r)) in sack_ranges.iter_mut().zip(blocks) {
+            *slot = Some(((LOCAL_SEQ + 1 + l).0 as u32, (LOCAL_SEQ + 1 + r).0 as u32));
+        }
+        TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + ack),
+            window_len: 1000,
+            sack_ranges,
+            ..SEND_TEMPL
+        }
+    }
+
+    #[test]
+    fn test_sack_recovery_retransmits_only_holes() {
+        // Segments 0 and 2 are lost; the ACKs of 1, 3, 4, 5 carry SACK blocks.
+        let (mut s, data) = socket_sack_in_flight();
+        send!(s, time 10, sack_ack(0, &[(100, 200)]));
+        send!(s, time 10, sack_ack(0, &[(300, 400), (100, 200)]));
+        recv_nothing!(s, time 10);
+        send!(s, time 10, sack_ack(0, &[(300, 500), (100, 200)]));
+        // 300 octets SACKed above [200, 300), 400 above [0, 100): both lost, nothing else.
+        send!(s, time 10, sack_ack(0, &[(300, 600), (100, 200)]));
+        recv!(s, time 10, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[0..100],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 10, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 200,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[200..300],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 10);
+        // A partial ACK, then the last one.
+        send!(s, time 20, sack_ack(200, &[(300, 600)]));
+        recv_nothing!(s, time 20);
+        send!(s, time 20, sack_ack(600, &[]));
+        recv_nothing!(s, time 20);
+        assert_eq!(s.tx_buffer.len(), 0);
+        assert!(!s.recovery.in_recovery());
+    }
+
+    #[test]
+    fn test_sack_rto_retransmits_only_unsacked() {
+        let (mut s, data) = socket_sack_in_flight();
+        send!(s, time 10, sack_ack(0, &[(100, 600)]));
+        recv!(s, time 10, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[0..100],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 10);
+        // The retransmission is lost too: the timer, started at time 0, fires and resends the
+        // one segment not SACKed.
+        recv_nothing!(s, time 999);
+        recv!(s, time 1000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[0..100],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1000);
+    }
+
+    #[test]
+    fn test_sack_hole_at_the_tail_is_retransmitted_after_reordering_window() {
+        // Segment 4 is lost; only segment 5 is SACKed above it (less than DupThresh): it is
+        // retransmitted once the reordering window (a quarter of the 10 ms RTT the ACK
+        // measured) has passed.
+        let (mut s, data) = socket_sack_in_flight();
+        send!(s, time 10, sack_ack(400, &[(500, 600)]));
+        recv_nothing!(s, time 10);
+        assert_eq!(
+            s.socket.poll_at(&mut s.cx),
+            PollAt::Time(Instant::from_micros(12_500))
+        );
+        recv_nothing!(s, time 12);
+        recv!(s, time 13, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 400,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[400..500],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 13);
     }
 
     #[test]
