@@ -1439,6 +1439,40 @@ impl<'a> Socket<'a> {
             .saturating_sub(self.pipe())
     }
 
+    /// Arms the tail loss probe (RFC 8985 section 7) as Linux does: for a peer with SACK, out
+    /// of recovery, with data outstanding and an RTT measured, two SRTTs after now, plus
+    /// 2 ms (Linux's TCP_TIMEOUT_MIN) or, with a single segment out, the 200 ms a delayed ACK
+    /// may take; never later than the retransmission timer.
+    fn schedule_tail_loss_probe(&mut self, now: Instant) {
+        let flight = self.flight_size();
+        let eligible = self.remote_has_sack
+            && flight > 0
+            && self.rtte.have_measurement
+            && matches!(
+                self.state,
+                State::Established
+                    | State::FinWait1
+                    | State::Closing
+                    | State::CloseWait
+                    | State::LastAck
+            );
+        if !eligible {
+            self.recovery.schedule_probe(None);
+            return;
+        }
+        let extra = if flight <= self.remote_mss {
+            Duration::from_micros(RTTE_MIN_RTO as u64)
+        } else {
+            Duration::from_millis(2)
+        };
+        let at = now + Duration::from_micros(2 * self.rtte.srtt as u64) + extra;
+        let rto_at = match self.timer {
+            Timer::Retransmit { expires_at } => expires_at,
+            _ => now + self.rtte.retransmission_timeout(),
+        };
+        self.recovery.schedule_probe((at < rto_at).then_some(at));
+    }
+
     /// The range to retransmit now, if loss recovery has one and the congestion window
     /// lets it out.
     fn rtx_to_send(&self) -> Option<(TcpSeqNumber, TcpSeqNumber)> {
@@ -1451,6 +1485,21 @@ impl<'a> Socket<'a> {
         }
         self.recovery
             .next_rtx(self.local_seq_no, self.remote_last_seq)
+    }
+
+    /// The tail loss probe to retransmit, when one is due and no new data can go instead:
+    /// the last segment sent (its FIN included).
+    fn probe_rtx(&self, effective_mss: usize) -> Option<(TcpSeqNumber, TcpSeqNumber)> {
+        if !self.recovery.probe_due() {
+            return None;
+        }
+        let sent = self.flight_size();
+        let unsent_in_window = self.tx_buffer.len() > sent && self.remote_win_len > sent;
+        if sent == 0 || unsent_in_window {
+            return None;
+        }
+        let high = self.remote_last_seq;
+        Some((high - sent.min(effective_mss.max(1)), high))
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -2231,7 +2280,7 @@ impl<'a> Socket<'a> {
             } else {
                 &[]
             };
-            self.recovery.on_ack(
+            let probe_repaired = self.recovery.on_ack(
                 cx.now(),
                 ack_number,
                 advanced,
@@ -2240,6 +2289,13 @@ impl<'a> Socket<'a> {
                 self.remote_mss,
                 self.rtte.reordering_window(),
             );
+            if probe_repaired {
+                net_debug!("tail loss probe repaired a loss");
+                let in_flight = self.flight_size();
+                self.congestion_controller
+                    .inner_mut()
+                    .on_loss(cx.now(), in_flight);
+            }
             if self
                 .recovery
                 .enter_if_lost(self.local_seq_no, self.remote_last_seq)
@@ -2274,6 +2330,10 @@ impl<'a> Socket<'a> {
                 self.timer.set_for_idle(cx.now(), self.keep_alive);
             }
             _ => {}
+        }
+        if ack_len > 0 || ack_all {
+            // Progress: the tail loss probe counts from now (or is not needed).
+            self.schedule_tail_loss_probe(cx.now());
         }
 
         // start/stop the Zero Window Probe timer.
@@ -2384,8 +2444,8 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
-        // Loss recovery has something to retransmit.
-        if self.rtx_to_send().is_some() {
+        // Loss recovery has something to retransmit, or a tail loss probe is due.
+        if self.rtx_to_send().is_some() || (self.recovery.probe_due() && self.flight_size() > 0) {
             return true;
         }
 
@@ -2685,6 +2745,7 @@ impl<'a> Socket<'a> {
 
         let mut is_zero_window_probe = false;
         let mut is_retransmission = false;
+        let mut probe = false;
 
         #[cfg_attr(
             not(feature = "segmentation-offload"),
@@ -2741,7 +2802,11 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
-                let offset = if let Some((start, end)) = self.rtx_to_send() {
+                probe = self.recovery.probe_due();
+                let rtx = self
+                    .rtx_to_send()
+                    .or_else(|| self.probe_rtx(effective_mss));
+                let offset = if let Some((start, end)) = rtx {
                     // A retransmission chosen by loss recovery: it may lie anywhere between
                     // SND.UNA and SND.NXT; a range reaching past the data is the FIN.
                     let offset = start - self.local_seq_no;
@@ -2808,7 +2873,7 @@ impl<'a> Socket<'a> {
                         .unwrap_or(effective_mss)
                     };
 
-                    let size = if is_zero_window_probe {
+                    let size = if is_zero_window_probe || probe {
                         // Zero-window probes are exempt from the congestion window: they
                         // are sent precisely when normal transmission is impossible, and
                         // an empty segment elicits no reply, so capping the probe to a
@@ -2944,6 +3009,11 @@ impl<'a> Socket<'a> {
         if is_retransmission {
             // Karn: no RTT sample across a retransmission.
             self.rtte.on_retransmit();
+        }
+        if probe && repr.segment_len() > 0 {
+            self.recovery
+                .on_probe_sent(self.remote_last_seq, is_retransmission);
+        } else if is_retransmission {
             self.recovery.on_retransmit(
                 repr.seq_number,
                 repr.seq_number + repr.segment_len(),
@@ -2965,6 +3035,11 @@ impl<'a> Socket<'a> {
             // so that it will expire after RTO seconds.
             let rto = self.rtte.retransmission_timeout();
             self.timer.set_for_retransmit(cx.now(), rto);
+        }
+
+        if repr.segment_len() > 0 && !is_retransmission && !probe {
+            // New data: the tail loss probe counts from its last segment.
+            self.schedule_tail_loss_probe(cx.now());
         }
 
         if self.state == State::Closed {
@@ -7667,6 +7742,58 @@ mod test {
             ..RECV_TEMPL
         }));
         recv_nothing!(s, time 13);
+    }
+
+    #[test]
+    fn test_tail_loss_probe() {
+        // Segments 1 to 5 are lost. Without a probe, they would wait for the RTO (210 ms);
+        // two SRTTs + 2 ms after the last ACK, the last segment goes again, and the SACK it
+        // draws starts recovery.
+        let (mut s, data) = socket_sack_in_flight();
+        send!(s, time 10, sack_ack(100, &[]));
+        recv_nothing!(s, time 31);
+        recv!(s, time 32, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 500,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[500..600],
+            ..RECV_TEMPL
+        }));
+        // One probe only.
+        recv_nothing!(s, time 100);
+        send!(s, time 100, sack_ack(100, &[(500, 600)]));
+        recv_nothing!(s, time 100);
+        for i in 1..5 {
+            recv!(s, time 103, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 100,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[i * 100..i * 100 + 100],
+                ..RECV_TEMPL
+            }));
+        }
+        recv_nothing!(s, time 103);
+    }
+
+    #[test]
+    fn test_tail_loss_probe_sends_new_data_first() {
+        let (mut s, data) = socket_sack_in_flight();
+        send!(s, time 10, sack_ack(100, &[]));
+        // Nagle holds a short write back while data is in flight; the probe sends it.
+        s.send_slice(&data[..50]).unwrap();
+        recv_nothing!(s, time 31);
+        recv!(s, time 32, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 600,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[..50],
+            ..RECV_TEMPL
+        }));
+    }
+
+    #[test]
+    fn test_no_tail_loss_probe_without_sack() {
+        let (mut s, _) = socket_sack_in_flight();
+        s.remote_has_sack = false;
+        send!(s, time 10, sack_ack(100, &[]));
+        recv_nothing!(s, time 209);
     }
 
     #[test]

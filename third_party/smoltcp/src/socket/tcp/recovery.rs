@@ -10,6 +10,10 @@
 //! - Retransmissions are remembered with the highest sequence number sent at that time, so a
 //!   lost retransmission is recognised like a lost original: by data sent after it being
 //!   SACKed (what Linux's RACK does with send times).
+//! - A tail loss probe (RFC 8985 section 7, as Linux sends it): when data is outstanding and
+//!   nothing comes back for about two RTTs, one segment goes out (new data, or the last segment
+//!   again) so that a loss at the tail of a flight is found through the SACKs it draws instead
+//!   of by the retransmission timer.
 //! - `next_rtx` picks what to retransmit (RFC 6675's NextSeg, rule 1: the first lost range not
 //!   yet retransmitted); `pipe` is the data in flight the congestion window is compared with
 //!   (RFC 6675's SetPipe: SACKed and lost bytes are not in flight, retransmitted ones are).
@@ -71,6 +75,15 @@ pub(super) struct Recovery {
     next_order: u32,
     /// Order of the latest retransmission known to have arrived.
     delivered_order: u32,
+    /// When the tail loss probe is due.
+    probe_at: Option<Instant>,
+    /// The probe timer fired: the next segment sent is the probe.
+    probe_due: bool,
+    /// A probe is out: the highest sequence number sent with it, and whether it was a
+    /// retransmission. No other probe goes until an ACK covers it.
+    probe_out: Option<(TcpSeqNumber, bool)>,
+    /// The peer reported (D-SACK, RFC 2883) receiving data twice since the probe.
+    dsack: bool,
 }
 
 impl Recovery {
@@ -88,9 +101,35 @@ impl Recovery {
             && self.recovery_point.is_none()
     }
 
-    /// When a timer of ours is due (the end of a reordering window).
+    /// When a timer of ours is due (the end of a reordering window, the tail loss probe).
     pub(super) fn poll_at(&self) -> Option<Instant> {
-        self.reo_deadline
+        match (self.reo_deadline, self.probe_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Arms the tail loss probe for `at`, unless one is out already; `None` disarms it.
+    pub(super) fn schedule_probe(&mut self, at: Option<Instant>) {
+        if at.is_none() || self.probe_out.is_some() || self.in_recovery() {
+            self.probe_at = None;
+            self.probe_due = false;
+        } else {
+            self.probe_at = at;
+        }
+    }
+
+    /// Whether the next segment sent is a tail loss probe.
+    pub(super) fn probe_due(&self) -> bool {
+        self.probe_due
+    }
+
+    /// The probe went out; `high` is the highest sequence number sent.
+    pub(super) fn on_probe_sent(&mut self, high: TcpSeqNumber, retransmission: bool) {
+        self.probe_due = false;
+        self.probe_at = None;
+        self.probe_out = Some((high, retransmission));
+        self.dsack = false;
     }
 
     /// An ACK arrived: `una` is the (new) SND.UNA, `blocks` the SACK blocks it carried,
@@ -104,8 +143,23 @@ impl Recovery {
         high: TcpSeqNumber,
         mss: usize,
         reo_wnd: Duration,
-    ) {
+    ) -> bool {
         self.forget_below(una);
+        // RFC 2883: a first block below the cumulative ACK reports data received twice.
+        if let Some(Some((left, _))) = blocks.first() {
+            if TcpSeqNumber(*left as i32) < una {
+                self.dsack = true;
+            }
+        }
+        // RFC 8985 7.4.2: a probe that was a retransmission and is acknowledged with no
+        // D-SACK repaired a loss, which congestion control must hear of.
+        let mut probe_repaired = false;
+        if let Some((probe_high, retransmission)) = self.probe_out {
+            if una >= probe_high {
+                probe_repaired = retransmission && !self.dsack;
+                self.probe_out = None;
+            }
+        }
         if let Some(point) = self.recovery_point {
             if una >= point {
                 self.recovery_point = None;
@@ -145,6 +199,7 @@ impl Recovery {
         } else {
             self.reo_deadline = None;
         }
+        probe_repaired
     }
 
     /// Without SACK: the third duplicate ACK says the segment at SND.UNA was lost.
@@ -155,6 +210,10 @@ impl Recovery {
     /// Time passed: at the end of the reordering window, what SACKed data sent later shows
     /// missing is lost.
     pub(super) fn on_time(&mut self, now: Instant) {
+        if self.probe_at.is_some_and(|t| t <= now) {
+            self.probe_at = None;
+            self.probe_due = true;
+        }
         if self.reo_deadline.is_none_or(|t| t > now) {
             return;
         }
@@ -176,6 +235,8 @@ impl Recovery {
     pub(super) fn enter_if_lost(&mut self, una: TcpSeqNumber, high: TcpSeqNumber) -> bool {
         if self.recovery_point.is_none() && self.next_rtx(una, high).is_some() {
             self.recovery_point = Some(high);
+            self.schedule_probe(None);
+            self.probe_out = None;
             return true;
         }
         false
@@ -192,6 +253,8 @@ impl Recovery {
         self.lost_end = Some(high);
         self.recovery_point = Some(high);
         self.reo_deadline = None;
+        self.probe_out = None;
+        self.schedule_probe(None);
     }
 
     /// The first range to retransmit, `[start, end)` (RFC 6675's NextSeg, rule 1): lost, not
@@ -627,6 +690,30 @@ mod test {
         // A repeated timeout forgets the SACKs.
         r.on_rto(seq(1000), true);
         assert_eq!(r.next_rtx(seq(0), seq(1000)), Some((seq(0), seq(1000))));
+    }
+
+    #[test]
+    fn one_probe_until_it_is_acknowledged() {
+        let mut r = Recovery::default();
+        r.schedule_probe(Some(NOW + REO));
+        assert_eq!(r.poll_at(), Some(NOW + REO));
+        r.on_time(NOW);
+        assert!(!r.probe_due());
+        r.on_time(NOW + REO);
+        assert!(r.probe_due());
+        assert_eq!(r.poll_at(), None);
+        r.on_probe_sent(seq(1000), true);
+        assert!(!r.probe_due());
+        r.schedule_probe(Some(NOW + REO * 2));
+        assert_eq!(r.poll_at(), None);
+        // The ACK covering it says the retransmitted segment was lost (no D-SACK).
+        assert!(r.on_ack(NOW, seq(1000), true, &[], seq(1000), MSS, REO));
+        r.schedule_probe(Some(NOW + REO * 2));
+        assert_eq!(r.poll_at(), Some(NOW + REO * 2));
+        // A D-SACK says the original had arrived: no loss.
+        r.on_time(NOW + REO * 2);
+        r.on_probe_sent(seq(2000), true);
+        assert!(!r.on_ack(NOW, seq(2000), true, &[block(1900, 2000)], seq(2000), MSS, REO));
     }
 
     #[test]
