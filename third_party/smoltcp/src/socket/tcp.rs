@@ -583,6 +583,12 @@ pub struct Socket<'a> {
 
 const DEFAULT_MSS: usize = 536;
 
+/// RFC 6928's initial congestion window (Linux's too): ten segments, at most 14600 octets
+/// unless two segments are more.
+fn initial_window(mss: usize) -> usize {
+    (10 * mss).min((2 * mss).max(14600))
+}
+
 /// Minimum MSS we accept from the remote, same value as Linux's `TCP_MIN_SND_MSS`.
 /// Without it, a peer advertising a tiny MSS could force segments to carry little
 /// or no payload once the TCP options length is subtracted from the effective MSS,
@@ -2005,9 +2011,9 @@ impl<'a> Socket<'a> {
                     // Treat a zero MSS as if the option were absent, like Linux does.
                     if max_seg_size != 0 {
                         self.remote_mss = (max_seg_size as usize).max(MIN_REMOTE_MSS);
-                        self.congestion_controller
-                            .inner_mut()
-                            .set_mss(self.remote_mss);
+                        let controller = self.congestion_controller.inner_mut();
+                        controller.set_mss(self.remote_mss);
+                        controller.set_initial_window(initial_window(self.remote_mss));
                     }
                 }
 
@@ -2058,9 +2064,9 @@ impl<'a> Socket<'a> {
                     // Treat a zero MSS as if the option were absent, like Linux does.
                     if max_seg_size != 0 {
                         self.remote_mss = (max_seg_size as usize).max(MIN_REMOTE_MSS);
-                        self.congestion_controller
-                            .inner_mut()
-                            .set_mss(self.remote_mss);
+                        let controller = self.congestion_controller.inner_mut();
+                        controller.set_mss(self.remote_mss);
+                        controller.set_initial_window(initial_window(self.remote_mss));
                     }
                 }
 
@@ -3731,6 +3737,26 @@ mod test {
             }
         );
         sanity!(s, socket_syn_received());
+    }
+
+    #[test]
+    #[cfg(any(feature = "socket-tcp-reno", feature = "socket-tcp-cubic"))]
+    fn test_listen_syn_sets_initial_window() {
+        // RFC 6928: ten segments of the peer's MSS, at most 14600 octets.
+        for (mss, window) in [(100, 1000), (1460, 14600), (9000, 18000)] {
+            let mut s = socket_listen();
+            send!(
+                s,
+                TcpRepr {
+                    control: TcpControl::Syn,
+                    seq_number: REMOTE_SEQ,
+                    ack_number: None,
+                    max_seg_size: Some(mss),
+                    ..SEND_TEMPL
+                }
+            );
+            assert_eq!(s.congestion_controller.inner().window(), window);
+        }
     }
 
     #[test]
