@@ -21,6 +21,8 @@ use crate::wire::{
 mod congestion;
 mod recovery;
 
+pub use self::recovery::RecoveryStats;
+
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
 }
@@ -706,6 +708,12 @@ impl<'a> Socket<'a> {
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
         }
+    }
+
+    /// What loss recovery did on the current connection: retransmissions, timeouts, loss
+    /// episodes, tail loss probes.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        self.recovery.stats
     }
 
     /// Return the current congestion control algorithm.
@@ -2648,6 +2656,7 @@ impl<'a> Socket<'a> {
 
             // Inform RTTE, so that it can can handle RTO backoff
             self.rtte.on_rto();
+            self.recovery.stats.timeouts += 1;
 
             // Clear the `should_retransmit` state. If we can't retransmit right
             // now for whatever reason (like zero window), this avoids an
@@ -7723,6 +7732,15 @@ mod test {
         recv_nothing!(s, time 20);
         assert_eq!(s.tx_buffer.len(), 0);
         assert!(!s.recovery.in_recovery());
+        assert_eq!(
+            s.recovery_stats(),
+            RecoveryStats {
+                retransmitted: 2,
+                timeouts: 0,
+                recoveries: 1,
+                loss_probes: 0
+            }
+        );
     }
 
     #[test]
@@ -7746,6 +7764,8 @@ mod test {
             ..RECV_TEMPL
         }));
         recv_nothing!(s, time 1000);
+        let stats = s.recovery_stats();
+        assert_eq!((stats.retransmitted, stats.timeouts), (2, 1));
     }
 
     #[test]
@@ -7786,6 +7806,7 @@ mod test {
         }));
         // One probe only.
         recv_nothing!(s, time 100);
+        assert_eq!(s.recovery_stats().loss_probes, 1);
         send!(s, time 100, sack_ack(100, &[(500, 600)]));
         recv_nothing!(s, time 100);
         for i in 1..5 {

@@ -34,6 +34,20 @@ const MAX_RTX: usize = 16;
 /// RFC 6675's DupThresh.
 const DUP_THRESH: usize = 3;
 
+/// What loss recovery did on one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RecoveryStats {
+    /// Data (or FIN) segments sent again: by recovery, after a timeout, as a tail loss probe.
+    pub retransmitted: u64,
+    /// Retransmission timeouts (the handshake's included).
+    pub timeouts: u64,
+    /// Loss episodes found without a timeout (SACKs, duplicate or partial ACKs).
+    pub recoveries: u64,
+    /// Tail loss probes sent.
+    pub loss_probes: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct Range {
@@ -84,6 +98,7 @@ pub(super) struct Recovery {
     probe_out: Option<(TcpSeqNumber, bool)>,
     /// The peer reported (D-SACK, RFC 2883) receiving data twice since the probe.
     dsack: bool,
+    pub(super) stats: RecoveryStats,
 }
 
 impl Recovery {
@@ -130,6 +145,8 @@ impl Recovery {
         self.probe_at = None;
         self.probe_out = Some((high, retransmission));
         self.dsack = false;
+        self.stats.loss_probes += 1;
+        self.stats.retransmitted += retransmission as u64;
     }
 
     /// An ACK arrived: `una` is the (new) SND.UNA, `blocks` the SACK blocks it carried,
@@ -237,6 +254,7 @@ impl Recovery {
             self.recovery_point = Some(high);
             self.schedule_probe(None);
             self.probe_out = None;
+            self.stats.recoveries += 1;
             return true;
         }
         false
@@ -315,6 +333,7 @@ impl Recovery {
         if start >= end {
             return;
         }
+        self.stats.retransmitted += 1;
         self.remove_rtx(start, end, false);
         self.next_order += 1;
         let new = Rtx {
