@@ -967,6 +967,12 @@ impl<'a> Socket<'a> {
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
         self.recovery = recovery::Recovery::default();
+        // A socket reused for a new connection must not inherit the old one's congestion
+        // window and loss state.
+        self.set_congestion_control(self.congestion_control());
+        self.local_rx_last_ack = None;
+        self.local_rx_last_seq = None;
+        self.local_rx_dup_acks = 0;
 
         #[cfg(feature = "async")]
         {
@@ -10131,6 +10137,22 @@ mod test {
             r.retransmission_timeout(),
             Duration::from_micros(RTTE_MAX_RTO as u64)
         );
+    }
+
+    #[test]
+    #[cfg(any(feature = "socket-tcp-reno", feature = "socket-tcp-cubic"))]
+    fn test_reused_socket_starts_congestion_control_afresh() {
+        let mut s = socket_established();
+        let kind = s.congestion_control();
+        s.congestion_controller
+            .inner_mut()
+            .on_rto(Instant::from_millis(0), 10_000);
+        let collapsed = s.congestion_controller.inner().window();
+        s.abort();
+        s.listen(LISTEN_END).unwrap();
+        assert_eq!(s.congestion_control(), kind);
+        assert!(s.congestion_controller.inner().window() > collapsed);
+        assert_eq!(s.local_rx_last_ack, None);
     }
 
     #[test]
