@@ -35,6 +35,8 @@ mod udp;
 mod unresolved;
 
 #[cfg(test)]
+mod fault_runs;
+#[cfg(test)]
 mod limits_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
