@@ -2367,7 +2367,14 @@ impl<'a> Socket<'a> {
         }
         if self.remote_win_len != 0 && self.timer.is_zero_window_probe() {
             tcp_trace!("stopping zero-window-probe timer");
-            self.timer.set_for_idle(cx.now(), self.keep_alive);
+            if self.flight_size() > 0 {
+                // Data sent before the window shut is still unacknowledged (some of it may be
+                // lost): it needs the retransmission timer, or nothing would ever resend it.
+                let rto = self.rtte.retransmission_timeout();
+                self.timer.set_for_retransmit(cx.now(), rto);
+            } else {
+                self.timer.set_for_idle(cx.now(), self.keep_alive);
+            }
         }
 
         let payload_len = payload.len();
@@ -8799,6 +8806,50 @@ mod test {
         );
 
         assert!(!s.timer.is_zero_window_probe());
+    }
+
+    #[test]
+    fn test_zero_window_reopening_with_data_in_flight_rearms_rto() {
+        // Three segments out; the peer acknowledges two and shuts its window: the third was
+        // lost. When the window opens again, nothing may be left without a timer.
+        let mut s = socket_established_with_buffer_sizes(1000, 64);
+        s.remote_mss = 100;
+        s.remote_win_len = 1000;
+        let data: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        s.send_slice(&data).unwrap();
+        for i in 0..3 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 100,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[i * 100..i * 100 + 100],
+                ..RECV_TEMPL
+            }));
+        }
+        send!(s, time 10, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 200),
+            window_len: 0,
+            ..SEND_TEMPL
+        });
+        assert!(s.timer.is_zero_window_probe());
+        send!(s, time 20, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 200),
+            window_len: 1000,
+            ..SEND_TEMPL
+        });
+        assert!(s.timer.is_retransmit(), "{:?}", s.timer);
+        recv_nothing!(s, time 20);
+        let at = match s.socket.poll_at(&mut s.cx) {
+            PollAt::Time(t) => t,
+            p => panic!("nothing scheduled: {p:?}"),
+        };
+        recv!(s, time at.total_millis(), Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 200,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[200..300],
+            ..RECV_TEMPL
+        }));
     }
 
     #[test]
