@@ -1831,6 +1831,20 @@ impl<'a> Socket<'a> {
         let segment_start = repr.seq_number;
         let segment_end = repr.seq_number + repr.payload.len();
 
+        // RFC 9293 (3.10.7.4): with a zero receive window no segment is acceptable, "but
+        // special allowance should be made to accept valid ACKs". A segment from the peer (a
+        // window probe, data it sends on, an ACK sent past a right edge that the window scale's
+        // rounding moved back) still carries a valid ACK and a window: they are taken, the data
+        // is dropped and an ACK answers. Otherwise, once a window update of the peer's is lost,
+        // each side can wait for the other's window for ever.
+        let zero_window_ack = window_start == window_end
+            && matches!(repr.control, TcpControl::None | TcpControl::Psh)
+            && matches!(
+                self.state,
+                State::Established | State::FinWait1 | State::FinWait2
+            );
+        let mut ack_only = false;
+
         let (payload, payload_offset) = match self.state {
             // In LISTEN and SYN-SENT states, we have not yet synchronized with the remote end.
             State::Listen | State::SynSent => (&[][..], 0),
@@ -1901,6 +1915,9 @@ impl<'a> Socket<'a> {
                         &repr.payload[overlap_start - segment_start..overlap_end - segment_start],
                         overlap_start - window_start,
                     )
+                } else if zero_window_ack {
+                    ack_only = true;
+                    (&[][..], 0)
                 } else {
                     // Out-of-window RSTs are silently dropped, per RFC 9293
                     // (3.10.7.4) and RFC 5961 (3.2): no reply is sent, and the
@@ -2379,6 +2396,9 @@ impl<'a> Socket<'a> {
 
         let payload_len = payload.len();
         if payload_len == 0 {
+            if ack_only {
+                return Some(self.ack_reply(ip_repr, repr));
+            }
             return None;
         }
 
@@ -8405,6 +8425,81 @@ mod test {
                 ..RECV_TEMPL
             })
         );
+    }
+
+    #[test]
+    fn test_zero_window_still_takes_acks_and_window_updates() {
+        // Our window is shut and data of ours is waiting on the peer's window, also shut. The
+        // peer's window update was lost; its next data segment (dropped: no room) must still
+        // open its window for us, and acknowledge our data.
+        let mut s = socket_established();
+        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
+        s.assembler = Assembler::new();
+        s.send_slice(b"xyz").unwrap();
+        recv!(s, [TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            window_len: 6,
+            payload: &b"xyz"[..],
+            ..RECV_TEMPL
+        }]);
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            window_len: 0,
+            payload: &b"abcdef"[..],
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.remote_win_len, 0);
+        s.send_slice(b"more").unwrap();
+        recv!(s, [TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1 + 6),
+            window_len: 0,
+            ..RECV_TEMPL
+        }]);
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 6,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                window_len: 100,
+                payload: &b"123456"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.remote_win_len, 100);
+        assert_eq!(s.tx_buffer.len(), 4);
+        // A pure ACK whose sequence number is past our (rounded down) window edge counts too.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 6 + 4,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                window_len: 200,
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.remote_win_len, 200);
+        recv!(s, [TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1 + 6),
+            window_len: 0,
+            payload: &b"more"[..],
+            ..RECV_TEMPL
+        }]);
     }
 
     #[test]
