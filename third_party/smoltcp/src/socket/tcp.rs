@@ -291,7 +291,10 @@ impl RttEstimator {
         // maximum value discussed in (2.5) above may be used to provide
         // an upper bound to this doubling operation.
         self.backoff = self.backoff.saturating_add(1);
-        tcp_trace!("rtte: backing off rto to {:?}", self.retransmission_timeout());
+        tcp_trace!(
+            "rtte: backing off rto to {:?}",
+            self.retransmission_timeout()
+        );
 
         // RFC 6298: a TCP implementation MAY clear SRTT and RTTVAR after
         // backing off the timer multiple times as it is likely that the current
@@ -408,9 +411,7 @@ impl Timer {
 
     fn set_for_retransmit(&mut self, timestamp: Instant, delay: Duration) {
         match *self {
-            Timer::Idle { .. }
-            | Timer::Retransmit { .. }
-            | Timer::ZeroWindowProbe { .. } => {
+            Timer::Idle { .. } | Timer::Retransmit { .. } | Timer::ZeroWindowProbe { .. } => {
                 *self = Timer::Retransmit {
                     expires_at: timestamp + delay,
                 }
@@ -1448,8 +1449,7 @@ impl<'a> Socket<'a> {
     /// Octets in flight as the congestion window counts them: not SACKed, not lost, or
     /// retransmitted (RFC 6675's pipe; the flight size when nothing is SACKed or lost).
     fn pipe(&self) -> usize {
-        self.recovery
-            .pipe(self.local_seq_no, self.remote_last_seq)
+        self.recovery.pipe(self.local_seq_no, self.remote_last_seq)
     }
 
     fn cwnd_remaining(&self) -> usize {
@@ -1498,7 +1498,11 @@ impl<'a> Socket<'a> {
     fn rtx_to_send(&self) -> Option<(TcpSeqNumber, TcpSeqNumber)> {
         if !matches!(
             self.state,
-            State::Established | State::FinWait1 | State::Closing | State::CloseWait | State::LastAck
+            State::Established
+                | State::FinWait1
+                | State::Closing
+                | State::CloseWait
+                | State::LastAck
         ) || self.cwnd_remaining() == 0
         {
             return None;
@@ -2851,9 +2855,7 @@ impl<'a> Socket<'a> {
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
                 probe = self.recovery.probe_due();
-                let rtx = self
-                    .rtx_to_send()
-                    .or_else(|| self.probe_rtx(effective_mss));
+                let rtx = self.rtx_to_send().or_else(|| self.probe_rtx(effective_mss));
                 let offset = if let Some((start, end)) = rtx {
                     // A retransmission chosen by loss recovery: it may lie anywhere between
                     // SND.UNA and SND.NXT; a range reaching past the data is the FIN.
@@ -4982,7 +4984,11 @@ mod test {
         };
         send!(s, data(0));
         recv!(s, [ack(500, 3500, [None, None, None])]);
-        send!(s, data(1000), Some(ack(500, 3500, [block(1000, 1500), None, None])));
+        send!(
+            s,
+            data(1000),
+            Some(ack(500, 3500, [block(1000, 1500), None, None]))
+        );
         send!(
             s,
             data(2000),
@@ -8436,28 +8442,37 @@ mod test {
         s.rx_buffer = SocketBuffer::new(vec![0; 6]);
         s.assembler = Assembler::new();
         s.send_slice(b"xyz").unwrap();
-        recv!(s, [TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            window_len: 6,
-            payload: &b"xyz"[..],
-            ..RECV_TEMPL
-        }]);
-        send!(s, TcpRepr {
-            seq_number: REMOTE_SEQ + 1,
-            ack_number: Some(LOCAL_SEQ + 1),
-            window_len: 0,
-            payload: &b"abcdef"[..],
-            ..SEND_TEMPL
-        });
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 6,
+                payload: &b"xyz"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                window_len: 0,
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            }
+        );
         assert_eq!(s.remote_win_len, 0);
         s.send_slice(b"more").unwrap();
-        recv!(s, [TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 3,
-            ack_number: Some(REMOTE_SEQ + 1 + 6),
-            window_len: 0,
-            ..RECV_TEMPL
-        }]);
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                ..RECV_TEMPL
+            }]
+        );
         send!(
             s,
             TcpRepr {
@@ -8493,13 +8508,16 @@ mod test {
             })
         );
         assert_eq!(s.remote_win_len, 200);
-        recv!(s, [TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 3,
-            ack_number: Some(REMOTE_SEQ + 1 + 6),
-            window_len: 0,
-            payload: &b"more"[..],
-            ..RECV_TEMPL
-        }]);
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                payload: &b"more"[..],
+                ..RECV_TEMPL
+            }]
+        );
     }
 
     #[test]

@@ -636,12 +636,7 @@ mod test {
     #[test]
     fn a_retransmission_overtaken_by_a_later_one_is_lost() {
         let mut r = Recovery::default();
-        ack(
-            &mut r,
-            0,
-            &[block(500, 1000), block(100, 200)],
-            1000,
-        );
+        ack(&mut r, 0, &[block(500, 1000), block(100, 200)], 1000);
         assert!(r.enter_if_lost(seq(0), seq(1000)));
         r.on_retransmit(seq(0), seq(100), seq(1000));
         let (s, e) = r.next_rtx(seq(0), seq(1000)).unwrap();
@@ -732,7 +727,15 @@ mod test {
         // A D-SACK says the original had arrived: no loss.
         r.on_time(NOW + REO * 2);
         r.on_probe_sent(seq(2000), true);
-        assert!(!r.on_ack(NOW, seq(2000), true, &[block(1900, 2000)], seq(2000), MSS, REO));
+        assert!(!r.on_ack(
+            NOW,
+            seq(2000),
+            true,
+            &[block(1900, 2000)],
+            seq(2000),
+            MSS,
+            REO
+        ));
     }
 
     #[test]
