@@ -23,6 +23,14 @@ mod recovery;
 
 pub use self::recovery::RecoveryStats;
 
+/// Loss recovery's state (its scoreboard tables, most of all) is large and rarely touched
+/// while nothing is lost. With an allocator it lives on the heap, so a socket stays small to
+/// move around.
+#[cfg(feature = "alloc")]
+type RecoveryState = alloc::boxed::Box<recovery::Recovery>;
+#[cfg(not(feature = "alloc"))]
+type RecoveryState = recovery::Recovery;
+
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
 }
@@ -551,7 +559,7 @@ pub struct Socket<'a> {
     /// each other which have the same ACK number.
     local_rx_dup_acks: u8,
     /// SACK scoreboard and loss recovery state.
-    recovery: recovery::Recovery,
+    recovery: RecoveryState,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -648,7 +656,7 @@ impl<'a> Socket<'a> {
             local_rx_last_ack: None,
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
-            recovery: recovery::Recovery::default(),
+            recovery: RecoveryState::default(),
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -967,7 +975,7 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
-        self.recovery = recovery::Recovery::default();
+        self.recovery.reset();
         // A socket reused for a new connection must not inherit the old one's congestion
         // window and loss state.
         self.set_congestion_control(self.congestion_control());
@@ -1496,6 +1504,9 @@ impl<'a> Socket<'a> {
     /// The range to retransmit now, if loss recovery has one and the congestion window
     /// lets it out.
     fn rtx_to_send(&self) -> Option<(TcpSeqNumber, TcpSeqNumber)> {
+        if self.recovery.idle() {
+            return None;
+        }
         if !matches!(
             self.state,
             State::Established
@@ -2495,8 +2506,12 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
-        // Loss recovery has something to retransmit, or a tail loss probe is due.
-        if self.rtx_to_send().is_some() || (self.recovery.probe_due() && self.flight_size() > 0) {
+        // Loss recovery has something to retransmit, or a tail loss probe is due (two flags
+        // of recovery's first say whether to look at all: this runs for every poll).
+        if !self.recovery.idle() && self.rtx_to_send().is_some() {
+            return true;
+        }
+        if self.recovery.probe_due() && self.flight_size() > 0 {
             return true;
         }
 
@@ -2705,11 +2720,15 @@ impl<'a> Socket<'a> {
             self.rtte.on_retransmit();
         }
 
-        // The reordering window of loss detection may have ended.
-        self.recovery.on_time(cx.now());
-        if self
-            .recovery
-            .enter_if_lost(self.local_seq_no, self.remote_last_seq)
+        // The reordering window of loss detection, or the tail loss probe's timer, may have
+        // ended.
+        if self.recovery.poll_at().is_some() {
+            self.recovery.on_time(cx.now());
+        }
+        if !self.recovery.idle()
+            && self
+                .recovery
+                .enter_if_lost(self.local_seq_no, self.remote_last_seq)
         {
             net_debug!("loss detected, entering recovery");
             let in_flight = self.flight_size();
@@ -2782,16 +2801,19 @@ impl<'a> Socket<'a> {
 
         // SACK blocks go with every ACK while data is out of order, data segments included
         // (RFC 2018), not only with the ACKs that out-of-order segments trigger.
-        if matches!(
-            self.state,
-            State::Established
-                | State::FinWait1
-                | State::FinWait2
-                | State::CloseWait
-                | State::Closing
-                | State::LastAck
-                | State::TimeWait
-        ) {
+        if self.remote_has_sack
+            && !self.assembler.is_empty()
+            && matches!(
+                self.state,
+                State::Established
+                    | State::FinWait1
+                    | State::FinWait2
+                    | State::CloseWait
+                    | State::Closing
+                    | State::LastAck
+                    | State::TimeWait
+            )
+        {
             repr.sack_ranges = self.sack_blocks();
         }
 

@@ -73,50 +73,65 @@ struct Rtx {
     lost: bool,
 }
 
+// `repr(C)`: the fields read on every packet (is anything tracked?) come first, in one cache
+// line, ahead of the tables.
 #[derive(Debug, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(C)]
 pub(super) struct Recovery {
-    /// Sorted, disjoint, above SND.UNA.
-    sacked: Vec<Range, MAX_SACKED>,
-    /// Sorted, disjoint, above SND.UNA, not SACKed.
-    rtx: Vec<Rtx, MAX_RTX>,
+    /// Whether either table below holds anything.
+    tables_used: bool,
+    /// The probe timer fired: the next segment sent is the probe.
+    probe_due: bool,
+    /// The peer reported (D-SACK, RFC 2883) receiving data twice since the probe.
+    dsack: bool,
     /// Bytes below this that are not SACKed are lost (`None`: none are).
     lost_end: Option<TcpSeqNumber>,
     /// In recovery until SND.UNA reaches this (RFC 6675's RecoveryPoint).
     recovery_point: Option<TcpSeqNumber>,
-    /// When the reordering window ends for what the SACKs received so far show missing.
-    reo_deadline: Option<Instant>,
-    next_order: u32,
-    /// Order of the latest retransmission known to have arrived.
-    delivered_order: u32,
-    /// When the tail loss probe is due.
-    probe_at: Option<Instant>,
-    /// The probe timer fired: the next segment sent is the probe.
-    probe_due: bool,
     /// A probe is out: the highest sequence number sent with it, and whether it was a
     /// retransmission. No other probe goes until an ACK covers it.
     probe_out: Option<(TcpSeqNumber, bool)>,
-    /// The peer reported (D-SACK, RFC 2883) receiving data twice since the probe.
-    dsack: bool,
+    /// When the reordering window ends for what the SACKs received so far show missing.
+    reo_deadline: Option<Instant>,
+    /// When the tail loss probe is due.
+    probe_at: Option<Instant>,
+    next_order: u32,
+    /// Order of the latest retransmission known to have arrived.
+    delivered_order: u32,
     pub(super) stats: RecoveryStats,
+    /// Sorted, disjoint, above SND.UNA.
+    sacked: Vec<Range, MAX_SACKED>,
+    /// Sorted, disjoint, above SND.UNA, not SACKed.
+    rtx: Vec<Rtx, MAX_RTX>,
 }
 
 impl Recovery {
+    /// Back to the state of a new connection (in place: no allocation).
+    pub(super) fn reset(&mut self) {
+        *self = Recovery::default();
+    }
+
     /// Whether a loss episode (fast recovery, or the retransmissions after an RTO) is under
     /// way.
+    #[inline]
     pub(super) fn in_recovery(&self) -> bool {
         self.recovery_point.is_some()
     }
 
     /// Whether there is nothing to track: the fast paths apply.
-    fn idle(&self) -> bool {
-        self.sacked.is_empty()
-            && self.rtx.is_empty()
-            && self.lost_end.is_none()
-            && self.recovery_point.is_none()
+    #[inline]
+    pub(super) fn idle(&self) -> bool {
+        !self.tables_used && self.lost_end.is_none() && self.recovery_point.is_none()
+    }
+
+    /// Notes whether the tables hold anything (after every change to them).
+    fn sync_tables(&mut self) {
+        self.tables_used = !self.sacked.is_empty() || !self.rtx.is_empty();
     }
 
     /// When a timer of ours is due (the end of a reordering window, the tail loss probe).
+    #[inline]
     pub(super) fn poll_at(&self) -> Option<Instant> {
         match (self.reo_deadline, self.probe_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -125,6 +140,7 @@ impl Recovery {
     }
 
     /// Arms the tail loss probe for `at`, unless one is out already; `None` disarms it.
+    #[inline]
     pub(super) fn schedule_probe(&mut self, at: Option<Instant>) {
         if at.is_none() || self.probe_out.is_some() || self.in_recovery() {
             self.probe_at = None;
@@ -135,6 +151,7 @@ impl Recovery {
     }
 
     /// Whether the next segment sent is a tail loss probe.
+    #[inline]
     pub(super) fn probe_due(&self) -> bool {
         self.probe_due
     }
@@ -161,6 +178,14 @@ impl Recovery {
         mss: usize,
         reo_wnd: Duration,
     ) -> bool {
+        // The common case, an ACK with nothing lost, SACKed or probed: nothing to do.
+        if self.idle()
+            && self.probe_out.is_none()
+            && self.reo_deadline.is_none()
+            && blocks.iter().all(Option::is_none)
+        {
+            return false;
+        }
         self.forget_below(una);
         // RFC 2883: a first block below the cumulative ACK reports data received twice.
         if let Some(Some((left, _))) = blocks.first() {
@@ -216,6 +241,7 @@ impl Recovery {
         } else {
             self.reo_deadline = None;
         }
+        self.sync_tables();
         probe_repaired
     }
 
@@ -273,6 +299,7 @@ impl Recovery {
         self.reo_deadline = None;
         self.probe_out = None;
         self.schedule_probe(None);
+        self.sync_tables();
     }
 
     /// The first range to retransmit, `[start, end)` (RFC 6675's NextSeg, rule 1): lost, not
@@ -330,6 +357,11 @@ impl Recovery {
         end: TcpSeqNumber,
         high: TcpSeqNumber,
     ) {
+        self.record_retransmit(start, end, high);
+        self.sync_tables();
+    }
+
+    fn record_retransmit(&mut self, start: TcpSeqNumber, end: TcpSeqNumber, high: TcpSeqNumber) {
         if start >= end {
             return;
         }
@@ -369,6 +401,7 @@ impl Recovery {
     }
 
     /// Data in flight (RFC 6675's pipe), for `[una, high)` sent.
+    #[inline]
     pub(super) fn pipe(&self, una: TcpSeqNumber, high: TcpSeqNumber) -> usize {
         if high <= una {
             return 0;
@@ -376,6 +409,10 @@ impl Recovery {
         if self.idle() {
             return high - una;
         }
+        self.pipe_tracked(una, high)
+    }
+
+    fn pipe_tracked(&self, una: TcpSeqNumber, high: TcpSeqNumber) -> usize {
         let lost_end = self.lost_end.unwrap_or(una).max(una).min(high);
         // Not SACKed and not lost...
         let mut pipe = (high - lost_end) - sacked_above(&self.sacked, lost_end);
