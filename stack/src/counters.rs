@@ -83,6 +83,16 @@ counters! {
     udp_rx_drop_no_socket,
     /// UDP datagrams queued for sending.
     udp_tx_datagrams,
+    /// TCP segments sent again (loss recovery, timeouts, tail loss probes), counted when
+    /// their connection is reaped ([`crate::Stack::tcp_recovery`] adds the open ones).
+    tcp_retransmits,
+    /// TCP retransmission timeouts (reaped connections).
+    tcp_timeouts,
+    /// TCP loss episodes repaired without a timeout: SACK or NewReno recovery (reaped
+    /// connections).
+    tcp_recoveries,
+    /// TCP tail loss probes sent (reaped connections).
+    tcp_loss_probes,
 }
 
 impl fmt::Display for Counters {

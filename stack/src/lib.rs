@@ -35,6 +35,8 @@ mod udp;
 mod unresolved;
 
 #[cfg(test)]
+mod fault_runs;
+#[cfg(test)]
 mod limits_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
@@ -611,6 +613,7 @@ impl Stack {
                 _ => false,
             };
             if done {
+                count_recovery(counters, socket);
                 // A spare keeps its buffers, and its place in the stack's memory.
                 match sockets.remove(c.handle) {
                     smoltcp::socket::Socket::Tcp(t) if spare.len() < SPARE_TCP_SOCKETS => {
@@ -643,6 +646,27 @@ impl Stack {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// What TCP loss recovery did on every connection of this stack, open and reaped.
+    pub fn tcp_recovery(&self) -> tcp::RecoveryStats {
+        let c = &self.counters;
+        let mut total = tcp::RecoveryStats {
+            retransmitted: c.tcp_retransmits,
+            timeouts: c.tcp_timeouts,
+            recoveries: c.tcp_recoveries,
+            loss_probes: c.tcp_loss_probes,
+        };
+        for (_, s) in self.sockets.iter() {
+            if let Some(t) = <tcp::Socket as smoltcp::socket::AnySocket>::downcast(s) {
+                let r = t.recovery_stats();
+                total.retransmitted += r.retransmitted;
+                total.timeouts += r.timeouts;
+                total.recoveries += r.recoveries;
+                total.loss_probes += r.loss_probes;
+            }
+        }
+        total
     }
 
     /// smoltcp sockets alive: application sockets, idle listening sockets, connections not yet
@@ -784,11 +808,12 @@ impl Stack {
         }
         // Sockets with nothing left to send go now. A removed one may be touched (a send
         // before the peer's reset): the next poll then must not use the touched list.
-        let (sockets, mem) = (&mut self.sockets, &mut self.budget);
+        let (sockets, mem, counters) = (&mut self.sockets, &mut self.budget, &mut self.counters);
         let mut removed = false;
         self.closing.retain(|c| {
             let socket = sockets.get::<tcp::Socket>(c.handle);
             if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
+                count_recovery(counters, socket);
                 budget::remove(sockets, c.handle, mem);
                 removed = true;
                 false
@@ -973,6 +998,15 @@ fn egress_set<L: link::Link, R: link::Resolver>(
         }
     }
     active
+}
+
+/// Adds what loss recovery did on a connection about to be reaped to the stack's counters.
+fn count_recovery(counters: &mut Counters, socket: &tcp::Socket) {
+    let r = socket.recovery_stats();
+    counters.tcp_retransmits += r.retransmitted;
+    counters.tcp_timeouts += r.timeouts;
+    counters.tcp_recoveries += r.recoveries;
+    counters.tcp_loss_probes += r.loss_probes;
 }
 
 /// The earlier of two deadlines (`None`: never).

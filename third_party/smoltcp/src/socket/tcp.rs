@@ -19,9 +19,20 @@ use crate::wire::{
 };
 
 mod congestion;
+mod recovery;
 // accel: TCP repair (README.md, "Handing a connection to the kernel").
 mod repair;
-pub use repair::RepairState;
+
+pub use self::recovery::RecoveryStats;
+pub use self::repair::RepairState;
+
+/// Loss recovery's state (its scoreboard tables, most of all) is large and rarely touched
+/// while nothing is lost. With an allocator it lives on the heap, so a socket stays small to
+/// move around.
+#[cfg(feature = "alloc")]
+type RecoveryState = alloc::boxed::Box<recovery::Recovery>;
+#[cfg(not(feature = "alloc"))]
+type RecoveryState = recovery::Recovery;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -141,25 +152,25 @@ impl fmt::Display for State {
     }
 }
 
+// All RTT estimator values are in microseconds: the RTT of a LAN or a veth is tens of
+// microseconds, which whole milliseconds would round to zero.
+
 /// RFC 6298: (2.1) Until a round-trip time (RTT) measurement has been made for a
 /// segment sent between the sender and receiver, the sender SHOULD
 /// set RTO <- 1 second,
-const RTTE_INITIAL_RTO: u32 = 1000;
-
-// Minimum "safety margin" for the RTO that kicks in when the
-// variance gets very low.
-const RTTE_MIN_MARGIN: u32 = 5;
+const RTTE_INITIAL_RTO: u32 = 1_000_000;
 
 /// K, according to RFC 6298
 const RTTE_K: u32 = 4;
 
-// RFC 6298 (2.4): Whenever RTO is computed, if it is less than 1 second, then the
-// RTO SHOULD be rounded up to 1 second.
-const RTTE_MIN_RTO: u32 = 1000;
+// RFC 6298 (2.4) asks for a 1 second minimum RTO; like Linux (TCP_RTO_MIN), we use
+// 200 ms, as a floor of the variance term: RTO = SRTT + max(K * RTTVAR, 200 ms). A
+// lost segment then costs a fifth of what it used to on a fast path.
+const RTTE_MIN_RTO: u32 = 200_000;
 
 // RFC 6298 (2.5) A maximum value MAY be placed on RTO provided it is at least 60
 // seconds
-const RTTE_MAX_RTO: u32 = 60_000;
+const RTTE_MAX_RTO: u32 = 60_000_000;
 
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -171,8 +182,13 @@ struct RttEstimator {
     srtt: u32,
     /// RTT variance.
     rttvar: u32,
-    /// Retransmission Time-Out
+    /// Retransmission Time-Out, before backoff
     rto: u32,
+    /// How many times the RTO has doubled since it last was computed or an ACK
+    /// acknowledged new data.
+    backoff: u8,
+    /// Smallest RTT measured (u32::MAX: none yet).
+    min_rtt: u32,
     timestamp: Option<(Instant, TcpSeqNumber)>,
     max_seq_sent: Option<TcpSeqNumber>,
     rto_count: u8,
@@ -185,6 +201,8 @@ impl Default for RttEstimator {
             srtt: 0,   // ignored, will be overwritten on first measurement.
             rttvar: 0, // ignored, will be overwritten on first measurement.
             rto: RTTE_INITIAL_RTO,
+            backoff: 0,
+            min_rtt: u32::MAX,
             timestamp: None,
             max_seq_sent: None,
             rto_count: 0,
@@ -194,20 +212,37 @@ impl Default for RttEstimator {
 
 impl RttEstimator {
     fn retransmission_timeout(&self) -> Duration {
-        Duration::from_millis(self.rto as _)
+        // RFC 6298 (5.5): RTO <- RTO * 2 per backoff, up to the maximum.
+        let rto = (self.rto as u64) << self.backoff.min(16);
+        Duration::from_micros(rto.min(RTTE_MAX_RTO as u64))
     }
 
+    /// Smoothed RTT in milliseconds.
     #[cfg(feature = "socket-tcp-cubic")]
     fn smoothed_rtt(&self) -> u32 {
-        if self.have_measurement { self.srtt } else { 0 }
+        if self.have_measurement {
+            self.srtt / 1000
+        } else {
+            0
+        }
+    }
+
+    /// How long data may arrive out of order before what it passed is taken for lost
+    /// (RACK's reordering window, RFC 8985: a quarter of the minimum RTT).
+    fn reordering_window(&self) -> Duration {
+        match self.min_rtt {
+            u32::MAX => Duration::from_millis(1),
+            rtt => Duration::from_micros((rtt / 4) as u64),
+        }
     }
 
     fn sample(&mut self, new_rtt: u32) {
+        self.min_rtt = self.min_rtt.min(new_rtt);
         if self.have_measurement {
             // RFC 6298 (2.3) When a subsequent RTT measurement R' is made, a host MUST set (...)
             let diff = (self.srtt as i32 - new_rtt as i32).unsigned_abs();
             self.rttvar = (self.rttvar * 3 + diff).div_ceil(4);
-            self.srtt = (self.srtt * 7 + new_rtt).div_ceil(8);
+            self.srtt = ((self.srtt as u64 * 7 + new_rtt as u64).div_ceil(8)) as u32;
         } else {
             // RFC 6298 (2.2) When the first RTT measurement R is made, the host MUST set (...)
             self.have_measurement = true;
@@ -215,11 +250,12 @@ impl RttEstimator {
             self.rttvar = new_rtt / 2;
         }
 
-        // RFC 6298 (2.2), (2.3)
-        let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
-        self.rto = (self.srtt + margin).clamp(RTTE_MIN_RTO, RTTE_MAX_RTO);
+        // RFC 6298 (2.2), (2.3), with Linux's floor on the variance term.
+        let margin = RTTE_MIN_RTO.max(self.rttvar.saturating_mul(RTTE_K));
+        self.rto = self.srtt.saturating_add(margin).min(RTTE_MAX_RTO);
 
         self.rto_count = 0;
+        self.backoff = 0;
 
         tcp_trace!(
             "rtte: sample={:?} srtt={:?} rttvar={:?} rto={:?}",
@@ -248,17 +284,28 @@ impl RttEstimator {
         if let Some((sent_timestamp, sent_seq)) = self.timestamp
             && seq >= sent_seq
         {
-            self.sample((timestamp - sent_timestamp).total_millis() as u32);
+            let rtt = (timestamp - sent_timestamp).total_micros();
+            self.sample(rtt.min(RTTE_MAX_RTO as u64) as u32);
             self.timestamp = None;
         }
+    }
+
+    /// An ACK acknowledged new data: the peer is reachable again, so the timer stops
+    /// backing off (Linux does the same: every ACK it can time resets the backoff).
+    fn on_progress(&mut self) {
+        self.backoff = 0;
+        self.rto_count = 0;
     }
 
     fn on_rto(&mut self) {
         // RFC 6298 (5.5) The host MUST set RTO <- RTO * 2 ("back off the timer").  The
         // maximum value discussed in (2.5) above may be used to provide
         // an upper bound to this doubling operation.
-        self.rto = (self.rto * 2).min(RTTE_MAX_RTO);
-        tcp_trace!("rtte: doubling rto to {:?}", self.rto);
+        self.backoff = self.backoff.saturating_add(1);
+        tcp_trace!(
+            "rtte: backing off rto to {:?}",
+            self.retransmission_timeout()
+        );
 
         // RFC 6298: a TCP implementation MAY clear SRTT and RTTVAR after
         // backing off the timer multiple times as it is likely that the current
@@ -290,7 +337,6 @@ enum Timer {
     Retransmit {
         expires_at: Instant,
     },
-    FastRetransmit,
     ZeroWindowProbe {
         expires_at: Instant,
         delay: Duration,
@@ -322,7 +368,6 @@ impl Timer {
     fn should_retransmit(&self, timestamp: Instant) -> bool {
         match *self {
             Timer::Retransmit { expires_at } if timestamp >= expires_at => true,
-            Timer::FastRetransmit => true,
             _ => false,
         }
     }
@@ -351,7 +396,6 @@ impl Timer {
             } => PollAt::Ingress,
             Timer::ZeroWindowProbe { expires_at, .. } => PollAt::Time(expires_at),
             Timer::Retransmit { expires_at, .. } => PollAt::Time(expires_at),
-            Timer::FastRetransmit => PollAt::Now,
             Timer::Close { expires_at } => PollAt::Time(expires_at),
         }
     }
@@ -378,20 +422,13 @@ impl Timer {
 
     fn set_for_retransmit(&mut self, timestamp: Instant, delay: Duration) {
         match *self {
-            Timer::Idle { .. }
-            | Timer::FastRetransmit
-            | Timer::Retransmit { .. }
-            | Timer::ZeroWindowProbe { .. } => {
+            Timer::Idle { .. } | Timer::Retransmit { .. } | Timer::ZeroWindowProbe { .. } => {
                 *self = Timer::Retransmit {
                     expires_at: timestamp + delay,
                 }
             }
             Timer::Close { .. } => (),
         }
-    }
-
-    fn set_for_fast_retransmit(&mut self) {
-        *self = Timer::FastRetransmit
     }
 
     fn set_for_close(&mut self, timestamp: Instant) {
@@ -409,7 +446,7 @@ impl Timer {
 
     fn rewind_zero_window_probe(&mut self, timestamp: Instant) {
         if let Timer::ZeroWindowProbe { mut delay, .. } = *self {
-            delay = (delay * 2).min(Duration::from_millis(RTTE_MAX_RTO as _));
+            delay = (delay * 2).min(Duration::from_micros(RTTE_MAX_RTO as _));
             *self = Timer::ZeroWindowProbe {
                 expires_at: timestamp + delay,
                 delay,
@@ -426,7 +463,7 @@ impl Timer {
     }
 
     fn is_retransmit(&self) -> bool {
-        matches!(self, Timer::Retransmit { .. } | Timer::FastRetransmit)
+        matches!(self, Timer::Retransmit { .. })
     }
 }
 
@@ -524,8 +561,8 @@ pub struct Socket<'a> {
     /// The number of packets received directly after
     /// each other which have the same ACK number.
     local_rx_dup_acks: u8,
-    /// If a fast retransmit needs to occur
-    pending_fast_retransmit: bool,
+    /// SACK scoreboard and loss recovery state.
+    recovery: RecoveryState,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -559,6 +596,12 @@ pub struct Socket<'a> {
 }
 
 const DEFAULT_MSS: usize = 536;
+
+/// RFC 6928's initial congestion window (Linux's too): ten segments, at most 14600 octets
+/// unless two segments are more.
+fn initial_window(mss: usize) -> usize {
+    (10 * mss).min((2 * mss).max(14600))
+}
 
 /// Minimum MSS we accept from the remote, same value as Linux's `TCP_MIN_SND_MSS`.
 /// Without it, a peer advertising a tiny MSS could force segments to carry little
@@ -616,7 +659,7 @@ impl<'a> Socket<'a> {
             local_rx_last_ack: None,
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
-            pending_fast_retransmit: false,
+            recovery: RecoveryState::default(),
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -677,6 +720,12 @@ impl<'a> Socket<'a> {
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
         }
+    }
+
+    /// What loss recovery did on the current connection: retransmissions, timeouts, loss
+    /// episodes, tail loss probes.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        self.recovery.stats
     }
 
     /// Return the current congestion control algorithm.
@@ -929,6 +978,13 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        self.recovery.reset();
+        // A socket reused for a new connection must not inherit the old one's congestion
+        // window and loss state.
+        self.set_congestion_control(self.congestion_control());
+        self.local_rx_last_ack = None;
+        self.local_rx_last_seq = None;
+        self.local_rx_dup_acks = 0;
 
         #[cfg(feature = "async")]
         {
@@ -1401,11 +1457,87 @@ impl<'a> Socket<'a> {
         self.remote_last_seq - self.local_seq_no
     }
 
+    /// Octets in flight as the congestion window counts them: not SACKed, not lost, or
+    /// retransmitted (RFC 6675's pipe; the flight size when nothing is SACKed or lost).
+    fn pipe(&self) -> usize {
+        self.recovery.pipe(self.local_seq_no, self.remote_last_seq)
+    }
+
     fn cwnd_remaining(&self) -> usize {
         self.congestion_controller
             .inner()
             .window()
-            .saturating_sub(self.flight_size())
+            .saturating_sub(self.pipe())
+    }
+
+    /// Arms the tail loss probe (RFC 8985 section 7) as Linux does: for a peer with SACK, out
+    /// of recovery, with data outstanding and an RTT measured, two SRTTs after now, plus
+    /// 2 ms (Linux's TCP_TIMEOUT_MIN) or, with a single segment out, the 200 ms a delayed ACK
+    /// may take; never later than the retransmission timer.
+    fn schedule_tail_loss_probe(&mut self, now: Instant) {
+        let flight = self.flight_size();
+        let eligible = self.remote_has_sack
+            && flight > 0
+            && self.rtte.have_measurement
+            && matches!(
+                self.state,
+                State::Established
+                    | State::FinWait1
+                    | State::Closing
+                    | State::CloseWait
+                    | State::LastAck
+            );
+        if !eligible {
+            self.recovery.schedule_probe(None);
+            return;
+        }
+        let extra = if flight <= self.remote_mss {
+            Duration::from_micros(RTTE_MIN_RTO as u64)
+        } else {
+            Duration::from_millis(2)
+        };
+        let at = now + Duration::from_micros(2 * self.rtte.srtt as u64) + extra;
+        let rto_at = match self.timer {
+            Timer::Retransmit { expires_at } => expires_at,
+            _ => now + self.rtte.retransmission_timeout(),
+        };
+        self.recovery.schedule_probe((at < rto_at).then_some(at));
+    }
+
+    /// The range to retransmit now, if loss recovery has one and the congestion window
+    /// lets it out.
+    fn rtx_to_send(&self) -> Option<(TcpSeqNumber, TcpSeqNumber)> {
+        if self.recovery.idle() {
+            return None;
+        }
+        if !matches!(
+            self.state,
+            State::Established
+                | State::FinWait1
+                | State::Closing
+                | State::CloseWait
+                | State::LastAck
+        ) || self.cwnd_remaining() == 0
+        {
+            return None;
+        }
+        self.recovery
+            .next_rtx(self.local_seq_no, self.remote_last_seq)
+    }
+
+    /// The tail loss probe to retransmit, when one is due and no new data can go instead:
+    /// the last segment sent (its FIN included).
+    fn probe_rtx(&self, effective_mss: usize) -> Option<(TcpSeqNumber, TcpSeqNumber)> {
+        if !self.recovery.probe_due() {
+            return None;
+        }
+        let sent = self.flight_size();
+        let unsent_in_window = self.tx_buffer.len() > sent && self.remote_win_len > sent;
+        if sent == 0 || unsent_in_window {
+            return None;
+        }
+        let high = self.remote_last_seq;
+        Some((high - sent.min(effective_mss.max(1)), high))
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -1497,46 +1629,48 @@ impl<'a> Socket<'a> {
 
         // If the remote supports selective acknowledgement, add the option to the outgoing
         // segment.
-        if self.remote_has_sack {
-            net_debug!("sending sACK option with current assembler ranges");
-
-            // RFC 2018: The first SACK block (i.e., the one immediately following the kind and
-            // length fields in the option) MUST specify the contiguous block of data containing
-            // the segment which triggered this ACK, unless that segment advanced the
-            // Acknowledgment Number field in the header.
-            reply_repr.sack_ranges[0] = None;
-
-            let ack = reply_repr.ack_number.unwrap_or(TcpSeqNumber(0));
-
-            if let Some(last_seg_seq) = self.local_rx_last_seq {
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .find(|&(left, right)| left <= last_seg_seq && right >= last_seg_seq)
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
-
-            if reply_repr.sack_ranges[0].is_none() {
-                // The matching segment was removed from the assembler, meaning the acknowledgement
-                // number has advanced, or there was no previous sACK.
-                //
-                // While the RFC says we SHOULD keep a list of reported sACK ranges, and iterate
-                // through those, that is currently infeasible. Instead, we offer the range with
-                // the lowest sequence number (if one exists) to hint at what segments would
-                // most quickly advance the acknowledgement number.
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .next()
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
-        }
+        reply_repr.sack_ranges = self.sack_blocks();
 
         // Since the sACK option may have changed the length of the payload, update that.
         ip_reply_repr.set_payload_len(reply_repr.buffer_len());
         (ip_reply_repr, reply_repr)
+    }
+
+    /// RFC 2018: the SACK blocks an ACK carries while out-of-order data is queued. The first
+    /// block holds the segment received last (unless that segment advanced the ACK number);
+    /// the others follow from the highest down, which puts the blocks that grew most recently
+    /// first when data arrives in order around the holes (up to three, the most the option
+    /// takes beside a timestamp).
+    fn sack_blocks(&self) -> [Option<(u32, u32)>; 3] {
+        let mut blocks = [None; 3];
+        if !self.remote_has_sack || self.assembler.is_empty() {
+            return blocks;
+        }
+        let ack = self.remote_seq_no + self.rx_buffer.len();
+        let in_block = |seq: TcpSeqNumber, (left, right): (usize, usize)| {
+            ack + left <= seq && seq < ack + right
+        };
+        let first = self.local_rx_last_seq.and_then(|seq| {
+            self.assembler
+                .iter_data()
+                .find(|&block| in_block(seq, block))
+        });
+        // The highest blocks other than the first, highest last.
+        let mut others = [None; 3];
+        for block in self.assembler.iter_data() {
+            if Some(block) != first {
+                others.rotate_left(1);
+                others[2] = Some(block);
+            }
+        }
+        let wire = |(left, right): (usize, usize)| ((ack + left).0 as u32, (ack + right).0 as u32);
+        for (slot, block) in blocks
+            .iter_mut()
+            .zip(first.into_iter().chain(others.into_iter().rev().flatten()))
+        {
+            *slot = Some(wire(block));
+        }
+        blocks
     }
 
     fn challenge_ack_reply(
@@ -1715,6 +1849,20 @@ impl<'a> Socket<'a> {
         let segment_start = repr.seq_number;
         let segment_end = repr.seq_number + repr.payload.len();
 
+        // RFC 9293 (3.10.7.4): with a zero receive window no segment is acceptable, "but
+        // special allowance should be made to accept valid ACKs". A segment from the peer (a
+        // window probe, data it sends on, an ACK sent past a right edge that the window scale's
+        // rounding moved back) still carries a valid ACK and a window: they are taken, the data
+        // is dropped and an ACK answers. Otherwise, once a window update of the peer's is lost,
+        // each side can wait for the other's window for ever.
+        let zero_window_ack = window_start == window_end
+            && matches!(repr.control, TcpControl::None | TcpControl::Psh)
+            && matches!(
+                self.state,
+                State::Established | State::FinWait1 | State::FinWait2
+            );
+        let mut ack_only = false;
+
         let (payload, payload_offset) = match self.state {
             // In LISTEN and SYN-SENT states, we have not yet synchronized with the remote end.
             State::Listen | State::SynSent => (&[][..], 0),
@@ -1785,6 +1933,9 @@ impl<'a> Socket<'a> {
                         &repr.payload[overlap_start - segment_start..overlap_end - segment_start],
                         overlap_start - window_start,
                     )
+                } else if zero_window_ack {
+                    ack_only = true;
+                    (&[][..], 0)
                 } else {
                     // Out-of-window RSTs are silently dropped, per RFC 9293
                     // (3.10.7.4) and RFC 5961 (3.2): no reply is sent, and the
@@ -1909,9 +2060,9 @@ impl<'a> Socket<'a> {
                     // Treat a zero MSS as if the option were absent, like Linux does.
                     if max_seg_size != 0 {
                         self.remote_mss = (max_seg_size as usize).max(MIN_REMOTE_MSS);
-                        self.congestion_controller
-                            .inner_mut()
-                            .set_mss(self.remote_mss);
+                        let controller = self.congestion_controller.inner_mut();
+                        controller.set_mss(self.remote_mss);
+                        controller.set_initial_window(initial_window(self.remote_mss));
                     }
                 }
 
@@ -1962,9 +2113,9 @@ impl<'a> Socket<'a> {
                     // Treat a zero MSS as if the option were absent, like Linux does.
                     if max_seg_size != 0 {
                         self.remote_mss = (max_seg_size as usize).max(MIN_REMOTE_MSS);
-                        self.congestion_controller
-                            .inner_mut()
-                            .set_mss(self.remote_mss);
+                        let controller = self.congestion_controller.inner_mut();
+                        controller.set_mss(self.remote_mss);
+                        controller.set_initial_window(initial_window(self.remote_mss));
                     }
                 }
 
@@ -2085,6 +2236,7 @@ impl<'a> Socket<'a> {
                 self.tx_buffer.len() - ack_len
             );
             self.tx_buffer.dequeue_allocated(ack_len);
+            self.rtte.on_progress();
 
             // There's new room available in tx_buffer, wake the waiting task if any.
             #[cfg(feature = "async")]
@@ -2120,17 +2272,26 @@ impl<'a> Socket<'a> {
                     );
 
                     if self.local_rx_dup_acks == 3 {
-                        self.timer.set_for_fast_retransmit();
+                        // RFC 5681: the segment at SND.UNA is taken for lost (with SACK the
+                        // scoreboard usually says so first).
+                        self.recovery.on_dup_acks(
+                            ack_number,
+                            self.remote_last_seq,
+                            self.remote_mss,
+                        );
                         net_debug!("started fast retransmit");
                     }
 
-                    // Notify of duplicate ACK
-                    let in_flight = self.flight_size();
-                    self.congestion_controller.inner_mut().on_dup_ack(
-                        cx.now(),
-                        self.remote_mss,
-                        in_flight,
-                    );
+                    // Notify of duplicate ACK. With SACK, the pipe already counts the segment
+                    // that left the network: no window inflation.
+                    if !self.remote_has_sack {
+                        let in_flight = self.flight_size();
+                        self.congestion_controller.inner_mut().on_dup_ack(
+                            cx.now(),
+                            self.remote_mss,
+                            in_flight,
+                        );
+                    }
                 }
 
                 // No duplicate ACK means we reset the duplicate ACK count
@@ -2156,6 +2317,7 @@ impl<'a> Socket<'a> {
 
             // We've processed everything in the incoming segment, so advance the local
             // sequence number past it.
+            let advanced = ack_number > self.local_seq_no;
             self.local_seq_no = ack_number;
 
             // During retransmission, if an earlier segment got lost but later was
@@ -2166,6 +2328,39 @@ impl<'a> Socket<'a> {
             if self.remote_last_seq < self.local_seq_no {
                 self.remote_last_seq = self.local_seq_no
             }
+
+            // Loss detection: the SACK scoreboard, NewReno's partial ACKs.
+            let blocks = if self.remote_has_sack {
+                &repr.sack_ranges[..]
+            } else {
+                &[]
+            };
+            let probe_repaired = self.recovery.on_ack(
+                cx.now(),
+                ack_number,
+                advanced,
+                blocks,
+                self.remote_last_seq,
+                self.remote_mss,
+                self.rtte.reordering_window(),
+            );
+            if probe_repaired {
+                net_debug!("tail loss probe repaired a loss");
+                let in_flight = self.flight_size();
+                self.congestion_controller
+                    .inner_mut()
+                    .on_loss(cx.now(), in_flight);
+            }
+            if self
+                .recovery
+                .enter_if_lost(self.local_seq_no, self.remote_last_seq)
+            {
+                net_debug!("loss detected, entering recovery");
+                let in_flight = self.flight_size();
+                self.congestion_controller
+                    .inner_mut()
+                    .on_loss(cx.now(), in_flight);
+            }
         }
 
         // update last remote tsval
@@ -2175,7 +2370,7 @@ impl<'a> Socket<'a> {
 
         // update timers.
         match self.timer {
-            Timer::Retransmit { .. } | Timer::FastRetransmit => {
+            Timer::Retransmit { .. } => {
                 if ack_all {
                     // RFC 6298: (5.2) ACK of all outstanding data turn off the retransmit timer.
                     self.timer.set_for_idle(cx.now(), self.keep_alive);
@@ -2191,6 +2386,10 @@ impl<'a> Socket<'a> {
             }
             _ => {}
         }
+        if ack_len > 0 || ack_all {
+            // Progress: the tail loss probe counts from now (or is not needed).
+            self.schedule_tail_loss_probe(cx.now());
+        }
 
         // start/stop the Zero Window Probe timer.
         if self.remote_win_len == 0
@@ -2203,11 +2402,21 @@ impl<'a> Socket<'a> {
         }
         if self.remote_win_len != 0 && self.timer.is_zero_window_probe() {
             tcp_trace!("stopping zero-window-probe timer");
-            self.timer.set_for_idle(cx.now(), self.keep_alive);
+            if self.flight_size() > 0 {
+                // Data sent before the window shut is still unacknowledged (some of it may be
+                // lost): it needs the retransmission timer, or nothing would ever resend it.
+                let rto = self.rtte.retransmission_timeout();
+                self.timer.set_for_retransmit(cx.now(), rto);
+            } else {
+                self.timer.set_for_idle(cx.now(), self.keep_alive);
+            }
         }
 
         let payload_len = payload.len();
         if payload_len == 0 {
+            if ack_only {
+                return Some(self.ack_reply(ip_repr, repr));
+            }
             return None;
         }
 
@@ -2300,8 +2509,12 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
-        // Fast retransmits should always send, even if later congestion checks would disallow
-        if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+        // Loss recovery has something to retransmit, or a tail loss probe is due (two flags
+        // of recovery's first say whether to look at all: this runs for every poll).
+        if !self.recovery.idle() && self.rtx_to_send().is_some() {
+            return true;
+        }
+        if self.recovery.probe_due() && self.flight_size() > 0 {
             return true;
         }
 
@@ -2475,35 +2688,30 @@ impl<'a> Socket<'a> {
             net_debug!("timeout exceeded");
             self.set_state(State::Closed);
         } else if self.timer.should_retransmit(cx.now()) {
-            if let Timer::Retransmit { .. } = self.timer {
-                // If a retransmit timer expired, we should resend data starting at the last ACK.
-                net_debug!("retransmitting after rto");
+            // If a retransmit timer expired, we should resend data starting at the last ACK.
+            net_debug!("retransmitting after rto");
 
-                // Inform the congestion controller that we're retransmitting and should enter the slow start state
-                let in_flight = self.flight_size();
-                self.congestion_controller
-                    .inner_mut()
-                    .on_rto(cx.now(), in_flight);
+            // Inform the congestion controller that we're retransmitting and should enter the slow start state
+            let in_flight = self.flight_size();
+            self.congestion_controller
+                .inner_mut()
+                .on_rto(cx.now(), in_flight);
 
+            if matches!(self.state, State::SynSent | State::SynReceived) {
                 // Rewind "last sequence number sent", as if we never
-                // had sent them. This will cause all data in the queue
-                // to be sent again.
+                // had sent them. This will cause the SYN to be sent again.
                 self.remote_last_seq = self.local_seq_no;
-
-                // Inform RTTE, so that it can can handle RTO backoff
-                self.rtte.on_rto();
             } else {
-                // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
-                net_debug!("retransmitting for fast-retransmit");
-
-                // Inform the congestion controller that we're doing a fast retransmit and should enter the fast recovery state
-                let in_flight = self.flight_size();
-                self.congestion_controller
-                    .inner_mut()
-                    .on_loss(cx.now(), in_flight);
-
-                self.pending_fast_retransmit = true;
+                // Everything not SACKed is lost: loss recovery retransmits it in order,
+                // as the congestion window allows. A repeated timeout also forgets the
+                // SACKs, in case the peer dropped data it had SACKed.
+                self.recovery
+                    .on_rto(self.remote_last_seq, self.rtte.backoff > 0);
             }
+
+            // Inform RTTE, so that it can can handle RTO backoff
+            self.rtte.on_rto();
+            self.recovery.stats.timeouts += 1;
 
             // Clear the `should_retransmit` state. If we can't retransmit right
             // now for whatever reason (like zero window), this avoids an
@@ -2513,6 +2721,23 @@ impl<'a> Socket<'a> {
 
             // Inform RTTE, so that it can avoid bogus measurements.
             self.rtte.on_retransmit();
+        }
+
+        // The reordering window of loss detection, or the tail loss probe's timer, may have
+        // ended.
+        if self.recovery.poll_at().is_some() {
+            self.recovery.on_time(cx.now());
+        }
+        if !self.recovery.idle()
+            && self
+                .recovery
+                .enter_if_lost(self.local_seq_no, self.remote_last_seq)
+        {
+            net_debug!("loss detected, entering recovery");
+            let in_flight = self.flight_size();
+            self.congestion_controller
+                .inner_mut()
+                .on_loss(cx.now(), in_flight);
         }
 
         #[cfg(feature = "socket-tcp-pause-synack")]
@@ -2577,7 +2802,27 @@ impl<'a> Socket<'a> {
             payload: &[],
         };
 
+        // SACK blocks go with every ACK while data is out of order, data segments included
+        // (RFC 2018), not only with the ACKs that out-of-order segments trigger.
+        if self.remote_has_sack
+            && !self.assembler.is_empty()
+            && matches!(
+                self.state,
+                State::Established
+                    | State::FinWait1
+                    | State::FinWait2
+                    | State::CloseWait
+                    | State::Closing
+                    | State::LastAck
+                    | State::TimeWait
+            )
+        {
+            repr.sack_ranges = self.sack_blocks();
+        }
+
         let mut is_zero_window_probe = false;
+        let mut is_retransmission = false;
+        let mut probe = false;
 
         #[cfg_attr(
             not(feature = "segmentation-offload"),
@@ -2634,14 +2879,20 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
-                let offset = if self.pending_fast_retransmit {
-                    let size = effective_mss.min(self.tx_buffer.len());
-                    repr.seq_number = self.local_seq_no;
-                    repr.payload = self.tx_buffer.get_allocated(0, size);
+                probe = self.recovery.probe_due();
+                let rtx = self.rtx_to_send().or_else(|| self.probe_rtx(effective_mss));
+                let offset = if let Some((start, end)) = rtx {
+                    // A retransmission chosen by loss recovery: it may lie anywhere between
+                    // SND.UNA and SND.NXT; a range reaching past the data is the FIN.
+                    let offset = start - self.local_seq_no;
+                    let size = (end - start)
+                        .min(effective_mss)
+                        .min(self.tx_buffer.len().saturating_sub(offset));
+                    repr.seq_number = start;
+                    repr.payload = self.tx_buffer.get_allocated(offset, size);
+                    is_retransmission = true;
 
-                    self.pending_fast_retransmit = false;
-
-                    0
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -2697,7 +2948,7 @@ impl<'a> Socket<'a> {
                         .unwrap_or(effective_mss)
                     };
 
-                    let size = if is_zero_window_probe {
+                    let size = if is_zero_window_probe || probe {
                         // Zero-window probes are exempt from the congestion window: they
                         // are sent precisely when normal transmission is impossible, and
                         // an empty segment elicits no reply, so capping the probe to a
@@ -2830,6 +3081,21 @@ impl<'a> Socket<'a> {
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
 
+        if is_retransmission {
+            // Karn: no RTT sample across a retransmission.
+            self.rtte.on_retransmit();
+        }
+        if probe && repr.segment_len() > 0 {
+            self.recovery
+                .on_probe_sent(self.remote_last_seq, is_retransmission);
+        } else if is_retransmission {
+            self.recovery.on_retransmit(
+                repr.seq_number,
+                repr.seq_number + repr.segment_len(),
+                self.remote_last_seq,
+            );
+        }
+
         if repr.segment_len() > 0 {
             self.rtte
                 .on_send(cx.now(), repr.seq_number + repr.segment_len());
@@ -2844,6 +3110,11 @@ impl<'a> Socket<'a> {
             // so that it will expire after RTO seconds.
             let rto = self.rtte.retransmission_timeout();
             self.timer.set_for_retransmit(cx.now(), rto);
+        }
+
+        if repr.segment_len() > 0 && !is_retransmission && !probe {
+            // New data: the tail loss probe counts from its last segment.
+            self.schedule_tail_loss_probe(cx.now());
         }
 
         if self.state == State::Closed {
@@ -2895,11 +3166,22 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // The end of loss detection's reordering window.
+            let recovery_poll_at = self
+                .recovery
+                .poll_at()
+                .map_or(PollAt::Ingress, PollAt::Time);
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                recovery_poll_at,
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
@@ -3524,6 +3806,26 @@ mod test {
             }
         );
         sanity!(s, socket_syn_received());
+    }
+
+    #[test]
+    #[cfg(any(feature = "socket-tcp-reno", feature = "socket-tcp-cubic"))]
+    fn test_listen_syn_sets_initial_window() {
+        // RFC 6928: ten segments of the peer's MSS, at most 14600 octets.
+        for (mss, window) in [(100, 1000), (1460, 14600), (9000, 18000)] {
+            let mut s = socket_listen();
+            send!(
+                s,
+                TcpRepr {
+                    control: TcpControl::Syn,
+                    seq_number: REMOTE_SEQ,
+                    ack_number: None,
+                    max_seg_size: Some(mss),
+                    ..SEND_TEMPL
+                }
+            );
+            assert_eq!(s.congestion_controller.inner().window(), window);
+        }
     }
 
     #[test]
@@ -4682,6 +4984,105 @@ mod test {
                 })
             );
         }
+    }
+
+    #[test]
+    fn test_established_rfc2018_case3_several_blocks() {
+        // RFC 2018, page 9, Case 3: the 2nd, 4th, 6th and 8th segments are dropped; each ACK
+        // carries every block, the one holding the triggering segment first. Then the 4th
+        // arrives (filling one hole) and the 2nd (advancing the ACK).
+        let (mut s, segment) = setup_rfc2018_cases();
+        let seq = |offset: usize| REMOTE_SEQ + 1 + 5000 + offset;
+        let block = |l: usize, r: usize| Some((seq(l).0 as u32, seq(r).0 as u32));
+        let data = |offset: usize| TcpRepr {
+            seq_number: seq(offset),
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &segment,
+            ..SEND_TEMPL
+        };
+        let ack = |ack: usize, window_len: u16, sack_ranges| TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(seq(ack)),
+            window_len,
+            sack_ranges,
+            ..RECV_TEMPL
+        };
+        send!(s, data(0));
+        recv!(s, [ack(500, 3500, [None, None, None])]);
+        send!(
+            s,
+            data(1000),
+            Some(ack(500, 3500, [block(1000, 1500), None, None]))
+        );
+        send!(
+            s,
+            data(2000),
+            Some(ack(500, 3500, [block(2000, 2500), block(1000, 1500), None]))
+        );
+        send!(
+            s,
+            data(3000),
+            Some(ack(
+                500,
+                3500,
+                [block(3000, 3500), block(2000, 2500), block(1000, 1500)]
+            ))
+        );
+        // The 4th segment (6500) arrives late: its block [6000, 7500) comes first.
+        send!(
+            s,
+            data(1500),
+            Some(ack(500, 3500, [block(1000, 2500), block(3000, 3500), None]))
+        );
+        // The 2nd (5500) arrives: the ACK moves to 7500 and one block is left.
+        send!(
+            s,
+            data(500),
+            Some(ack(2500, 1500, [block(3000, 3500), None, None]))
+        );
+    }
+
+    #[test]
+    fn test_established_sack_blocks_ride_on_data() {
+        // While data is out of order, the SACK blocks go with data segments too.
+        let mut s = socket_established();
+        s.remote_has_sack = true;
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 4,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"efgh"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                sack_ranges: [
+                    Some(((REMOTE_SEQ + 5).0 as u32, (REMOTE_SEQ + 9).0 as u32)),
+                    None,
+                    None
+                ],
+                ..RECV_TEMPL
+            })
+        );
+        s.send_slice(b"xyz").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                sack_ranges: [
+                    Some(((REMOTE_SEQ + 5).0 as u32, (REMOTE_SEQ + 9).0 as u32)),
+                    None,
+                    None
+                ],
+                payload: &b"xyz"[..],
+                ..RECV_TEMPL
+            }]
+        );
     }
 
     #[test]
@@ -7330,6 +7731,182 @@ mod test {
         recv_nothing!(s);
     }
 
+    /// An established socket whose peer negotiated SACK, with 600 octets in six segments of
+    /// 100 in flight (sent at time 0), and the ACK the peer sends with some SACK blocks.
+    fn socket_sack_in_flight() -> (TestSocket, Vec<u8>) {
+        let mut s = socket_established_with_buffer_sizes(1000, 64);
+        s.remote_has_sack = true;
+        s.remote_mss = 100;
+        s.remote_win_len = 1000;
+        let data: Vec<u8> = (0..600u32).map(|i| i as u8).collect();
+        s.send_slice(&data).unwrap();
+        for i in 0..6 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 100,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[i * 100..i * 100 + 100],
+                ..RECV_TEMPL
+            }));
+        }
+        recv_nothing!(s, time 0);
+        (s, data)
+    }
+
+    fn sack_ack(ack: usize, blocks: &[(usize, usize)]) -> TcpRepr<'static> {
+        let mut sack_ranges = [None; 3];
+        for (slot, &(l, r)) in sack_ranges.iter_mut().zip(blocks) {
+            *slot = Some(((LOCAL_SEQ + 1 + l).0 as u32, (LOCAL_SEQ + 1 + r).0 as u32));
+        }
+        TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + ack),
+            window_len: 1000,
+            sack_ranges,
+            ..SEND_TEMPL
+        }
+    }
+
+    #[test]
+    fn test_sack_recovery_retransmits_only_holes() {
+        // Segments 0 and 2 are lost; the ACKs of 1, 3, 4, 5 carry SACK blocks.
+        let (mut s, data) = socket_sack_in_flight();
+        send!(s, time 10, sack_ack(0, &[(100, 200)]));
+        send!(s, time 10, sack_ack(0, &[(300, 400), (100, 200)]));
+        recv_nothing!(s, time 10);
+        send!(s, time 10, sack_ack(0, &[(300, 500), (100, 200)]));
+        // 300 octets SACKed above [200, 300), 400 above [0, 100): both lost, nothing else.
+        send!(s, time 10, sack_ack(0, &[(300, 600), (100, 200)]));
+        recv!(s, time 10, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[0..100],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 10, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 200,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[200..300],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 10);
+        // A partial ACK, then the last one.
+        send!(s, time 20, sack_ack(200, &[(300, 600)]));
+        recv_nothing!(s, time 20);
+        send!(s, time 20, sack_ack(600, &[]));
+        recv_nothing!(s, time 20);
+        assert_eq!(s.tx_buffer.len(), 0);
+        assert!(!s.recovery.in_recovery());
+        assert_eq!(
+            s.recovery_stats(),
+            RecoveryStats {
+                retransmitted: 2,
+                timeouts: 0,
+                recoveries: 1,
+                loss_probes: 0
+            }
+        );
+    }
+
+    #[test]
+    fn test_sack_rto_retransmits_only_unsacked() {
+        let (mut s, data) = socket_sack_in_flight();
+        send!(s, time 10, sack_ack(0, &[(100, 600)]));
+        recv!(s, time 10, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[0..100],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 10);
+        // The retransmission is lost too: the timer, started at time 0, fires and resends the
+        // one segment not SACKed.
+        recv_nothing!(s, time 999);
+        recv!(s, time 1000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[0..100],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1000);
+        let stats = s.recovery_stats();
+        assert_eq!((stats.retransmitted, stats.timeouts), (2, 1));
+    }
+
+    #[test]
+    fn test_sack_hole_at_the_tail_is_retransmitted_after_reordering_window() {
+        // Segment 4 is lost; only segment 5 is SACKed above it (less than DupThresh): it is
+        // retransmitted once the reordering window (a quarter of the 10 ms RTT the ACK
+        // measured) has passed.
+        let (mut s, data) = socket_sack_in_flight();
+        send!(s, time 10, sack_ack(400, &[(500, 600)]));
+        recv_nothing!(s, time 10);
+        assert_eq!(
+            s.socket.poll_at(&mut s.cx),
+            PollAt::Time(Instant::from_micros(12_500))
+        );
+        recv_nothing!(s, time 12);
+        recv!(s, time 13, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 400,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[400..500],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 13);
+    }
+
+    #[test]
+    fn test_tail_loss_probe() {
+        // Segments 1 to 5 are lost. Without a probe, they would wait for the RTO (210 ms);
+        // two SRTTs + 2 ms after the last ACK, the last segment goes again, and the SACK it
+        // draws starts recovery.
+        let (mut s, data) = socket_sack_in_flight();
+        send!(s, time 10, sack_ack(100, &[]));
+        recv_nothing!(s, time 31);
+        recv!(s, time 32, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 500,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[500..600],
+            ..RECV_TEMPL
+        }));
+        // One probe only.
+        recv_nothing!(s, time 100);
+        assert_eq!(s.recovery_stats().loss_probes, 1);
+        send!(s, time 100, sack_ack(100, &[(500, 600)]));
+        recv_nothing!(s, time 100);
+        for i in 1..5 {
+            recv!(s, time 103, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 100,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[i * 100..i * 100 + 100],
+                ..RECV_TEMPL
+            }));
+        }
+        recv_nothing!(s, time 103);
+    }
+
+    #[test]
+    fn test_tail_loss_probe_sends_new_data_first() {
+        let (mut s, data) = socket_sack_in_flight();
+        send!(s, time 10, sack_ack(100, &[]));
+        // Nagle holds a short write back while data is in flight; the probe sends it.
+        s.send_slice(&data[..50]).unwrap();
+        recv_nothing!(s, time 31);
+        recv!(s, time 32, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 600,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[..50],
+            ..RECV_TEMPL
+        }));
+    }
+
+    #[test]
+    fn test_no_tail_loss_probe_without_sack() {
+        let (mut s, _) = socket_sack_in_flight();
+        s.remote_has_sack = false;
+        send!(s, time 10, sack_ack(100, &[]));
+        recv_nothing!(s, time 209);
+    }
+
     #[test]
     fn test_retransmit_exponential_backoff() {
         let mut s = socket_established();
@@ -7882,6 +8459,93 @@ mod test {
     }
 
     #[test]
+    fn test_zero_window_still_takes_acks_and_window_updates() {
+        // Our window is shut and data of ours is waiting on the peer's window, also shut. The
+        // peer's window update was lost; its next data segment (dropped: no room) must still
+        // open its window for us, and acknowledge our data.
+        let mut s = socket_established();
+        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
+        s.assembler = Assembler::new();
+        s.send_slice(b"xyz").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 6,
+                payload: &b"xyz"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                window_len: 0,
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.remote_win_len, 0);
+        s.send_slice(b"more").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 6,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                window_len: 100,
+                payload: &b"123456"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.remote_win_len, 100);
+        assert_eq!(s.tx_buffer.len(), 4);
+        // A pure ACK whose sequence number is past our (rounded down) window edge counts too.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 6 + 4,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                window_len: 200,
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.remote_win_len, 200);
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 3,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 0,
+                payload: &b"more"[..],
+                ..RECV_TEMPL
+            }]
+        );
+    }
+
+    #[test]
     fn test_zero_window_ack_not_rate_limited() {
         let mut s = socket_established();
         s.rx_buffer = SocketBuffer::new(vec![0; 6]);
@@ -8280,6 +8944,50 @@ mod test {
         );
 
         assert!(!s.timer.is_zero_window_probe());
+    }
+
+    #[test]
+    fn test_zero_window_reopening_with_data_in_flight_rearms_rto() {
+        // Three segments out; the peer acknowledges two and shuts its window: the third was
+        // lost. When the window opens again, nothing may be left without a timer.
+        let mut s = socket_established_with_buffer_sizes(1000, 64);
+        s.remote_mss = 100;
+        s.remote_win_len = 1000;
+        let data: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        s.send_slice(&data).unwrap();
+        for i in 0..3 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 100,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[i * 100..i * 100 + 100],
+                ..RECV_TEMPL
+            }));
+        }
+        send!(s, time 10, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 200),
+            window_len: 0,
+            ..SEND_TEMPL
+        });
+        assert!(s.timer.is_zero_window_probe());
+        send!(s, time 20, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 200),
+            window_len: 1000,
+            ..SEND_TEMPL
+        });
+        assert!(s.timer.is_retransmit(), "{:?}", s.timer);
+        recv_nothing!(s, time 20);
+        let at = match s.socket.poll_at(&mut s.cx) {
+            PollAt::Time(t) => t,
+            p => panic!("nothing scheduled: {p:?}"),
+        };
+        recv!(s, time at.total_millis(), Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 200,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[200..300],
+            ..RECV_TEMPL
+        }));
     }
 
     #[test]
@@ -9576,15 +10284,64 @@ mod test {
     fn test_rtt_estimator() {
         let mut r = RttEstimator::default();
 
+        // Microseconds: the variance term decays until Linux's 200 ms floor holds it.
         let rtos = &[
-            6000, 5000, 4252, 3692, 3272, 2956, 2720, 2540, 2408, 2308, 2232, 2176, 2132, 2100,
-            2076, 2060, 2048, 2036, 2028, 2024, 2020, 2016, 2012, 2012,
+            6000000, 5000000, 4250000, 3687500, 3265628, 2949224, 2711920, 2533940, 2400456,
+            2300344, 2225260, 2200000, 2200000, 2200000,
         ];
 
         for &rto in rtos {
-            r.sample(2000);
-            assert_eq!(r.retransmission_timeout(), Duration::from_millis(rto));
+            r.sample(2_000_000);
+            assert_eq!(r.retransmission_timeout(), Duration::from_micros(rto));
         }
+    }
+
+    #[test]
+    fn test_rtt_estimator_sub_millisecond() {
+        // A veth or LAN path: 30 us RTTs give an RTO of 200 ms plus SRTT, not 1 s.
+        let mut r = RttEstimator::default();
+        assert_eq!(r.retransmission_timeout(), Duration::from_secs(1));
+        for _ in 0..10 {
+            r.sample(30);
+        }
+        assert_eq!(r.srtt, 30);
+        assert_eq!(r.retransmission_timeout(), Duration::from_micros(200_030));
+    }
+
+    #[test]
+    fn test_rtt_estimator_backoff_reset_on_progress() {
+        let mut r = RttEstimator::default();
+        r.sample(30);
+        let base = r.retransmission_timeout();
+        r.on_rto();
+        r.on_rto();
+        assert_eq!(r.retransmission_timeout(), base * 4);
+        r.on_progress();
+        assert_eq!(r.retransmission_timeout(), base);
+        // The cap holds however often the timer fires.
+        for _ in 0..40 {
+            r.on_rto();
+        }
+        assert_eq!(
+            r.retransmission_timeout(),
+            Duration::from_micros(RTTE_MAX_RTO as u64)
+        );
+    }
+
+    #[test]
+    #[cfg(any(feature = "socket-tcp-reno", feature = "socket-tcp-cubic"))]
+    fn test_reused_socket_starts_congestion_control_afresh() {
+        let mut s = socket_established();
+        let kind = s.congestion_control();
+        s.congestion_controller
+            .inner_mut()
+            .on_rto(Instant::from_millis(0), 10_000);
+        let collapsed = s.congestion_controller.inner().window();
+        s.abort();
+        s.listen(LISTEN_END).unwrap();
+        assert_eq!(s.congestion_control(), kind);
+        assert!(s.congestion_controller.inner().window() > collapsed);
+        assert_eq!(s.local_rx_last_ack, None);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub(super) trait Controller {
 
     /// Set the maximum segment size.
     fn set_mss(&mut self, mss: usize) {}
+
+    /// Set the congestion window a new connection starts with (at the handshake).
+    fn set_initial_window(&mut self, window: usize) {}
 }
 
 #[derive(Debug)]

@@ -235,6 +235,14 @@ impl Controller for Cubic {
         self.recompute_k();
     }
 
+    fn set_initial_window(&mut self, window: usize) {
+        self.cwnd = window.max(self.mss);
+        self.w_max = self.cwnd;
+        self.w_est = self.cwnd as f64;
+        self.cwnd_prior = self.cwnd;
+        self.recompute_k();
+    }
+
     fn set_remote_window(&mut self, remote_window: usize) {
         if self.rwnd < remote_window {
             self.rwnd = remote_window;
@@ -318,6 +326,17 @@ mod test {
 
     fn rtte() -> RttEstimator {
         RttEstimator::default()
+    }
+
+    #[test]
+    fn initial_window_is_set() {
+        let mut cubic = Cubic::new();
+        cubic.set_mss(1460);
+        cubic.set_initial_window(14600);
+        assert_eq!(cubic.window(), 14600);
+        // Slow start from there.
+        ack(&mut cubic, 1460, Instant::from_millis(1));
+        assert_eq!(cubic.window(), 14600 + 1460);
     }
 
     #[test]

@@ -103,6 +103,10 @@ impl Controller for Reno {
         self.mss = mss;
     }
 
+    fn set_initial_window(&mut self, window: usize) {
+        self.cwnd = window.max(self.mss);
+    }
+
     fn set_remote_window(&mut self, remote_window: usize) {
         if self.rwnd < remote_window {
             self.rwnd = remote_window;
@@ -124,6 +128,14 @@ mod test {
 
     fn rtte() -> RttEstimator {
         RttEstimator::default()
+    }
+
+    #[test]
+    fn initial_window_is_set() {
+        let mut reno = Reno::new();
+        reno.set_mss(1460);
+        reno.set_initial_window(14600);
+        assert_eq!(reno.window(), 14600);
     }
 
     #[test]
