@@ -284,6 +284,11 @@ impl stack::engine::Backend for Attachment {
             }),
         }
     }
+
+    fn serve_flow(&mut self, _flow: &xdp::FlowKey, _serve: bool) -> Result<(), xdp::Error> {
+        // One process per interface: it serves every flow it holds.
+        Ok(())
+    }
 }
 
 #[cfg(test)]

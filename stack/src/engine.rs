@@ -55,6 +55,12 @@ pub trait Backend {
     /// Sends an exact flow's packets somewhere else than the stack (a connection being handed
     /// to the kernel), or back to the stack.
     fn steer(&mut self, flow: &Self::Flow, to: Steer) -> Result<(), Self::FlowError>;
+
+    /// For a flow several processes may hold (a listener a forked child inherited): whether
+    /// this link takes a share of its new connections (`serve`) or none while still holding
+    /// the flow (a process that listens but leaves accepting to its children). A flow is
+    /// served from [`Backend::add_flow`] on.
+    fn serve_flow(&mut self, flow: &Self::Flow, serve: bool) -> Result<(), Self::FlowError>;
 }
 
 /// Where a flow's packets go.
@@ -244,6 +250,12 @@ impl<B: Backend, H> Engine<B, H> {
         }
     }
 
+    /// Takes a share of a shared flow's new connections, or stops taking any while still
+    /// holding the flow (see [`Backend::serve_flow`]).
+    pub fn serve_shared_flow(&mut self, flow: &B::Flow, serve: bool) -> Result<(), B::FlowError> {
+        self.backend.serve_flow(flow, serve)
+    }
+
     /// Users of a shared flow (0 when it is not one).
     pub fn shared_users(&self, flow: &B::Flow) -> usize {
         self.shared.get(flow).copied().unwrap_or(0)
@@ -402,6 +414,18 @@ mod tests {
         assert_eq!(e.shared_users(&(80, None)), 1);
         e.release_shared_flow((80, None), Duration::ZERO);
         assert!(!e.backend().has_flow(&(80, None)));
+    }
+
+    #[test]
+    fn a_shared_flow_is_served_from_its_add_until_the_engine_stops_serving_it() {
+        let mut e = engine();
+        e.add_shared_flow(&(80, None)).unwrap();
+        assert!(e.backend().serves(&(80, None)));
+        e.serve_shared_flow(&(80, None), false).unwrap();
+        assert!(e.backend().has_flow(&(80, None)), "still held");
+        assert!(!e.backend().serves(&(80, None)));
+        e.serve_shared_flow(&(80, None), true).unwrap();
+        assert!(e.backend().serves(&(80, None)));
     }
 
     #[test]

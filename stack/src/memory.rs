@@ -97,6 +97,8 @@ pub struct MemoryBackend<F> {
     pub refuse_flows: bool,
     /// Refreshes asked for so far.
     pub refreshes: u64,
+    /// Shared flows held but not served (see `Backend::serve_flow`).
+    idle: HashSet<F>,
 }
 
 impl<F: Eq + Hash> MemoryBackend<F> {
@@ -108,7 +110,14 @@ impl<F: Eq + Hash> MemoryBackend<F> {
             steered: std::collections::HashMap::new(),
             refuse_flows: false,
             refreshes: 0,
+            idle: HashSet::new(),
         }
+    }
+
+    /// Whether the link takes a share of `flow`'s new connections (see
+    /// [`Backend::serve_flow`]).
+    pub fn serves(&self, flow: &F) -> bool {
+        self.flows.contains(flow) && !self.idle.contains(flow)
     }
 
     pub fn has_flow(&self, flow: &F) -> bool {
@@ -145,11 +154,13 @@ impl<F: Copy + Eq + Hash + std::fmt::Debug> Backend for MemoryBackend<F> {
             return Err(FlowsFull);
         }
         self.flows.insert(*flow);
+        self.idle.remove(flow);
         Ok(())
     }
 
     fn remove_flow(&mut self, flow: &F) {
         self.flows.remove(flow);
+        self.idle.remove(flow);
     }
 
     fn refresh(&mut self) {
@@ -167,5 +178,14 @@ impl<F: Copy + Eq + Hash + std::fmt::Debug> Backend for MemoryBackend<F> {
                 Ok(())
             }
         }
+    }
+
+    fn serve_flow(&mut self, flow: &F, serve: bool) -> Result<(), FlowsFull> {
+        if serve {
+            self.idle.remove(flow);
+        } else {
+            self.idle.insert(*flow);
+        }
+        Ok(())
     }
 }

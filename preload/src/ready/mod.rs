@@ -27,6 +27,8 @@ pub fn readiness(ep: &Endpoint, fd: RawFd, kernel_side: bool) -> Option<i16> {
                 }
             }
             drop(st);
+            // Waiting on a listener is using it.
+            crate::socket::listeners::in_use(ep);
             if kernel_side {
                 bits |= kernel_pollin(fd);
             }

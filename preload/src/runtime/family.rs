@@ -64,6 +64,9 @@ pub(super) extern "C" fn in_parent() {
         });
         super::kick::kick(); // it listens on the new channel from now on
     }
+    if let Some(h) = super::current().and_then(|rt| rt.hooks) {
+        (h.forked)();
+    }
 }
 
 /// After fork(), in the child (called by `process`, before the sweep of inherited fds, which

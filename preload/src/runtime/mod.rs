@@ -58,6 +58,8 @@ pub struct Hooks {
     pub handoff: fn(u64) -> bool,
     /// At exit, before the stacks stop: hands over what living children share.
     pub at_exit: fn(),
+    /// In the parent, right after fork().
+    pub forked: fn(),
 }
 
 pub use lineage::generation;

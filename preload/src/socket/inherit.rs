@@ -109,6 +109,9 @@ fn relisten(rt: &Runtime, ep: &Endpoint, local: SocketAddrV4, backlog: usize) ->
         local,
         backlog,
     };
+    // Listening again serves the flow; this process has not used the listener yet.
+    ep.serving.store(true, std::sync::atomic::Ordering::Release);
+    ep.used.store(false, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 

@@ -15,12 +15,14 @@
 //! - [`options`]: socket options, names, queue sizes.
 //! - [`close`]: shutdown and the release of the last fd.
 //! - [`describe`]: rows for accel-stat.
+//! - [`inherit`], [`handoff`], [`listeners`]: sockets shared with forked children.
 
 pub mod close;
 pub mod data;
 pub mod describe;
 pub mod handoff;
 pub mod inherit;
+pub mod listeners;
 pub mod options;
 pub mod setup;
 #[cfg(test)]
@@ -57,6 +59,7 @@ pub fn runtime() -> Option<&'static Runtime> {
         rows: describe::rows,
         handoff: handoff::serve_child,
         at_exit: handoff::at_exit,
+        forked: listeners::after_fork_in_parent,
     })
 }
 
@@ -141,6 +144,10 @@ pub struct Endpoint {
     pub serial: u64,
     /// Forks the process had made when it was created: a child of a later fork may hold it.
     pub forks_before: u64,
+    /// A listener whose process takes a share of its connections (see `listeners`).
+    serving: AtomicBool,
+    /// A listener this process accepted on or waited on.
+    used: AtomicBool,
 }
 
 /// Serials of endpoints (unique in a process tree: a child continues its parent's count
@@ -165,6 +172,8 @@ impl Endpoint {
             process: AtomicU64::new(runtime::generation()),
             serial: SERIAL.fetch_add(1, Ordering::Relaxed),
             forks_before: runtime::family::forks(),
+            serving: AtomicBool::new(false),
+            used: AtomicBool::new(false),
         }
     }
 
@@ -233,7 +242,7 @@ fn kernel_nonblocking(fd: RawFd) {
     }
 }
 
-fn flow_key(proto: Proto, local: SocketAddrV4, remote: Option<SocketAddrV4>) -> FlowKey {
+pub(crate) fn flow_key(proto: Proto, local: SocketAddrV4, remote: Option<SocketAddrV4>) -> FlowKey {
     let p = match proto {
         Proto::Tcp => FlowProto::Tcp,
         Proto::Udp => FlowProto::Udp,

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddrV4;
 use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use stack::SocketId;
@@ -147,6 +148,8 @@ pub fn listen(rt: &Runtime, ep: &Endpoint, fd: RawFd, backlog: i32) -> Res<()> {
         local,
         backlog,
     };
+    // Listening serves the flow (see `listeners`).
+    ep.serving.store(true, Ordering::Release);
     Ok(())
 }
 
@@ -170,6 +173,7 @@ pub fn accept(rt: &Runtime, ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd,
         State::Listener { on, local, .. } => (on.clone(), *local),
         _ => return Err(Errno::EINVAL),
     };
+    super::listeners::in_use(ep);
     let nics: Vec<Arc<Nic>> = on.iter().map(|o| o.nic.clone()).collect();
     let nonblock = ep.nonblocking();
     // The new connection's fd is taken before a connection leaves the queue, as the kernel's

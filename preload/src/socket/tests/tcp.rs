@@ -454,3 +454,27 @@ fn a_socket_bound_elsewhere_goes_to_the_kernel_for_good() {
     s.bind(&net, std::net::Ipv4Addr::LOCALHOST, 0).unwrap();
     assert!(crate::socket::get(s.fd).is_none(), "forgotten by the table");
 }
+
+#[test]
+fn a_parent_that_forks_before_using_its_listener_leaves_its_connections_to_others() {
+    let net = Net::new();
+    let used = Sock::listener(&net, 8);
+    let idle = Sock::listener(&net, 8);
+    let serves = |s: &Sock| {
+        let flow = crate::socket::flow_key(crate::socket::Proto::Tcp, s.local(), None);
+        net.nic.lock().engine.backend().serves(&flow)
+    };
+    assert!(serves(&used) && serves(&idle), "listening serves the flow");
+    // `used` is waited on before the fork; `idle` is not (nginx's master).
+    crate::ready::readiness(&used.ep, used.fd, false);
+    crate::socket::listeners::after_fork_in_parent();
+    assert!(serves(&used), "a listener waited on keeps its share");
+    assert!(
+        !serves(&idle),
+        "a listener never used stops taking connections"
+    );
+    // Accepting on it again takes a share again.
+    idle.set_nonblocking(true);
+    assert_errno(idle.accept(&net).map(drop), libc::EAGAIN);
+    assert!(serves(&idle), "accepting serves the flow again");
+}
