@@ -18,5 +18,7 @@ pub mod control;
 pub mod ports;
 pub mod queue;
 pub mod repair;
+#[allow(dead_code)]
+mod ring;
 pub mod stats;
 pub mod xdp;
