@@ -20,5 +20,6 @@ pub mod queue;
 pub mod repair;
 #[allow(dead_code)]
 mod ring;
+pub mod share;
 pub mod stats;
 pub mod xdp;
