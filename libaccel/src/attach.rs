@@ -1,15 +1,50 @@
-//! Bringing accel up on one interface: check privileges, mirror the interface, attach (or join)
-//! the XDP flow filter, open one AF_XDP socket per queue and register them.
+//! Bringing accel up on one interface for this process: join through the accel-helper of the
+//! network namespace (started on demand), map the shared queues it hands over, and serve them
+//! as one engine [`Backend`](stack::engine::Backend).
 //!
-//! The order is chosen so a failure leaves nothing behind: nothing touches the interface until
-//! every check that can fail cheaply (name, type, address, privileges) has passed, and the
-//! filter and sockets are owned values whose Drop undoes them.
+//! # API (what the preload and accel-echo build on)
+//!
+//! - [`Attachment::open`]`(control, &`[`Options`]`)`: joins (a slot on the interface, the same
+//!   on every queue; one AF_XDP socket per queue over the queue's shared UMEM). Several
+//!   processes, related or not, may each hold one on the same interface and queues; one
+//!   process alone pays nothing more on the data path than before (its RX and TX rings are
+//!   its own; the shared fill and completion rings and free-frame stack are taken in batches,
+//!   one uncontended mutex per batch). Dropping it gives its frames back and leaves; so does
+//!   the process exiting or being killed (the helper watches). A forked child must not use or
+//!   drop its parent's attachment for the parent (it is inert there): it opens its own.
+//! - Frames: [`Attachment::queues`] is the [`Link`](stack::link::Link) (a [`QueueSet`]);
+//!   [`Attachment::queue_fds`] are the fds to sleep on (readable when frames arrive).
+//! - Flows:
+//!   - exact flows (connected sockets) are this process's own, written straight into the
+//!     XDP flow map: [`Attachment::add_exact_flow`], [`Attachment::remove_exact_flow`],
+//!     [`Attachment::pass_flow`] (the connection was handed to the kernel: its packets go
+//!     there), [`Attachment::remove_pinned`] (batch removal of the entries the XDP program
+//!     pinned at the SYNs of connections this process accepted, once they are closed);
+//!   - bound and listening flows may be shared by several processes and are changed through
+//!     the helper: [`Attachment::shared_flow`] with [`FlowOp`] `Add` (listen: the entry exists,
+//!     SYNs still go to the kernel listener), `Join` (accept: this process gets a share of the
+//!     new connections, each pinned to it at its SYN), `Leave`, `Remove`.
+//!   - [`Backend::add_flow`](stack::engine::Backend::add_flow) does `add_exact_flow` for an
+//!     exact flow and `Join` for a bound or listening one; `remove_flow` the reverse.
+//! - [`Attachment::describe`], [`Attachment::slot`], [`Attachment::xdp_mode`],
+//!   [`Attachment::zero_copy`], per-queue counters through `queues`, and
+//!   [`crate::share::status`] for what the helper serves (every process, every queue's frames).
+//!
+//! Errors name the cause and the fix; the helper's refusals come back with its message.
 
 use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::control::{self, ControlPlane, InterfaceInfo};
-use crate::queue::{CopyMode, Queue, QueueSet};
-use crate::xdp::{self, AttachedMode, Filter, XdpMode};
+use crate::queue::{CopyMode, QueueSet};
+use crate::share::ctl::Ctl;
+use crate::share::proto::Joined;
+use crate::share::{helper_path, FlowOp, HelperConn, RequestError};
+use crate::sys::shm::Region;
+use crate::sys::xsk::{QueueParts, RingKind, Rings, XskQueue, XskSocket};
+use crate::xdp::{self, AttachedMode, FlowKey, FlowTable, XdpMode};
 
 /// Why accel cannot run on an interface. Every message names the cause and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -26,14 +61,23 @@ pub enum Error {
         queue: u32,
         count: u32,
     },
-    #[error("cannot open an AF_XDP socket on {ifname} queue {queue}: {reason}; check that the interface supports XDP (`ip -d link show {ifname}`)")]
+    #[error("cannot serve {ifname} queue {queue}: {reason}")]
     Socket {
         ifname: String,
         queue: u32,
         reason: String,
     },
-    #[error("queue {queue} of {ifname} is already served by another AF_XDP socket (another accel process?): give each process its own queues with --queue")]
-    QueueBusy { ifname: String, queue: u32 },
+    #[error("accel's helper is not installed where it was looked for ({looked}): set ACCEL_HELPER to the accel-helper binary, which comes with accel-run")]
+    NoHelper { looked: String },
+    /// The helper could not be started or reached, or refused (its message says why).
+    #[error("{0}")]
+    Helper(String),
+}
+
+impl Error {
+    fn from_request(e: RequestError) -> Error {
+        Error::Helper(e.to_string())
+    }
 }
 
 /// Capabilities accel needs, with their bit numbers in /proc/self/status CapEff.
@@ -71,78 +115,213 @@ pub fn real_rx_queues(ifname: &str) -> Option<u32> {
 }
 
 /// What to open.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// `None`: every RX queue of the interface.
     pub queues: Option<Vec<u32>>,
     pub mode: XdpMode,
+    /// The accel-helper binary to start if none runs (`None`: `$ACCEL_HELPER`, else the one
+    /// next to this program's executable).
+    pub helper: Option<PathBuf>,
 }
 
-/// accel running on one interface: its mirror, its share of the filter, its queues.
+/// accel running on one interface for this process: its queues, its mirror of the interface,
+/// its flows, its membership with the helper.
 pub struct Attachment {
-    // Drop order: queues (sockets leave the XSKMAP), then the filter (flows, link), then the mirror.
+    // Drop order: queues (frames given back, sockets closed), the mirror, the flow map, then
+    // the helper connection (whose end makes the helper clean the slot up).
     pub queues: QueueSet,
-    pub filter: Filter,
     pub control: ControlPlane,
+    flows: FlowTable,
+    joined: Joined,
+    helper: HelperConn,
 }
 
 impl fmt::Debug for Attachment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Attachment")
             .field("interface", self.control.interface())
+            .field("slot", &self.joined.slot)
             .finish()
     }
 }
 
 impl Attachment {
-    /// Opens accel on the interface `control` mirrors.
+    /// Joins accel on the interface `control` mirrors (see the module header).
     pub fn open(control: ControlPlane, opts: &Options) -> Result<Attachment, Error> {
         let info: InterfaceInfo = control.interface().clone();
-        let queue_ids: Vec<u32> = match &opts.queues {
-            Some(q) => q.clone(),
-            None => (0..info.rx_queues.max(1)).collect(),
-        };
-        for &q in &queue_ids {
-            if q >= info.rx_queues.max(1) {
-                return Err(Error::NoSuchQueue {
-                    ifname: info.name.clone(),
-                    queue: q,
-                    count: info.rx_queues,
-                });
+        let count = info.rx_queues.max(1);
+        if let Some(qs) = &opts.queues {
+            for &q in qs {
+                if q >= count {
+                    return Err(Error::NoSuchQueue {
+                        ifname: info.name.clone(),
+                        queue: q,
+                        count,
+                    });
+                }
             }
         }
-        let missing = missing_capabilities();
-        if !missing.is_empty() {
-            return Err(Error::Privileges {
-                missing: missing.join(", "),
-            });
+        let path = helper_path(opts.helper.as_deref()).ok_or_else(|| Error::NoHelper {
+            looked: format!(
+                "${}, and next to {}",
+                crate::share::HELPER_ENV,
+                std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "this program".into())
+            ),
+        })?;
+        let helper =
+            HelperConn::connect_or_spawn(&path).map_err(|e| Error::Helper(e.to_string()))?;
+        let (joined, fds) = helper
+            .join(&info.name, opts.queues.clone(), opts.mode)
+            .map_err(Error::from_request)?;
+        let bad = |what: &str| {
+            Error::Helper(format!("accel's helper sent {what}; is it the same version as this program? (`accel-helper --version`)"))
+        };
+        if fds.len() != 2 + 2 * joined.queues.len() {
+            return Err(bad("the wrong number of fds"));
         }
-        let filter = Filter::open(info.index, &info.name, opts.mode)?;
-        let zero_copy = filter.attached_mode() == AttachedMode::Native;
-        let mut queues = Vec::with_capacity(queue_ids.len());
-        for &q in &queue_ids {
-            let queue = Queue::open(&info.name, q, info.mtu as usize, zero_copy).map_err(|e| {
-                if e.source.as_ref().and_then(|s| s.raw_os_error()) == Some(libc::EBUSY) {
-                    Error::QueueBusy {
-                        ifname: info.name.clone(),
-                        queue: q,
-                    }
-                } else {
-                    Error::Socket {
-                        ifname: info.name.clone(),
-                        queue: q,
-                        reason: e.to_string(),
-                    }
-                }
+        let mut fds = fds.into_iter();
+        let ctl_fd = fds.next().expect("counted");
+        let flows_fd = fds.next().expect("counted");
+        let ctl = Ctl::open(ctl_fd.as_fd()).map_err(|_| bad("a control area that does not fit"))?;
+        let s = joined.sizes;
+        if ctl.shape().frame_size != s.frame_size || ctl.shape().frame_count != s.frame_count {
+            return Err(bad("sizes that do not match its control area"));
+        }
+        let flows = FlowTable::from_fd(flows_fd, joined.slot, &info.name)?;
+        let mode = if joined.zero_copy {
+            CopyMode::ZeroCopy
+        } else {
+            CopyMode::Copy
+        };
+        let mut queues = Vec::with_capacity(joined.queues.len());
+        for &q in &joined.queues {
+            let umem_fd = fds.next().expect("counted");
+            let sock = XskSocket::from_fd(fds.next().expect("counted"));
+            let fail = |what: &str, e: std::io::Error| Error::Socket {
+                ifname: info.name.clone(),
+                queue: q,
+                reason: format!("{what}: {e}"),
+            };
+            let len = s.frame_size as usize * s.frame_count as usize;
+            let umem =
+                Region::map(umem_fd.as_fd(), len, 0).map_err(|e| fail("mapping the UMEM", e))?;
+            let rings = Rings {
+                rx: sock
+                    .map_ring(RingKind::Rx, s.rx_ring)
+                    .map_err(|e| fail("mapping the RX ring", e))?,
+                tx: sock
+                    .map_ring(RingKind::Tx, s.tx_ring)
+                    .map_err(|e| fail("mapping the TX ring", e))?,
+                fill: sock
+                    .map_ring(RingKind::Fill, s.fill_ring)
+                    .map_err(|e| fail("mapping the fill ring", e))?,
+                completion: sock
+                    .map_ring(RingKind::Completion, s.completion_ring)
+                    .map_err(|e| fail("mapping the completion ring", e))?,
+            };
+            let qctl = ctl
+                .queue(q)
+                .map_err(|e| fail("reading the control area", e))?;
+            let queue = XskQueue::new(QueueParts {
+                socket: Some(sock),
+                rings,
+                umem: Arc::new(umem),
+                ctl: qctl,
+                slot: joined.slot as usize,
+                queue_id: q,
+                mode,
+                mtu: info.mtu as usize,
+            })
+            .map_err(|e| Error::Socket {
+                ifname: info.name.clone(),
+                queue: q,
+                reason: e.to_string(),
             })?;
-            filter.register_socket(q, queue.fd())?;
             queues.push(queue);
         }
+        tracing::debug!(ifname = %info.name, slot = joined.slot, queues = ?joined.queues, "joined");
         Ok(Attachment {
             queues: QueueSet::new(queues),
-            filter,
             control,
+            flows,
+            joined,
+            helper,
         })
+    }
+
+    /// This process's slot on the interface (0..16, the same on every queue).
+    pub fn slot(&self) -> u8 {
+        self.joined.slot
+    }
+
+    /// The XDP mode the filter runs in.
+    pub fn xdp_mode(&self) -> AttachedMode {
+        if self.joined.native {
+            AttachedMode::Native
+        } else {
+            AttachedMode::Generic
+        }
+    }
+
+    /// Whether the queues run in zero-copy mode.
+    pub fn zero_copy(&self) -> bool {
+        self.joined.zero_copy
+    }
+
+    /// The kernel's id of the XDP program.
+    pub fn program_id(&self) -> u32 {
+        self.joined.prog_id
+    }
+
+    /// The helper's process id.
+    pub fn helper_pid(&self) -> u32 {
+        self.joined.helper_pid
+    }
+
+    /// The fds that become readable when frames arrive (one per queue).
+    pub fn queue_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.queues.queues().iter().map(|q| q.fd()).collect()
+    }
+
+    /// The flow map as this process writes it.
+    pub fn flow_table(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// Steers the exact flow `key` (a connected socket) to this process.
+    pub fn add_exact_flow(&self, key: &FlowKey) -> Result<(), Error> {
+        Ok(self.flows.add_exact(key)?)
+    }
+
+    /// Stops steering the exact flow `key` to this process (if it is this process's).
+    pub fn remove_exact_flow(&self, key: &FlowKey) -> Result<bool, Error> {
+        Ok(self.flows.remove_exact(key)?)
+    }
+
+    /// Sends the exact flow `key` to the kernel (a connection handed over to a kernel socket).
+    pub fn pass_flow(&self, key: &FlowKey) -> Result<(), Error> {
+        Ok(self.flows.pass(key)?)
+    }
+
+    /// Removes the exact entries of closed connections this process accepted (pinned at their
+    /// SYN by the XDP program), in batches. Returns how many were there.
+    pub fn remove_pinned(&self, keys: &[FlowKey]) -> Result<usize, Error> {
+        Ok(self.flows.remove_pinned(keys)?)
+    }
+
+    /// Changes this process's part in a bound or listening flow, through the helper.
+    pub fn shared_flow(&self, op: FlowOp, key: &FlowKey) -> Result<(), Error> {
+        self.helper
+            .shared_flow(op, key)
+            .map_err(Error::from_request)
+    }
+
+    /// The helper connection (status requests).
+    pub fn helper(&self) -> &HelperConn {
+        &self.helper
     }
 
     /// One line that says what was opened.
@@ -154,36 +333,52 @@ impl Attachment {
             .iter()
             .map(|q| q.queue_id().to_string())
             .collect();
-        let copy = match self.queues.queues()[0].copy_mode() {
-            CopyMode::ZeroCopy => "zero-copy",
-            CopyMode::Copy => "copy mode",
+        let copy = if self.joined.zero_copy {
+            "zero-copy"
+        } else {
+            "copy mode"
         };
-        let mode = match self.filter.attached_mode() {
+        let mode = match self.xdp_mode() {
             AttachedMode::Native => "native XDP",
             AttachedMode::Generic => "generic XDP",
         };
-        format!("{} queues [{}], {mode}, {copy}", info.name, ids.join(","))
+        format!(
+            "{} queues [{}], {mode}, {copy}, slot {} (helper {})",
+            info.name,
+            ids.join(","),
+            self.joined.slot,
+            self.joined.helper_pid
+        )
     }
 }
 
 /// An engine runs over an attachment: frames through its queues, next hops from its mirror,
-/// flows into the XDP filter's map.
+/// flows into the XDP filter's map (exact ones directly, shared ones through the helper).
 impl stack::engine::Backend for Attachment {
     type Link = QueueSet;
     type Resolver = ControlPlane;
     type Flow = xdp::FlowKey;
-    type FlowError = xdp::Error;
+    type FlowError = Error;
 
     fn parts(&mut self) -> (&mut QueueSet, &mut ControlPlane) {
         (&mut self.queues, &mut self.control)
     }
 
-    fn add_flow(&mut self, flow: &xdp::FlowKey) -> Result<(), xdp::Error> {
-        self.filter.add_flow(flow)
+    fn add_flow(&mut self, flow: &xdp::FlowKey) -> Result<(), Error> {
+        if flow.remote.is_some() {
+            self.add_exact_flow(flow)
+        } else {
+            self.shared_flow(FlowOp::Join, flow)
+        }
     }
 
     fn remove_flow(&mut self, flow: &xdp::FlowKey) {
-        if let Err(e) = self.filter.remove_flow(flow) {
+        let r = if flow.remote.is_some() {
+            self.remove_exact_flow(flow).map(drop)
+        } else {
+            self.shared_flow(FlowOp::Remove, flow)
+        };
+        if let Err(e) = r {
             tracing::warn!(error = %e, "removing a flow from the XDP filter");
         }
     }

@@ -1,13 +1,16 @@
 //! AF_XDP queues as links for the stack.
 //!
-//! [`Queue`] is one AF_XDP socket on (interface, queue) with its own UMEM; it implements
-//! [`stack::link::Link`]. [`QueueSet`] puts several queues of one interface behind one link, so a
+//! [`Queue`] is this process's AF_XDP socket on (interface, queue), over the queue's UMEM that
+//! other processes may share (see `crate::share`); it implements [`stack::link::Link`]. [`QueueSet`] puts several queues of one interface behind one link, so a
 //! single stack can serve every queue a multi-queue NIC spreads flows over (RSS picks the RX
 //! queue; any queue may transmit).
 
 use stack::link::Link;
 
-pub use crate::sys::xsk::{CopyMode, QueueCounters, XskError as QueueError, XskQueue as Queue};
+pub use crate::sys::xsk::{
+    CopyMode, QueueCounters, XdpStats, XskError as QueueError, XskQueue as Queue, CACHE_MAX,
+    XDP_PACKET_HEADROOM,
+};
 
 /// Several queues of one interface behind one [`Link`].
 pub struct QueueSet {

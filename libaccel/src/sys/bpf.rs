@@ -21,8 +21,8 @@ use std::sync::Once;
 use libbpf_sys as sys;
 
 pub(crate) use sys::{
-    BPF_ANY, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_XSKMAP, BPF_NOEXIST,
-    XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE,
+    BPF_ANY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_XSKMAP, BPF_NOEXIST, XDP_ATTACHED_DRV,
+    XDP_ATTACHED_SKB, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_PASS, XDP_REDIRECT,
 };
 
 /// `Ok(ret)` for a non-negative libbpf return, else the errno it carries (`-ret`).
@@ -75,9 +75,10 @@ unsafe extern "C" fn libbpf_print(
     fmt: *const c_char,
     ap: *mut sys::__va_list_tag,
 ) -> c_int {
-    let mut buf = [0 as c_char; 1024];
+    // The verifier's log comes as one message, often many kilobytes.
+    let mut buf = vec![0 as c_char; 64 * 1024];
     // SAFETY: libbpf passes a valid format string and the matching va_list; vsnprintf writes at
-    // most `buf.len()` bytes including the terminating NUL into our stack buffer.
+    // most `buf.len()` bytes including the terminating NUL into our buffer.
     let n = unsafe { vsnprintf(buf.as_mut_ptr(), buf.len(), fmt, ap) };
     if n < 0 {
         return 0;
@@ -197,6 +198,26 @@ pub(crate) fn xdp_link_create(
     owned_fd(unsafe {
         sys::bpf_link_create(prog.as_raw_fd(), ifindex as c_int, sys::BPF_XDP, &opts)
     })
+}
+
+/// Runs the XDP program `prog` once on the frame `data` (BPF_PROG_TEST_RUN, which needs no
+/// device: `rx_queue_index` is 0) and returns its verdict (XDP_PASS, XDP_REDIRECT, ...).
+/// Map updates the program makes are real.
+pub(crate) fn prog_test_run(prog: BorrowedFd<'_>, data: &[u8]) -> io::Result<u32> {
+    let mut out = vec![0u8; data.len() + 256];
+    let mut opts = sys::bpf_test_run_opts {
+        sz: size_of::<sys::bpf_test_run_opts>() as _,
+        data_in: data.as_ptr().cast(),
+        data_size_in: data.len() as u32,
+        data_out: out.as_mut_ptr().cast(),
+        data_size_out: out.len() as u32,
+        repeat: 1,
+        ..Default::default()
+    };
+    // SAFETY: data_in/data_out point at buffers of the sizes given, alive across the call;
+    // the kernel writes at most data_size_out bytes to data_out.
+    check(unsafe { sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) })?;
+    Ok(opts.retval)
 }
 
 /// What XDP program the interface (in the caller's network namespace) runs.
@@ -375,6 +396,10 @@ impl Map {
         &self.info
     }
 
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     fn check_key(&self, key: &[u8]) -> io::Result<()> {
         if key.len() == self.info.key_size as usize {
             Ok(())
@@ -470,6 +495,34 @@ impl Map {
                 return Ok(keys);
             }
             keys.push(next);
+        }
+    }
+
+    /// BPF_MAP_DELETE_BATCH of the keys in `keys` (back to back, key_size bytes each). Returns
+    /// how many were deleted, and the error that stopped the batch (ENOENT: the key after them
+    /// was not in the map).
+    pub(crate) fn delete_batch(&self, keys: &[u8]) -> (usize, Option<io::Error>) {
+        let size = self.info.key_size as usize;
+        if size == 0 || !keys.len().is_multiple_of(size) {
+            return (0, Some(einval()));
+        }
+        let mut count = (keys.len() / size) as u32;
+        if count == 0 {
+            return (0, None);
+        }
+        let opts = sys::bpf_map_batch_opts {
+            sz: size_of::<sys::bpf_map_batch_opts>() as _,
+            ..Default::default()
+        };
+        // SAFETY: keys holds `count` keys of exactly key_size bytes (checked), which is all the
+        // kernel reads; count is an in/out u32 the kernel sets to the number deleted.
+        let r = unsafe {
+            sys::bpf_map_delete_batch(self.fd.as_raw_fd(), keys.as_ptr().cast(), &mut count, &opts)
+        };
+        let done = (count as usize).min(keys.len() / size);
+        match check(r) {
+            Ok(_) => (done, None),
+            Err(e) => (done, Some(e)),
         }
     }
 

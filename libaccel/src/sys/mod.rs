@@ -1,6 +1,6 @@
 //! The only place in libaccel with `unsafe` code: the FFI to libbpf (our XDP program and its
-//! maps), to xsk-rs (AF_XDP rings and UMEM), and shared memory (memfd mappings, robust mutexes,
-//! AF_XDP ring memory).
+//! maps), AF_XDP sockets and their rings, shared memory (memfd mappings, robust mutexes), the
+//! helper's Unix sockets and daemon spawn.
 //!
 //! # Safety
 //!
@@ -11,9 +11,7 @@
 
 pub(crate) mod bpf;
 pub(crate) mod repair;
-// Used by the shared queues (next change); until then only by their tests.
-#[allow(dead_code)]
 pub(crate) mod ring;
-#[allow(dead_code)]
 pub(crate) mod shm;
+pub(crate) mod unix;
 pub(crate) mod xsk;

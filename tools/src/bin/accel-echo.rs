@@ -19,6 +19,9 @@ use libaccel::xdp::{FlowKey, Proto, XdpMode};
 use accel_tools::echo::{EchoCounters, EchoService};
 use stack::engine::Engine;
 
+/// How long a closed connection's pinned flow stays (its last ACKs and retransmitted FINs).
+const PIN_GRACE: stack::Duration = stack::Duration::from_secs(2);
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
     Auto,
@@ -111,6 +114,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let opts = Options {
         queues: args.queue.map(|q| vec![q]),
         mode,
+        helper: None,
     };
     let att = Attachment::open(control, &opts)?;
 
@@ -144,6 +148,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         if echo.serve(engine.stack_mut()) {
             // Replies were queued: push them out now rather than on the next turn.
             engine.poll(now());
+            // The XDP program pinned each accepted connection to this process at its SYN;
+            // the entry goes once the connection's last packets are surely through.
+            for peer in echo.take_closed() {
+                engine.release_flow(FlowKey::connected(Proto::Tcp, local, peer), PIN_GRACE);
+            }
         }
     }
 
@@ -211,9 +220,9 @@ fn print_counters(
     for q in att.queues.queues() {
         let c = &q.counters;
         out.push_str(&format!(
-            "  queue {}: rx_frames {} tx_frames {} rx_bytes {} tx_bytes {} tx_no_frame {} tx_kicks {} frames_accounted {}",
+            "  queue {}: rx_frames {} tx_frames {} rx_bytes {} tx_bytes {} tx_no_frame {} tx_kicks {} locks {} lock_timeouts {} slot {} frames_held {} frames_accounted {}",
             q.queue_id(), c.rx_frames, c.tx_frames, c.rx_bytes, c.tx_bytes, c.tx_no_frame, c.tx_kicks,
-            u8::from(q.frames_accounted())
+            c.locks, c.lock_timeouts, q.slot(), q.frames_held(), u8::from(q.frames_accounted())
         ));
         if let Some((dropped, ring_full, fill_empty)) = q.kernel_stats() {
             out.push_str(&format!(" kernel_rx_dropped {dropped} kernel_rx_ring_full {ring_full} kernel_fill_empty {fill_empty}"));

@@ -1,0 +1,169 @@
+//! A process's view of the flow map: the exact flows it writes itself through the map's fd
+//! (the helper passed it), carrying its slot.
+//!
+//! Exact entries (a connected socket's 4-tuple) belong to one slot and are written only by
+//! that slot's process, or by the XDP program when it pins a connection at its SYN. Bound and
+//! listening entries are sets of slots several processes share; only the helper edits them
+//! (serialised read-modify-write), never this table.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use super::{Error, FlowKey, FlowValue, FLOW_PASS, SLOTS};
+use crate::sys::bpf::{self as sys, Map};
+
+/// The flow map, as one slot's process writes it.
+#[derive(Debug)]
+pub struct FlowTable {
+    map: Map,
+    slot: u8,
+    ifname: String,
+}
+
+/// A map error on `ifname`'s flow table, with the full-table case named.
+pub(crate) fn flow_error(ifname: &str, map: &Map, e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::E2BIG) | Some(libc::ENOSPC) => Error::FlowTableFull {
+            ifname: ifname.to_owned(),
+            max: map.info().max_entries,
+        },
+        _ => Error::from_io(ifname, "adding a flow", e),
+    }
+}
+
+/// Every entry of the flow map (a snapshot).
+pub(crate) fn all_flows(map: &Map) -> io::Result<Vec<(FlowKey, FlowValue)>> {
+    let keys = map.keys()?;
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let mut v = [0u8; FlowValue::SIZE];
+        if map.lookup(&k, &mut v)? {
+            if let Some(key) = FlowKey::from_bytes(&k) {
+                out.push((key, FlowValue::from_bytes(&v)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl FlowTable {
+    /// The flow map behind `fd` (checked to be accel's), written for `slot`.
+    pub fn from_fd(fd: OwnedFd, slot: u8, ifname: &str) -> Result<FlowTable, Error> {
+        let map = Map::new(fd).map_err(|e| Error::from_io(ifname, "opening the flow map", e))?;
+        let i = map.info();
+        if i.name != "accel_flows"
+            || i.map_type != sys::BPF_MAP_TYPE_HASH
+            || i.key_size as usize != FlowKey::SIZE
+            || i.value_size as usize != FlowValue::SIZE
+            || slot as usize >= SLOTS
+        {
+            return Err(Error::IncompatibleProgram {
+                ifname: ifname.to_owned(),
+                prog_id: 0,
+                reason: format!(
+                    "the flow map handed over is {} (type {}, key {} bytes, value {} bytes)",
+                    i.name, i.map_type, i.key_size, i.value_size
+                ),
+            });
+        }
+        Ok(FlowTable {
+            map,
+            slot,
+            ifname: ifname.to_owned(),
+        })
+    }
+
+    /// The slot this table writes.
+    pub fn slot(&self) -> u8 {
+        self.slot
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.map.fd()
+    }
+
+    fn err(&self, action: &'static str, e: io::Error) -> Error {
+        Error::from_io(&self.ifname, action, e)
+    }
+
+    /// `key`'s value, if it is in the table.
+    pub fn lookup(&self, key: &FlowKey) -> Result<Option<FlowValue>, Error> {
+        let mut v = [0u8; FlowValue::SIZE];
+        let found = self
+            .map
+            .lookup(&key.to_bytes(), &mut v)
+            .map_err(|e| self.err("reading the flow table", e))?;
+        Ok(found.then(|| FlowValue::from_bytes(&v)))
+    }
+
+    /// Steers the exact flow `key` (a connected socket) to this slot. Adding it again is a
+    /// no-op; a flow another slot holds is [`Error::FlowTaken`].
+    pub fn add_exact(&self, key: &FlowKey) -> Result<(), Error> {
+        debug_assert!(key.remote.is_some(), "exact flows name their remote");
+        let v = FlowValue::exact(self.slot).to_bytes();
+        match self.map.update(&key.to_bytes(), &v, sys::BPF_NOEXIST) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => match self.lookup(key)? {
+                Some(cur) if cur.slots() == [self.slot] && !cur.is_pass() => Ok(()),
+                Some(cur) => Err(Error::FlowTaken {
+                    ifname: self.ifname.clone(),
+                    flow: *key,
+                    owner: cur.slots().first().copied().unwrap_or(u8::MAX),
+                }),
+                // Removed meanwhile: once more.
+                None => self
+                    .map
+                    .update(&key.to_bytes(), &v, sys::BPF_NOEXIST)
+                    .map_err(|e| flow_error(&self.ifname, &self.map, e)),
+            },
+            Err(e) => Err(flow_error(&self.ifname, &self.map, e)),
+        }
+    }
+
+    /// Removes the exact flow `key` if this slot holds it (a pinned connection of ours, too).
+    /// Returns whether it was there and ours.
+    pub fn remove_exact(&self, key: &FlowKey) -> Result<bool, Error> {
+        match self.lookup(key)? {
+            Some(cur) if cur.slots() == [self.slot] => self
+                .map
+                .delete(&key.to_bytes())
+                .map_err(|e| self.err("removing a flow", e)),
+            Some(_) | None => Ok(false),
+        }
+    }
+
+    /// Sends the exact flow `key` to the kernel from now on (a connection handed over), keeping
+    /// the entry (and its slot) so the pinning at a SYN does not take it back.
+    pub fn pass(&self, key: &FlowKey) -> Result<(), Error> {
+        let mut v = FlowValue::exact(self.slot);
+        v.flags |= FLOW_PASS;
+        self.map
+            .update(&key.to_bytes(), &v.to_bytes(), sys::BPF_ANY)
+            .map_err(|e| flow_error(&self.ifname, &self.map, e))
+    }
+
+    /// Removes many exact entries at once (the connections this process's listeners accepted,
+    /// pinned at their SYN by the XDP program, once they are closed): one BPF_MAP_DELETE_BATCH
+    /// per run of present keys. Keys not in the table are skipped. Returns how many went.
+    pub fn remove_pinned(&self, keys: &[FlowKey]) -> Result<usize, Error> {
+        let mut bytes = Vec::with_capacity(keys.len() * FlowKey::SIZE);
+        for k in keys {
+            bytes.extend_from_slice(&k.to_bytes());
+        }
+        let mut removed = 0;
+        let mut rest: &[u8] = &bytes;
+        while !rest.is_empty() {
+            let (n, err) = self.map.delete_batch(rest);
+            removed += n;
+            match err {
+                None => break,
+                // The key after the `n` deleted ones is not there: skip it.
+                Some(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    rest = &rest[((n + 1) * FlowKey::SIZE).min(rest.len())..];
+                }
+                Some(e) => return Err(self.err("removing pinned flows", e)),
+            }
+        }
+        Ok(removed)
+    }
+}
