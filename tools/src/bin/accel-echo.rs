@@ -14,6 +14,7 @@ use clap::{Parser, ValueEnum};
 use libaccel::attach::{Attachment, Options};
 use libaccel::control::ControlPlane;
 use libaccel::ports::{self, Proto as PortProto};
+use libaccel::share::FlowOp;
 use libaccel::xdp::{FlowKey, Proto, XdpMode};
 
 use accel_tools::echo::{EchoCounters, EchoService};
@@ -51,6 +52,10 @@ struct Args {
     /// Local address to serve on (default: the interface's first IPv4 address).
     #[arg(long)]
     address: Option<Ipv4Addr>,
+    /// Share the port with other accel-echo processes started with this option (SO_REUSEPORT):
+    /// the XDP program spreads new connections and UDP peers over them.
+    #[arg(long)]
+    reuse_port: bool,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
+    // SIGUSR1: drain. Stop taking new connections and UDP peers (other processes on the port
+    // get them), keep serving the ones there are.
+    let drain = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&drain))?;
 
     let control = ControlPlane::open(&args.interface)?;
     let info = control.interface().clone();
@@ -101,10 +110,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let local = SocketAddrV4::new(addr, args.port);
 
     // Hold the port in the kernel first: if it is taken we stop before touching the interface.
-    let _tcp_port =
-        ports::reserve(PortProto::Tcp, local).map_err(|e| port_error(e, "TCP", local))?;
-    let _udp_port =
-        ports::reserve(PortProto::Udp, local).map_err(|e| port_error(e, "UDP", local))?;
+    let reserve = if args.reuse_port {
+        ports::reserve_shared
+    } else {
+        ports::reserve
+    };
+    let _tcp_port = reserve(PortProto::Tcp, local).map_err(|e| port_error(e, "TCP", local))?;
+    let _udp_port = reserve(PortProto::Udp, local).map_err(|e| port_error(e, "UDP", local))?;
 
     let mode = match args.xdp_mode {
         Mode::Auto => XdpMode::Auto,
@@ -144,6 +156,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
 
     while !stop.load(Ordering::Relaxed) {
+        if drain.swap(false, Ordering::Relaxed) {
+            for f in &flows {
+                if let Err(e) = engine.backend().shared_flow(FlowOp::Leave, f) {
+                    eprintln!("accel-echo: cannot leave {f}: {e}");
+                }
+            }
+            println!(
+                "accel-echo: draining: no new connections (accepted {} so far)",
+                echo.counters.connections_accepted
+            );
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
         engine.poll(now());
         if echo.serve(engine.stack_mut()) {
             // Replies were queued: push them out now rather than on the next turn.
