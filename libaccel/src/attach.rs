@@ -319,6 +319,13 @@ impl Attachment {
             .map_err(Error::from_request)
     }
 
+    /// For the recovery test: dies in the middle of a change of queue 0's shared state, holding
+    /// its mutex (see `XskQueue::freeze_in_shared_change`).
+    #[cfg(feature = "test-hooks")]
+    pub fn freeze_in_shared_change(&mut self, announce: impl FnOnce()) -> ! {
+        self.queues.queues_mut()[0].freeze_in_shared_change(announce)
+    }
+
     /// The helper connection (status requests).
     pub fn helper(&self) -> &HelperConn {
         &self.helper

@@ -390,3 +390,101 @@ fn the_helper_runs_as_a_service() {
     assert!(st.success(), "{st}: {err}");
     all_gone(&t);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A process that dies holding a queue's mutex, in the middle of a change: this test binary
+// re-run as a client that joins through the helper, takes frames from the free stack, and
+// freezes right after the commit point (its journal entry open) until it is SIGKILLed.
+
+const FROZEN_NS: &str = "ACCEL_SHARE_TEST_FROZEN_NS";
+const FROZEN_IF: &str = "ACCEL_SHARE_TEST_FROZEN_IF";
+
+/// Only does something when run as the frozen client (see the test below).
+#[test]
+fn frozen_client() {
+    let (Ok(ns), Ok(ifname)) = (std::env::var(FROZEN_NS), std::env::var(FROZEN_IF)) else {
+        return;
+    };
+    let file = File::open(format!("/run/netns/{ns}")).expect("namespace");
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    let control = libaccel::control::ControlPlane::open(&ifname).expect("control plane");
+    let mut att = libaccel::attach::Attachment::open(
+        control,
+        &libaccel::attach::Options {
+            helper: Some(tool("accel-helper")),
+            ..Default::default()
+        },
+    )
+    .expect("join");
+    att.freeze_in_shared_change(|| {
+        println!("FROZEN");
+        let _ = std::io::stdout().flush();
+    });
+}
+
+/// The mutex-owner-death recovery, end to end: while a client is frozen holding queue 0's
+/// mutex the other process waits at most its patience per batch (it does not hang), and
+/// once the frozen one is killed the next locker repairs the change it left half done, the
+/// helper counts the frames it took as leaked, the census adds up, and service is whole again.
+#[test]
+fn a_process_killed_holding_the_queue_mutex_does_not_stop_the_others() {
+    let t = topo(1);
+    let server = SocketAddrV4::new(t.addr_a, 7500);
+    let mut echo = start_echo(&t, server.port(), &[]);
+    let r = t
+        .in_b(move || peer::udp_echo(server, 500, 256, 16, Duration::from_secs(5)))
+        .unwrap()
+        .expect("UDP echo before");
+    assert_eq!(r.received, 500);
+    let mut frozen = Proc::spawn({
+        let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+        c.args([
+            "--exact",
+            "frozen_client",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FROZEN_NS, &t.ns_a)
+        .env(FROZEN_IF, &t.if_a);
+        c
+    });
+    frozen.wait_for_line("FROZEN", T);
+    // The survivor's batches wait for the mutex in vain, then go on without it.
+    let during = t
+        .in_b(move || peer::udp_echo(server, 300, 256, 16, Duration::from_millis(500)))
+        .unwrap()
+        .expect("UDP echo while frozen");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(frozen.pid() as i32),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    let (st, _, _) = frozen.wait(T);
+    assert!(!st.success());
+    // More than a cache's worth: the survivor needs the mutex again for every refill.
+    let r = t
+        .in_b(move || peer::udp_echo(server, 5_000, 256, 16, Duration::from_secs(5)))
+        .unwrap()
+        .expect("UDP echo after");
+    assert_eq!(r.received, 5_000, "served in full after the kill: {r:?}");
+    let s = status(&t);
+    let q = s.interfaces[0].queues[0];
+    eprintln!(
+        "queue 0 after the kill: {q:?}; echoed while frozen: {}",
+        during.received
+    );
+    assert_eq!(s.interfaces[0].clients.len(), 1, "{s:?}");
+    assert_eq!(q.repairs, 1, "the open journal entry was closed: {q:?}");
+    assert!(
+        q.leaked >= 64,
+        "the 64 frames it took count as leaked: {q:?}"
+    );
+    assert!(q.accounted, "{q:?}");
+    let (lines, c) = stop(&mut echo);
+    assert!(
+        c.get("queue0.lock_timeouts").copied().unwrap_or(0) > 0,
+        "{lines:?}"
+    );
+    assert_eq!(c.get("queue0.frames_accounted"), Some(&1), "{lines:?}");
+    all_gone(&t);
+}

@@ -576,6 +576,21 @@ impl Session<'_> {
         got
     }
 
+    /// For the recovery test: takes up to `want` frames from the free stack like
+    /// [`Session::take_free`] but stops right after its commit point, the journal entry still
+    /// open (what a process killed at that instruction leaves).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn take_free_and_stop_at_the_commit(&mut self, want: usize, out: &mut Vec<u64>) {
+        let len = self.free_len();
+        let m = (want as u32).min(len);
+        let stack = self.q.stack();
+        for e in &stack[(len - m) as usize..len as usize] {
+            out.extend(self.q.shape.frame_of(u64::from(e.load(Ordering::Relaxed))));
+        }
+        self.begin(Which::FreeStack, len, len - m, m);
+        self.q.word(Q_FREE_LEN).store(len - m, Ordering::Release);
+    }
+
     /// The helper: puts frames it recovered from a dead client's rings back on the free stack
     /// (they count as recovered, not as anyone's).
     pub(crate) fn recover(&mut self, frames: &mut Vec<u64>) -> u32 {

@@ -708,6 +708,29 @@ impl XskQueue {
     }
 }
 
+impl XskQueue {
+    /// For the recovery test: takes the queue's mutex, takes frames from the free stack and
+    /// stops right after the commit point of that change, calls `announce`, and then never
+    /// returns (the test kills the process: it dies holding the mutex, its journal open).
+    #[cfg(feature = "test-hooks")]
+    pub fn freeze_in_shared_change(&mut self, announce: impl FnOnce()) -> ! {
+        let mut s = self
+            .ctl
+            .lock(
+                self.slot,
+                &mut self.fill,
+                &mut self.completion,
+                Duration::from_secs(5),
+            )
+            .expect("the queue's mutex");
+        s.take_free_and_stop_at_the_commit(CACHE_REFILL, &mut self.cache);
+        announce();
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
 impl Drop for XskQueue {
     fn drop(&mut self) {
         self.give_back_all();
