@@ -121,7 +121,7 @@ int accel_xdp(struct xdp_md *ctx)
 	int syn_only = 0;
 	__u32 remote_ip;
 	__u16 remote_port;
-	void *l4;
+	__u32 l4_off;
 
 	if ((void *)(eth + 1) > data_end)
 		return XDP_PASS;
@@ -138,22 +138,43 @@ int accel_xdp(struct xdp_md *ctx)
 	if (ip->frag_off & bpf_htons(ACCEL_IP_MF | ACCEL_IP_OFFSET))
 		return XDP_PASS;
 
-	l4 = (void *)ip + ip->ihl * 4;
+	/*
+	 * The transport header: right after a 20-byte IP header through a packet pointer at a
+	 * constant offset; after IP options with a helper that copies it from a variable offset.
+	 * Moving a packet pointer by a variable offset would need CAP_PERFMON (or CAP_SYS_ADMIN)
+	 * to load the program, which containers rarely have: this way CAP_BPF and CAP_NET_ADMIN
+	 * are enough.
+	 */
+	l4_off = sizeof(*eth) + ip->ihl * 4;
 	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *tcp = l4;
+		struct tcphdr tcp;
 
-		if ((void *)(tcp + 1) > data_end)
+		if (ip->ihl == 5) {
+			struct tcphdr *p = (void *)(ip + 1);
+
+			if ((void *)(p + 1) > data_end)
+				return XDP_PASS;
+			tcp = *p;
+		} else if (bpf_xdp_load_bytes(ctx, l4_off, &tcp, sizeof(tcp))) {
 			return XDP_PASS;
-		key.local_port = tcp->dest;
-		key.remote_port = tcp->source;
-		syn_only = tcp->syn && !tcp->ack;
+		}
+		key.local_port = tcp.dest;
+		key.remote_port = tcp.source;
+		syn_only = tcp.syn && !tcp.ack;
 	} else if (ip->protocol == IPPROTO_UDP) {
-		struct udphdr *udp = l4;
+		struct udphdr udp;
 
-		if ((void *)(udp + 1) > data_end)
+		if (ip->ihl == 5) {
+			struct udphdr *p = (void *)(ip + 1);
+
+			if ((void *)(p + 1) > data_end)
+				return XDP_PASS;
+			udp = *p;
+		} else if (bpf_xdp_load_bytes(ctx, l4_off, &udp, sizeof(udp))) {
 			return XDP_PASS;
-		key.local_port = udp->dest;
-		key.remote_port = udp->source;
+		}
+		key.local_port = udp.dest;
+		key.remote_port = udp.source;
 	} else {
 		return XDP_PASS; /* ICMP and everything else */
 	}

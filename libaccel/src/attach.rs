@@ -53,7 +53,7 @@ pub enum Error {
     Control(#[from] control::Error),
     #[error(transparent)]
     Xdp(#[from] xdp::Error),
-    #[error("accel needs the capabilities {missing} to use AF_XDP and load its XDP program: run it as root, or grant them with `setcap cap_net_admin,cap_net_raw,cap_bpf,cap_sys_admin+ep BINARY`")]
+    #[error("accel needs the capabilities {missing} to use AF_XDP and load its XDP program: run it as root, or grant them (`setcap cap_net_admin,cap_net_raw,cap_bpf+ep BINARY`; in a container, add them to its capabilities)")]
     Privileges { missing: String },
     #[error("interface {ifname} has {count} RX queues; queue {queue} does not exist: pick one below {count} with --queue, or leave --queue out to serve all of them")]
     NoSuchQueue {
@@ -61,11 +61,28 @@ pub enum Error {
         queue: u32,
         count: u32,
     },
-    #[error("cannot serve {ifname} queue {queue}: {reason}")]
+    #[error("cannot open an AF_XDP socket on {ifname} queue {queue}: {reason}; check that the interface supports XDP (`ip -d link show {ifname}`)")]
     Socket {
         ifname: String,
         queue: u32,
         reason: String,
+    },
+    #[error("queue {queue} of {ifname} is already served by an AF_XDP socket of another program (not accel's: accel's processes share queues through the accel-helper): stop it, or give accel other queues (accel-echo --queue)")]
+    QueueBusy { ifname: String, queue: u32 },
+    #[error("the kernel refuses XDP on {ifname}: its veth peer {peer}{where_} has MTU {peer_mtu}, more than XDP on a veth takes (one page per frame, about 3500 bytes): set the peer's MTU to {mtu} like {ifname}'s (`ip link set dev {peer} mtu {mtu}` in {peer}'s namespace)")]
+    PeerMtu {
+        ifname: String,
+        peer: String,
+        /// " (in another network namespace)" when it is not in ours.
+        where_: &'static str,
+        peer_mtu: u32,
+        mtu: u32,
+    },
+    #[error("the AF_XDP frame memory of {ifname} ({mib} MiB per RX queue) is over the locked-memory limit ({limit}, counted for all processes of this user): raise it (`ulimit -l unlimited`; Docker: --ulimit memlock=-1) or grant CAP_IPC_LOCK")]
+    LockedMemory {
+        ifname: String,
+        mib: u64,
+        limit: String,
     },
     #[error("accel's helper is not installed where it was looked for ({looked}): set ACCEL_HELPER to the accel-helper binary, which comes with accel-run")]
     NoHelper { looked: String },
@@ -80,15 +97,49 @@ impl Error {
     }
 }
 
-/// Capabilities accel needs, with their bit numbers in /proc/self/status CapEff.
-const NEEDED_CAPS: [(&str, u32); 4] = [
-    ("CAP_NET_ADMIN", 12),
-    ("CAP_NET_RAW", 13),
-    ("CAP_SYS_ADMIN", 21),
-    ("CAP_BPF", 39),
-];
+/// An XDP filter error on `info`, with what the control plane can add: the refused MTU is
+/// the veth peer's, which it names with its MTU when it can see it.
+pub fn explain(info: &InterfaceInfo, e: xdp::Error) -> Error {
+    if let xdp::Error::MtuTooLarge { .. } = e {
+        if let Ok(Some(peer)) = control::peer_of(info) {
+            return Error::PeerMtu {
+                ifname: info.name.clone(),
+                peer: peer.name,
+                where_: if info.link_netnsid.is_some() {
+                    " (in another network namespace)"
+                } else {
+                    ""
+                },
+                peer_mtu: peer.mtu,
+                mtu: info.mtu,
+            };
+        }
+    }
+    Error::Xdp(e)
+}
 
-/// The capabilities accel needs that this process lacks (empty when all are there).
+/// This process's locked-memory limit as /proc/self/limits says it (`8388608 bytes`,
+/// `unlimited`), for messages.
+pub(crate) fn memlock_limit() -> String {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max locked memory"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|soft| match soft.parse::<u64>() {
+            Ok(bytes) => format!("{} KiB", bytes / 1024),
+            Err(_) => soft.to_owned(),
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// The capabilities accel needs that this process lacks (empty when all are there), from
+/// /proc/self/status CapEff. See [`missing_from`].
 pub fn missing_capabilities() -> Vec<&'static str> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let eff = status
@@ -96,22 +147,43 @@ pub fn missing_capabilities() -> Vec<&'static str> {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
-    NEEDED_CAPS
-        .iter()
-        .filter(|(_, bit)| eff & (1u64 << bit) == 0)
-        .map(|(n, _)| *n)
-        .collect()
+    missing_from(eff)
 }
 
-/// The RX queues the interface uses, from sysfs (`queues/rx-N`); `None` if sysfs does not show
-/// this interface (a thread that entered another network namespace sees the old sysfs).
-pub fn real_rx_queues(ifname: &str) -> Option<u32> {
-    let dir = std::fs::read_dir(format!("/sys/class/net/{ifname}/queues")).ok()?;
-    let n = dir
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-        .count();
-    (n > 0).then_some(n as u32)
+/// What an effective capability set `eff` lacks:
+///
+/// - CAP_NET_ADMIN: attach the XDP program, ask the kernel to resolve neighbours;
+/// - CAP_NET_RAW: open AF_XDP sockets;
+/// - CAP_BPF, or CAP_SYS_ADMIN which includes it: load the program and create its maps.
+///
+/// CAP_SYS_ADMIN is not required: only joining a program another accel process attached on the
+/// same interface needs it (the kernel's `BPF_*_GET_FD_BY_ID`), and that fails with its own
+/// message. The AF_XDP frame memory is charged to the locked-memory limit unless CAP_IPC_LOCK
+/// is there (see `Error::Socket`).
+pub fn missing_from(eff: u64) -> Vec<&'static str> {
+    let has = |bit: u32| eff & (1u64 << bit) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(CAP_NET_RAW) {
+        missing.push("CAP_NET_RAW");
+    }
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF (or CAP_SYS_ADMIN)");
+    }
+    missing
+}
+
+/// The RX queues the interface uses now, which an AF_XDP socket can bind: the driver's
+/// channel count (`ethtool -l`), else the most it could have (`numrxqueues`, from netlink).
+/// The two differ on a veth made without `numrxqueues` (as `ip link add type veth`, Docker and
+/// most CNIs make them): it may have one queue per CPU but uses one, and binding another fails.
+pub fn rx_queues_in_use(info: &InterfaceInfo) -> u32 {
+    match crate::sys::bpf::if_rx_channels(&info.name) {
+        Ok(n) if n > 0 => n.min(info.rx_queues.max(1)),
+        _ => info.rx_queues.max(1),
+    }
 }
 
 /// What to open.
@@ -150,7 +222,7 @@ impl Attachment {
     /// Joins accel on the interface `control` mirrors (see the module header).
     pub fn open(control: ControlPlane, opts: &Options) -> Result<Attachment, Error> {
         let info: InterfaceInfo = control.interface().clone();
-        let count = info.rx_queues.max(1);
+        let count = rx_queues_in_use(&info);
         if let Some(qs) = &opts.queues {
             for &q in qs {
                 if q >= count {
@@ -394,5 +466,52 @@ impl stack::engine::Backend for Attachment {
         if let Err(e) = self.control.refresh() {
             tracing::warn!(error = %e, "control-plane refresh failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_mtu_message_names_the_peer_its_mtu_and_the_fix() {
+        let e = Error::PeerMtu {
+            ifname: "veth-a".into(),
+            peer: "veth-b".into(),
+            where_: " (in another network namespace)",
+            peer_mtu: 9000,
+            mtu: 1500,
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("its veth peer veth-b (in another network namespace) has MTU 9000"),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("(`ip link set dev veth-b mtu 1500` in veth-b's namespace)"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn the_memlock_limit_is_read_from_proc() {
+        let l = memlock_limit();
+        assert!(l == "unlimited" || l.ends_with(" KiB"), "{l}");
+    }
+
+    #[test]
+    fn capabilities_needed_are_net_admin_net_raw_and_bpf_or_sys_admin() {
+        let bits = |caps: &[u32]| caps.iter().fold(0u64, |m, c| m | 1 << c);
+        assert!(missing_from(bits(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF])).is_empty());
+        assert!(missing_from(bits(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN])).is_empty());
+        assert!(missing_from(u64::MAX).is_empty());
+        assert_eq!(
+            missing_from(bits(&[CAP_NET_RAW])),
+            ["CAP_NET_ADMIN", "CAP_BPF (or CAP_SYS_ADMIN)"]
+        );
+        assert_eq!(
+            missing_from(bits(&[CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN])),
+            ["CAP_NET_RAW"]
+        );
     }
 }

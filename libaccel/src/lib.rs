@@ -10,6 +10,10 @@
 //!   routes, neighbours) kept current through netlink.
 //! - [`ports`]: kernel sockets that hold the ports accelerated sockets use.
 //! - [`repair`]: handing an established TCP connection to a kernel socket (TCP repair mode).
+//! - [`bpf`]: loading and attaching other BPF programs (the tests' fault injector) with the same
+//!   loader.
+//! - [`desc`]: checks on AF_XDP ring descriptors before their bytes are read.
+//! - [`raw`]: raw Ethernet frames on an interface (AF_PACKET), for tests and tools.
 //! - [`stats`]: the snapshot an accelerated process publishes for `accel-stat` (JSON schema).
 //!
 //! All unsafe code and FFI lives in [`sys`] (private); the rest is safe Rust over it.
@@ -17,9 +21,12 @@
 mod sys;
 
 pub mod attach;
+pub mod bpf;
 pub mod control;
+pub mod desc;
 pub mod ports;
 pub mod queue;
+pub mod raw;
 pub mod repair;
 mod ring;
 pub mod share;

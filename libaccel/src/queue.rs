@@ -12,6 +12,20 @@ pub use crate::sys::xsk::{
     XDP_PACKET_HEADROOM,
 };
 
+use crate::desc::UmemLayout;
+use crate::share::helper::SIZES;
+
+/// The shape of every queue's UMEM, as the helper makes them (RX descriptors are checked
+/// against it).
+pub const UMEM_LAYOUT: UmemLayout = UmemLayout {
+    frame_count: SIZES.frame_count,
+    frame_size: SIZES.frame_size,
+};
+
+/// The frame memory of one queue, which the kernel pins (and charges to the locked-memory
+/// limit of the helper's user when it lacks CAP_IPC_LOCK).
+pub const UMEM_BYTES: u64 = SIZES.frame_count as u64 * SIZES.frame_size as u64;
+
 /// Several queues of one interface behind one [`Link`].
 pub struct QueueSet {
     queues: Vec<Queue>,

@@ -37,6 +37,17 @@ counters! {
     rx_drop_malformed,
     /// Received IPv4 packets with a bad IPv4, TCP or UDP checksum.
     rx_drop_bad_checksum,
+    /// Received TCP/UDP packets accepted with a partial checksum (the pseudo-header sum a
+    /// software link's kernel peer leaves when it offloads the checksum; see
+    /// `Config::partial_checksums`). A complete checksum equal to that sum (1 in 65536) is
+    /// counted here too.
+    rx_partial_checksum,
+    /// Received IPv4 fragments (the stack does not reassemble; accel's XDP filter gives
+    /// fragments to the kernel, so only a stack fed another way sees them).
+    rx_drop_fragment,
+    /// Received TCP segments no TCP accepts: a zero port, SYN/FIN/RST together, or options
+    /// that run past the header or have impossible lengths.
+    rx_drop_bad_tcp,
     /// Packets held until the kernel resolves their next hop (sent once it has).
     tx_held_no_neighbour,
     /// Packets dropped because their next hop was not resolved in time (3 s) or the queue of

@@ -5,13 +5,15 @@
 //!
 //! IPv4, TCP and UDP checksums are verified here, once, so that corrupted packets are counted
 //! (`rx_drop_bad_checksum`); smoltcp's own RX verification for these is switched off to avoid
-//! checksumming every packet twice (ICMP is still verified by smoltcp).
+//! checksumming every packet twice (ICMP is still verified by smoltcp). On a software link a
+//! TCP/UDP checksum field holding the pseudo-header partial sum is accepted (see `checksum`).
 
-use core::net::SocketAddrV4;
+use core::net::{Ipv4Addr, SocketAddrV4};
 
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpOption, TcpPacket, UdpPacket};
 
+use crate::checksum;
 use crate::device::{self, EthDrop, IngressDevice};
 use crate::link::{Resolver, TxFrame};
 use crate::Stack;
@@ -116,8 +118,9 @@ impl Stack {
             return Verdict::Drop;
         }
         if ip.more_frags() || ip.frag_offset() != 0 {
-            // smoltcp drops fragments (no reassembly configured).
-            return Verdict::Deliver { tcp: false };
+            // No reassembly (smoltcp would drop them too, without a trace).
+            self.counters.rx_drop_fragment += 1;
+            return Verdict::Drop;
         }
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
         match ip.next_header() {
@@ -126,8 +129,14 @@ impl Stack {
                     self.counters.rx_drop_malformed += 1;
                     return Verdict::Drop;
                 };
-                if !tcp.verify_checksum(&src.into(), &dst.into()) {
-                    self.counters.rx_drop_bad_checksum += 1;
+                let len = ip.payload().len();
+                if !self.l4_checksum(src, dst, IpProtocol::Tcp, len, tcp.checksum(), || {
+                    tcp.verify_checksum(&src.into(), &dst.into())
+                }) {
+                    return Verdict::Drop;
+                }
+                if !tcp_parses(&tcp) {
+                    self.counters.rx_drop_bad_tcp += 1;
                     return Verdict::Drop;
                 }
                 if tcp.rst() {
@@ -152,8 +161,10 @@ impl Stack {
                     self.counters.rx_drop_malformed += 1;
                     return Verdict::Drop;
                 };
-                if !udp.verify_checksum(&src.into(), &dst.into()) {
-                    self.counters.rx_drop_bad_checksum += 1;
+                let len = usize::from(udp.len());
+                if !self.l4_checksum(src, dst, IpProtocol::Udp, len, udp.checksum(), || {
+                    udp.verify_checksum(&src.into(), &dst.into())
+                }) {
                     return Verdict::Drop;
                 }
                 if self.udp_ports.contains_key(&udp.dst_port()) {
@@ -165,6 +176,30 @@ impl Stack {
                 }
             }
             _ => Verdict::Deliver { tcp: false },
+        }
+    }
+
+    /// Whether a TCP/UDP packet's checksum lets it in (counting partial and bad ones).
+    fn l4_checksum(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: IpProtocol,
+        len: usize,
+        field: u16,
+        complete: impl FnOnce() -> bool,
+    ) -> bool {
+        let allowed = self.config.partial_checksums;
+        match checksum::verdict(allowed, src, dst, proto, len, field, complete) {
+            checksum::Verdict::Complete => true,
+            checksum::Verdict::Partial => {
+                self.counters.rx_partial_checksum += 1;
+                true
+            }
+            checksum::Verdict::Bad => {
+                self.counters.rx_drop_bad_checksum += 1;
+                false
+            }
         }
     }
 
@@ -186,3 +221,24 @@ impl Stack {
 }
 
 use crate::listen;
+
+/// Whether smoltcp's TCP parser will take the segment (it drops what it cannot parse without
+/// a trace, so the stack checks first and counts): nonzero ports, at most one of SYN, FIN and
+/// RST, options whose lengths fit.
+fn tcp_parses(tcp: &TcpPacket<&[u8]>) -> bool {
+    if tcp.src_port() == 0 || tcp.dst_port() == 0 {
+        return false;
+    }
+    if u8::from(tcp.syn()) + u8::from(tcp.fin()) + u8::from(tcp.rst()) > 1 {
+        return false;
+    }
+    let mut options = tcp.options();
+    while !options.is_empty() {
+        match TcpOption::parse(options) {
+            Ok((_, TcpOption::EndOfList)) => break,
+            Ok((rest, _)) => options = rest,
+            Err(_) => return false,
+        }
+    }
+    true
+}

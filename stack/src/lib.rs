@@ -21,6 +21,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 pub use smoltcp::socket::tcp::State as TcpState;
 pub use smoltcp::time::{Duration, Instant};
 
+mod checksum;
 mod counters;
 mod device;
 pub mod engine;
@@ -91,6 +92,13 @@ pub struct Config {
     pub udp_packets: usize,
     /// Seed for smoltcp's initial sequence numbers; give each stack a random one.
     pub random_seed: u64,
+    /// The link is a software link (veth) whose kernel peer may hand over TCP/UDP packets
+    /// with only the pseudo-header partial sum in their checksum field (the kernel's
+    /// CHECKSUM_PARTIAL: checksum offload to a device that never puts the frame on a wire).
+    /// Such packets are then accepted (and counted in `rx_partial_checksum`); every other
+    /// packet is verified in full. Never set it for a NIC: a frame from a wire must carry its
+    /// full checksum.
+    pub partial_checksums: bool,
 }
 
 impl Config {
@@ -111,6 +119,7 @@ impl Config {
             udp_tx_buffer: 1024 * 1024,
             udp_packets: 4096,
             random_seed: seed,
+            partial_checksums: false,
         }
     }
 }
@@ -593,15 +602,19 @@ impl Stack {
     }
 
     /// Whether any TCP socket (open or closing) still has bytes or a FIN the peer has not
-    /// acknowledged: a process about to exit waits for this to clear, since nothing will
-    /// retransmit for it afterwards.
+    /// acknowledged, or was closed and still waits for the peer's FIN (FIN-WAIT-2): a process
+    /// about to exit waits for this to clear (bounded), since nothing answers for it
+    /// afterwards (the kernel would answer the peer's late FIN with a reset).
     pub fn has_unacked_output(&self) -> bool {
         self.sockets.iter().any(|(_, s)| {
             <tcp::Socket as smoltcp::socket::AnySocket>::downcast(s).is_some_and(|t| {
                 t.send_queue() > 0
                     || matches!(
                         t.state(),
-                        tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck
+                        tcp::State::FinWait1
+                            | tcp::State::FinWait2
+                            | tcp::State::Closing
+                            | tcp::State::LastAck
                     )
             })
         })

@@ -20,9 +20,45 @@ pub struct Faults {
     pub drop_every: Option<u64>,
     /// Flip the last byte of every Nth received frame (which a checksum covers).
     pub corrupt_every: Option<u64>,
+    /// Leave only the pseudo-header sum in every received TCP/UDP packet's checksum field, as
+    /// a veth peer with TX checksum offload hands it over (the kernel's CHECKSUM_PARTIAL).
+    pub partial_checksums: bool,
     pub seen: u64,
     pub dropped: u64,
     pub corrupted: u64,
+    /// Packets `partial_checksums` rewrote.
+    pub made_partial: u64,
+}
+
+/// Writes the pseudo-header partial sum into the checksum field of the TCP or UDP packet in
+/// Ethernet frame `frame`; returns whether there was one.
+fn make_partial(frame: &mut [u8]) -> bool {
+    use smoltcp::wire::{checksum, IpProtocol, Ipv4Packet};
+    let Some(ip) = frame.get_mut(14..) else {
+        return false;
+    };
+    let Ok(ip) = Ipv4Packet::new_checked(ip) else {
+        return false;
+    };
+    let (src, dst, proto) = (ip.src_addr(), ip.dst_addr(), ip.next_header());
+    let (start, end) = (usize::from(ip.header_len()), usize::from(ip.total_len()));
+    let at = match proto {
+        IpProtocol::Tcp => 16,
+        IpProtocol::Udp => 6,
+        _ => return false,
+    };
+    let ip = ip.into_inner();
+    let Some(l4) = ip.get_mut(start..end) else {
+        return false;
+    };
+    let sum = checksum::pseudo_header_v4(&src, &dst, proto, l4.len() as u32);
+    match l4.get_mut(at..at + 2) {
+        Some(field) => {
+            field.copy_from_slice(&sum.to_be_bytes());
+            true
+        }
+        None => false,
+    }
 }
 
 /// One end of an in-memory Ethernet wire.
@@ -98,6 +134,9 @@ impl Link for QueueLink {
             {
                 f.dropped += 1;
                 continue;
+            }
+            if f.partial_checksums && make_partial(&mut frame) {
+                f.made_partial += 1;
             }
             if f.corrupt_every
                 .is_some_and(|n| f.seen.checked_rem(n) == Some(0))

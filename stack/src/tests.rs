@@ -112,6 +112,62 @@ fn rx_wrong_mac_non_ipv4_and_runt_frames_are_dropped_and_counted() {
     );
 }
 
+/// Fixes the IPv4 and TCP/UDP checksums of a frame the test edited.
+fn refill_checksums(f: &mut [u8]) {
+    use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.fill_checksum();
+    let (src, dst, proto) = (ip.src_addr(), ip.dst_addr(), ip.next_header());
+    let l4 = ip.payload_mut();
+    match proto {
+        IpProtocol::Tcp => TcpPacket::new_unchecked(l4).fill_checksum(&src.into(), &dst.into()),
+        IpProtocol::Udp => UdpPacket::new_unchecked(l4).fill_checksum(&src.into(), &dst.into()),
+        _ => {}
+    }
+}
+
+#[test]
+fn rx_fragments_and_unparsable_tcp_are_dropped_and_counted() {
+    let mut p = Pair::new();
+    p.b.stack.udp_bind(sa(IP_B, 6000)).unwrap();
+    let (c, _s, _l) = connected(&mut p, 80, 40000);
+    let ua = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    p.a.stack.udp_send_to(ua, b"x", sa(IP_B, 6000)).unwrap();
+    p.a.stack.tcp_send(c, b"abc").unwrap();
+    p.a.poll(p.now);
+    let sent = p.a.link.take_sent();
+    let udp = sent.iter().find(|f| f[23] == 17).unwrap().clone();
+    let tcp = sent.iter().find(|f| f[23] == 6).unwrap().clone();
+    let mut fragment = udp.clone();
+    fragment[20] |= 0x20; // more fragments
+    refill_checksums(&mut fragment);
+    let mut syn_fin = tcp.clone();
+    syn_fin[47] |= 0x03;
+    refill_checksums(&mut syn_fin);
+    let mut port_zero = tcp.clone();
+    port_zero[34..36].copy_from_slice(&[0, 0]);
+    refill_checksums(&mut port_zero);
+    // Data offset 6: one option word, an MSS option claiming 40 bytes.
+    let mut options = tcp[..54].to_vec();
+    options[46] = 0x60 | (options[46] & 0x0f);
+    options.extend_from_slice(&[2, 40, 0x05, 0xb4]);
+    options.extend_from_slice(&tcp[54..]);
+    let total = (options.len() - 14) as u16;
+    options[16..18].copy_from_slice(&total.to_be_bytes());
+    refill_checksums(&mut options);
+    let before = p.b.stack.counters().clone();
+    for f in [fragment, syn_fin, port_zero, options] {
+        p.b.link.inject(f);
+    }
+    p.b.poll(p.now);
+    let c = p.b.stack.counters();
+    assert_eq!(c.rx_frames, before.rx_frames + 4);
+    assert_eq!(c.rx_drop_fragment, before.rx_drop_fragment + 1);
+    assert_eq!(c.rx_drop_bad_tcp, before.rx_drop_bad_tcp + 3);
+    assert_eq!(c.rx_drop_bad_checksum, before.rx_drop_bad_checksum);
+    assert_eq!(c.udp_rx_datagrams, before.udp_rx_datagrams);
+}
+
 #[test]
 fn tcp_echo_one_megabyte_over_lossy_corrupting_link() {
     let mut p = Pair::new();

@@ -674,6 +674,39 @@ pub fn assert_same_file(what: &str, want: &Path, got: &Path) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// nginx
+// ---------------------------------------------------------------------------------------------
+
+/// A minimal nginx.conf in `dir`: one process in the foreground, everything it writes in
+/// `dir`, serving `dir` on `listen`.
+pub fn nginx_conf(dir: &Path, listen: SocketAddrV4) -> std::path::PathBuf {
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\n\
+         master_process off;\n\
+         worker_processes 1;\n\
+         pid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   client_body_temp_path {d}/body;\n\
+         \x20   proxy_temp_path {d}/proxy;\n\
+         \x20   fastcgi_temp_path {d}/fastcgi;\n\
+         \x20   uwsgi_temp_path {d}/uwsgi;\n\
+         \x20   scgi_temp_path {d}/scgi;\n\
+         \x20   default_type application/octet-stream;\n\
+         \x20   sendfile on;\n\
+         \x20   keepalive_requests 1000000;\n\
+         \x20   server {{ listen {listen}; root {d}; }}\n\
+         }}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).expect("write nginx.conf");
+    path
+}
+
+// ---------------------------------------------------------------------------------------------
 // C test programs
 // ---------------------------------------------------------------------------------------------
 

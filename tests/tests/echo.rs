@@ -5,6 +5,7 @@ use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use accel_tests::{parse_counters, peer, start_echo, wait_helper_gone, xdp_attached, Topology};
+use accel_tools::topology::Options;
 use nix::sys::signal::Signal;
 
 const PORT: u16 = 7007;
@@ -58,7 +59,9 @@ fn workloads(topo: &Topology, server: SocketAddrV4) {
         .expect("1,000 connections");
 }
 
-fn check_served_by_accel(topo: &Topology, queues: u32) {
+/// `peer_offload_off`: B's TX checksum offload is off, so every frame carries a complete
+/// checksum; otherwise (the kernel's default) B's frames carry partial ones.
+fn check_served_by_accel(topo: &Topology, queues: u32, peer_offload_off: bool) {
     let server = SocketAddrV4::new(topo.addr_a, PORT);
     let mut echo = start_echo(topo, PORT, &[]);
     let before = topo.snmp_a().expect("snmp");
@@ -98,6 +101,23 @@ fn check_served_by_accel(topo: &Topology, queues: u32) {
         c.get("echo.tcp_bytes_echoed").copied().unwrap_or(0) >= 10_000_000 + 100 * 65536 + 1000 * 9,
         "{c:?}"
     );
+    // Checksums: none bad; partial ones when B offloads them. A complete checksum equals the
+    // pseudo-header sum once in 65536 packets (it is accepted either way, counted as partial),
+    // so without offload a few may be counted: far fewer than one in a thousand.
+    assert_eq!(c.get("stack.rx_drop_bad_checksum"), Some(&0), "{c:?}");
+    let partial = c.get("stack.rx_partial_checksum").copied().unwrap_or(0);
+    let frames = c.get("stack.rx_frames").copied().unwrap_or(0);
+    if peer_offload_off {
+        assert!(
+            partial * 1000 <= frames,
+            "complete checksums counted as partial: {c:?}"
+        );
+    } else {
+        assert!(
+            partial * 2 > frames,
+            "B's partial checksums not seen: {c:?}"
+        );
+    }
     let mut busy_queues = 0;
     for q in 0..queues {
         // No UMEM frame leaked: each is in a ring, the free pool or a pending list.
@@ -121,16 +141,72 @@ fn check_served_by_accel(topo: &Topology, queues: u32) {
     );
 }
 
+/// The one test with B's checksum offload off: the complete-checksum path end to end.
 #[test]
-fn echo_served_by_accel_on_one_queue() {
-    let t = topo(1);
-    check_served_by_accel(&t, 1);
+fn echo_served_by_accel_on_one_queue_with_complete_checksums() {
+    let t = Topology::with(Options {
+        queues: Some(1),
+        peer_checksum_offload_off: true,
+    })
+    .unwrap_or_else(|e| panic!("cannot build the test topology: {e:#}"));
+    check_served_by_accel(&t, 1, true);
 }
 
 #[test]
 fn echo_served_by_accel_on_four_queues() {
     let t = topo(4);
-    check_served_by_accel(&t, 4);
+    check_served_by_accel(&t, 4, false);
+}
+
+/// A veth made without `numrxqueues` (as Docker makes them) can have a queue per CPU but uses
+/// one; accel serves the one in use.
+#[test]
+fn echo_served_by_accel_on_a_default_veth() {
+    let t = Topology::with(Options::default())
+        .unwrap_or_else(|e| panic!("cannot build the test topology: {e:#}"));
+    check_served_by_accel(&t, 1, false);
+}
+
+/// A datagram whose IP header carries options (the XDP filter reads its ports at a variable
+/// offset then, through a helper) is served by accel like any other.
+#[test]
+fn a_datagram_with_ip_options_is_served_by_accel() {
+    let t = topo(1);
+    let mut echo = start_echo(&t, PORT, &[]);
+    let before = t.snmp_a().expect("snmp");
+    // IP_OPTIONS: three NOPs and an end-of-list, so the header is 24 bytes (IHL 6).
+    let out = t
+        .command_b("socat")
+        .args([
+            "-d",
+            "-d",
+            "-d",
+            "-d",
+            "-t2",
+            "-",
+            &format!("UDP4:{}:{PORT},ip-options=x01010100", t.addr_a),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(b"options\n")?;
+            c.wait_with_output()
+        })
+        .expect("socat (Debian package socat)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(", 0, 4, {0x10101}, 4)") && err.contains("setsockopt() -> 0"),
+        "socat did not set IP_OPTIONS: {err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "options\n", "{err}");
+    let d = t.snmp_a().expect("snmp").since(&before);
+    let (_, lines, _) = echo.stop(Signal::SIGTERM, T);
+    let c = parse_counters(&lines);
+    assert_eq!(d.ip_in_receives, 0, "A's kernel saw the datagram: {d:?}");
+    assert_eq!(c.get("echo.udp_datagrams_echoed"), Some(&1), "{c:?}");
 }
 
 #[test]

@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use accel_tests::apps::{
-    accelerated, assert_accelerated, assert_same_file, compile_c, kernel, need, redis_benchmark,
-    run_app, snmp_a, snmp_b, sockperf_messages, sockperf_pingpong, write_pattern_file,
-    wrk as parse_wrk, App, Behaviour, Finished, KernelServer, Side, TempDir,
+    accelerated, assert_accelerated, assert_same_file, compile_c, kernel, need, nginx_conf,
+    redis_benchmark, run_app, snmp_a, snmp_b, sockperf_messages, sockperf_pingpong,
+    write_pattern_file, wrk as parse_wrk, App, Behaviour, Finished, KernelServer, Side, TempDir,
 };
 use accel_tests::Topology;
 use nix::sys::signal::Signal;
@@ -377,35 +377,6 @@ fn nc_client_receives_100mb_from_a_kernel_server() {
 // nginx and curl
 // ---------------------------------------------------------------------------------------------
 
-/// A minimal nginx.conf in `dir`: one process in the foreground, everything it writes in
-/// `dir`, serving `dir` on `listen`.
-fn nginx_conf(dir: &Path, listen: SocketAddrV4) -> std::path::PathBuf {
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\n\
-         master_process off;\n\
-         worker_processes 1;\n\
-         pid {d}/nginx.pid;\n\
-         error_log {d}/error.log warn;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n\
-         \x20   access_log off;\n\
-         \x20   client_body_temp_path {d}/body;\n\
-         \x20   proxy_temp_path {d}/proxy;\n\
-         \x20   fastcgi_temp_path {d}/fastcgi;\n\
-         \x20   uwsgi_temp_path {d}/uwsgi;\n\
-         \x20   scgi_temp_path {d}/scgi;\n\
-         \x20   default_type application/octet-stream;\n\
-         \x20   sendfile on;\n\
-         \x20   keepalive_requests 1000000;\n\
-         \x20   server {{ listen {listen}; root {d}; }}\n\
-         }}\n"
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).expect("write nginx.conf");
-    path
-}
-
 /// nginx serving `dir` on `listen`, in `side`, under accel-run when `accel`.
 fn nginx(t: &Topology, side: Side, accel: bool, dir: &TempDir, listen: SocketAddrV4) -> App {
     let nginx = need("nginx", "nginx-light");
@@ -569,8 +540,9 @@ const REDIS_TESTS: &[&str] = &[
 ];
 
 /// redis-server under accel-run in A; every default redis-benchmark test from B completes
-/// without an error. (`-P 16`: pipelined, each test still 100,000 requests; unpipelined, the
-/// default suite takes about a minute on two cores, over this file's per-test bound.)
+/// without an error. (`-P 16 -n 30000`: pipelined, 30,000 requests per test, half a million in
+/// all: what is checked is that each completes, not how fast; at 100,000 each the suite
+/// outlasted the bound on a busy two-core machine. accel-bench measures the rates.)
 #[test]
 fn redis_benchmark_completes_every_test() {
     let t = topo();
@@ -610,7 +582,7 @@ fn redis_benchmark_completes_every_test() {
             &t,
             Side::B,
             &bench,
-            &["-h", &a, "-p", &p, "-q", "-n", "100000", "-P", "16"],
+            &["-h", &a, "-p", &p, "-q", "-n", "30000", "-P", "16"],
         ),
         Duration::from_secs(50),
     )

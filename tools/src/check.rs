@@ -7,8 +7,8 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use libaccel::attach::explain;
 use libaccel::control::{self, InterfaceInfo};
 use libaccel::xdp::{self, AttachedMode, AttachedProgram, Filter, XdpMode};
 
@@ -140,7 +140,8 @@ pub fn privileges(root: bool, missing: &[&str]) -> Finding {
             "accel needs {} to use AF_XDP and load its XDP program",
             missing.join(", ")
         ),
-        "run as root, or `setcap cap_net_admin,cap_net_raw,cap_bpf,cap_sys_admin+ep PROGRAM`",
+        "run as root, or grant them (`setcap cap_net_admin,cap_net_raw,cap_bpf+ep PROGRAM`; in \
+         a container, add them to its capabilities)",
     )
 }
 
@@ -185,8 +186,9 @@ pub fn default_interfaces(all: &[InterfaceInfo]) -> Vec<&InterfaceInfo> {
         .collect()
 }
 
-/// The checks that only need the interface's description: up, Ethernet, IPv4, MTU, queues.
-pub fn interface_basics(i: &InterfaceInfo) -> Vec<Finding> {
+/// The checks that only need the interface's description: up, Ethernet, IPv4, MTU, queues
+/// (`rx_in_use`: the RX queues it uses, see `libaccel::attach::rx_queues_in_use`).
+pub fn interface_basics(i: &InterfaceInfo, rx_in_use: u32) -> Vec<Finding> {
     let n = i.name.as_str();
     let mut out = vec![Finding::ok(n, format!("exists (index {})", i.index))];
     out.push(if i.up {
@@ -227,41 +229,24 @@ pub fn interface_basics(i: &InterfaceInfo) -> Vec<Finding> {
     });
     out.push(Finding::ok(
         n,
-        format!(
-            "{} RX queue(s): accel serves each with its own AF_XDP socket",
-            i.rx_queues
-        ),
+        format!("{rx_in_use} RX queue(s) in use: accel serves each with its own AF_XDP socket"),
     ));
     out
 }
 
-/// A veth's peer: named when it is in this network namespace, else only its ifindex (in its own
-/// namespace) is known.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Peer {
-    Named(String),
-    Index(u32),
-}
-
-/// On veth, the kernel on the other end must compute TCP/UDP checksums itself: veth hands over
-/// frames with a partial checksum only the kernel understands, and accel drops frames whose
-/// checksum is wrong.
-pub fn veth(name: &str, driver: Option<&str>, peer: Option<Peer>) -> Option<Finding> {
-    if driver != Some("veth") {
-        return None;
-    }
-    let fix = match peer {
-        Some(Peer::Named(p)) => format!("`ethtool -K {p} tx off`"),
-        Some(Peer::Index(p)) => format!(
-            "`ethtool -K PEER tx off` on the peer (ifindex {p}, in another network namespace)"
-        ),
-        None => "`ethtool -K PEER tx off` on the peer".to_owned(),
-    };
-    Some(Finding::warn(
-        name,
-        "is a veth: frames from its kernel peer carry partial checksums, which accel drops",
-        fix,
-    ))
+/// On a software link (veth) the kernel peer's frames carry partial TCP/UDP checksums while
+/// its TX checksum offload is on (the default); accel accepts them there, and only there.
+pub fn software_link(i: &InterfaceInfo) -> Option<Finding> {
+    let kind = i.kind.as_deref()?;
+    i.software_link().then(|| {
+        Finding::ok(
+            &i.name,
+            format!(
+                "is a {kind} (a software link): partial TCP/UDP checksums from its kernel peer \
+                 (TX checksum offload, on by default) are accepted"
+            ),
+        )
+    })
 }
 
 /// Whether an XDP program other than accel's is attached (accel cannot share it).
@@ -298,7 +283,7 @@ pub fn xdp_attach(i: &InterfaceInfo, attached: Option<&AttachedProgram>) -> Find
                     ),
                 )
             }
-            Err(e) => Finding::error_with_own_fix(n, e.to_string()),
+            Err(e) => Finding::error_with_own_fix(n, explain(i, e).to_string()),
         };
     }
     match Filter::open(i.index, n, XdpMode::Native) {
@@ -320,30 +305,11 @@ pub fn xdp_attach(i: &InterfaceInfo, attached: Option<&AttachedProgram>) -> Find
                         "use a NIC whose driver supports native XDP for full speed",
                     )
                 }
-                Err(e) => Finding::error_with_own_fix(n, e.to_string()),
+                Err(e) => Finding::error_with_own_fix(n, explain(i, e).to_string()),
             }
         }
-        Err(e) => Finding::error_with_own_fix(n, e.to_string()),
+        Err(e) => Finding::error_with_own_fix(n, explain(i, e).to_string()),
     }
-}
-
-/// The interface's driver (`ethtool -i`), if ethtool is there to tell.
-fn driver(name: &str) -> Option<String> {
-    let out = Command::new("ethtool").args(["-i", name]).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("driver:"))
-        .map(|d| d.trim().to_owned())
-}
-
-/// The ifindex of the interface's peer or lower device, if it has one (`iflink` in sysfs).
-fn peer_ifindex(i: &InterfaceInfo) -> Option<u32> {
-    let s = std::fs::read_to_string(format!("/sys/class/net/{}/iflink", i.name)).ok()?;
-    let p: u32 = s.trim().parse().ok()?;
-    (p != i.index).then_some(p)
 }
 
 /// Every check, for the named interfaces (all of [`default_interfaces`] when `requested` is
@@ -387,21 +353,10 @@ pub fn run(requested: &[String], preload_found: &Result<PathBuf, String>) -> Vec
         v
     };
     for i in chosen {
-        let basics = interface_basics(i);
+        let basics = interface_basics(i, libaccel::attach::rx_queues_in_use(i));
         let usable = i.ethernet;
         out.extend(basics);
-        let peer = peer_ifindex(i).map(|p| {
-            // The peer is named only when it is here too: an ifindex from another namespace
-            // can equal a local interface's, but a local veth pair points at each other.
-            match all
-                .iter()
-                .find(|o| o.index == p && peer_ifindex(o) == Some(i.index))
-            {
-                Some(o) => Peer::Named(o.name.clone()),
-                None => Peer::Index(p),
-            }
-        });
-        if let Some(f) = veth(&i.name, driver(&i.name).as_deref(), peer) {
+        if let Some(f) = software_link(i) {
             out.push(f);
         }
         if !usable {
@@ -446,6 +401,9 @@ mod tests {
             addrs: vec![([198, 18, 0, 1].into(), 24)],
             rx_queues: 2,
             tx_queues: 2,
+            kind: None,
+            link: None,
+            link_netnsid: None,
         }
     }
 
@@ -455,7 +413,7 @@ mod tests {
 
     #[test]
     fn a_good_interface_is_all_ok() {
-        let f = interface_basics(&iface("eth1"));
+        let f = interface_basics(&iface("eth1"), 2);
         assert!(f.iter().all(|f| f.level == Level::Ok), "{f:?}");
         assert!(f.iter().any(|f| f.message.contains("2 RX queue")), "{f:?}");
     }
@@ -467,7 +425,7 @@ mod tests {
         i.ethernet = false;
         i.addrs.clear();
         i.mtu = 9000;
-        let f = interface_basics(&i);
+        let f = interface_basics(&i, 2);
         assert_eq!(levels(&f).iter().filter(|l| **l == Level::Error).count(), 4);
         let text: Vec<String> = f.iter().map(|f| f.to_string()).collect();
         let all = text.join("\n");
@@ -492,9 +450,9 @@ mod tests {
     fn the_largest_mtu_that_fits_is_ok() {
         let mut i = iface("eth1");
         i.mtu = MAX_MTU;
-        assert!(!has_errors(&interface_basics(&i)));
+        assert!(!has_errors(&interface_basics(&i, 2)));
         i.mtu = MAX_MTU + 1;
-        assert!(has_errors(&interface_basics(&i)));
+        assert!(has_errors(&interface_basics(&i, 2)));
     }
 
     #[test]
@@ -515,17 +473,18 @@ mod tests {
     }
 
     #[test]
-    fn veth_warns_with_the_peer_fix() {
-        assert_eq!(veth("eth0", Some("ixgbe"), None), None);
-        assert_eq!(veth("eth0", None, Some(Peer::Index(4))), None);
-        let f = veth("veth-a", Some("veth"), Some(Peer::Index(7))).unwrap();
-        assert_eq!(f.level, Level::Warn);
-        let s = f.to_string();
-        assert!(s.contains("`ethtool -K PEER tx off`"), "{s}");
-        assert!(s.contains("ifindex 7"), "{s}");
-        let f = veth("veth-a", Some("veth"), Some(Peer::Named("veth-b".into()))).unwrap();
+    fn a_veth_is_a_software_link_whose_partial_checksums_are_accepted() {
+        let mut i = iface("eth0");
+        assert_eq!(software_link(&i), None);
+        i.kind = Some("macvlan".into());
+        assert_eq!(software_link(&i), None);
+        i.name = "veth-a".into();
+        i.kind = Some("veth".into());
+        let f = software_link(&i).unwrap();
+        assert_eq!(f.level, Level::Ok);
         assert!(
-            f.to_string().ends_with("fix: `ethtool -K veth-b tx off`"),
+            f.to_string()
+                .starts_with("ok: veth-a: is a veth (a software link): partial TCP/UDP"),
             "{f}"
         );
     }

@@ -3,7 +3,9 @@
 
 pub mod check;
 pub mod echo;
+pub mod faults;
 pub mod peer;
+pub mod soak;
 pub use libaccel::stats;
 pub mod bench;
 pub mod topology;

@@ -19,6 +19,19 @@ const PREFIX: &str = "accel-t";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// How the veth pair of a [`Topology`] is made. The default is a veth as `ip link add type
+/// veth`, Docker and most CNIs leave it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// RX and TX queues on each end (`numrxqueues`/`numtxqueues`). `None`: the kernel's
+    /// default, one queue in use (and one per CPU possible).
+    pub queues: Option<u32>,
+    /// Turn B's TX checksum offload off (`ethtool -K tx off`), so that B's frames carry
+    /// complete TCP/UDP checksums, as frames from a NIC do. Left on (the kernel's default),
+    /// veth hands A the pseudo-header partial sums of CHECKSUM_PARTIAL.
+    pub peer_checksum_offload_off: bool,
+}
+
 /// Two namespaces, A (the accelerated side) and B (the kernel peer), joined by veth.
 pub struct Topology {
     pub ns_a: String,
@@ -30,6 +43,7 @@ pub struct Topology {
     pub addr_a: Ipv4Addr,
     pub addr_b: Ipv4Addr,
     pub prefix_len: u8,
+    /// RX queues in use on each end.
     pub queues: u32,
 }
 
@@ -87,8 +101,17 @@ fn remove_stale() {
 }
 
 impl Topology {
-    /// Builds A and B joined by a veth pair with `queues` RX and TX queues on each end.
+    /// Builds A and B joined by a veth pair with `queues` RX and TX queues on each end, the
+    /// peer's offloads as the kernel sets them.
     pub fn new(queues: u32) -> Result<Topology> {
+        Topology::with(Options {
+            queues: Some(queues),
+            ..Options::default()
+        })
+    }
+
+    /// Builds A and B joined by a veth pair made as `opts` says.
+    pub fn with(opts: Options) -> Result<Topology> {
         if !nix::unistd::Uid::effective().is_root() {
             bail!("the test topology needs root (network namespaces and veth): run as root");
         }
@@ -103,34 +126,23 @@ impl Topology {
             addr_a: Ipv4Addr::new(198, 18, 0, 1),
             addr_b: Ipv4Addr::new(198, 18, 0, 2),
             prefix_len: 24,
-            queues,
+            queues: opts.queues.unwrap_or(1),
         };
         // From here on, Drop removes whatever was made, even if a later step fails.
         ip(&["netns", "add", &topo.ns_a])?;
         ip(&["netns", "add", &topo.ns_b])?;
-        let q = queues.to_string();
-        ip(&[
-            "-n",
-            &topo.ns_a,
-            "link",
-            "add",
-            &topo.if_a,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &topo.if_b,
-            "netns",
-            &topo.ns_b,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-        ])?;
+        let q = opts.queues.map(|q| q.to_string());
+        let queue_args: Vec<&str> = match &q {
+            Some(q) => vec!["numtxqueues", q, "numrxqueues", q],
+            None => Vec::new(),
+        };
+        let mut args = vec!["-n", &topo.ns_a, "link", "add", &topo.if_a];
+        args.extend(&queue_args);
+        args.extend([
+            "type", "veth", "peer", "name", &topo.if_b, "netns", &topo.ns_b,
+        ]);
+        args.extend(&queue_args);
+        ip(&args)?;
         for (ns, ifname, addr) in [
             (&topo.ns_a, &topo.if_a, topo.addr_a),
             (&topo.ns_b, &topo.if_b, topo.addr_b),
@@ -140,16 +152,14 @@ impl Topology {
             ip(&["-n", ns, "link", "set", ifname, "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
-        // veth hands frames over with the TCP/UDP checksum only partially computed (checksum
-        // offload): the kernel on the other end trusts the skb flag, but an AF_XDP socket sees
-        // raw bytes with a wrong checksum. A real NIC computes it in hardware; on veth the
-        // kernel peer must compute it in software.
-        run(
-            "ip",
-            &[
-                "netns", "exec", &topo.ns_b, "ethtool", "-K", &topo.if_b, "tx", "off",
-            ],
-        )?;
+        if opts.peer_checksum_offload_off {
+            run(
+                "ip",
+                &[
+                    "netns", "exec", &topo.ns_b, "ethtool", "-K", &topo.if_b, "tx", "off",
+                ],
+            )?;
+        }
         Ok(topo)
     }
 

@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::{NetlinkPayload, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::neighbour::{
@@ -171,13 +171,10 @@ impl ControlPlane {
             match self.events.recv(true) {
                 Ok(Recv::Empty) => break,
                 Ok(Recv::Data) => {
-                    for m in self.events.messages() {
-                        if let NetlinkPayload::InnerMessage(inner) = m.payload {
-                            if self.table.apply(&inner) {
-                                self.generation += 1;
-                                changed = true;
-                            }
-                        }
+                    let n = self.table.apply_datagram(self.events.datagram());
+                    if n > 0 {
+                        self.generation += n;
+                        changed = true;
                     }
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -412,6 +409,39 @@ pub fn interfaces() -> Result<Vec<InterfaceInfo>, Error> {
     Ok(tables.into_iter().map(|t| t.interface().clone()).collect())
 }
 
+/// The link at the other end of `info` (a veth's peer), as its own namespace sees it: read
+/// in the namespace `info.link_netnsid` names (`IFLA_TARGET_NETNSID`) when it lives elsewhere.
+/// `None` when `info` has no such link, or when it is not visible from here (its namespace
+/// has no id in ours, or this process may not look there).
+pub fn peer_of(info: &InterfaceInfo) -> Result<Option<InterfaceInfo>, Error> {
+    let Some(index) = info.link else {
+        return Ok(None);
+    };
+    let mut sock = NlSocket::for_requests()?;
+    let mut get = LinkMessage::default();
+    get.header.index = index;
+    if let Some(nsid) = info.link_netnsid {
+        get.attributes.push(LinkAttribute::IfNetnsId(nsid));
+    }
+    let mut peer = None;
+    match sock.request(RouteNetlinkMessage::GetLink(get), 0, |m| {
+        if let RouteNetlinkMessage::NewLink(l) = m {
+            peer = Some(InterfaceInfo::from_link(&l));
+        }
+    }) {
+        Ok(_) => Ok(peer),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENODEV) | Some(libc::EINVAL) | Some(libc::EPERM) | Some(libc::EACCES)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::Netlink(e)),
+    }
+}
+
 /// The message that asks the kernel to resolve `ip` on interface `ifindex`.
 fn resolution_request(ifindex: u32, ip: Ipv4Addr) -> RouteNetlinkMessage {
     let mut m = NeighbourMessage::default();
@@ -488,7 +518,7 @@ fn get_link_by_name(sock: &mut NlSocket, name: &str) -> Result<LinkMessage, Erro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_core::{Emitable, NetlinkHeader, NetlinkMessage};
+    use netlink_packet_core::{Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload};
     use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
 
     fn ip(s: &str) -> Ipv4Addr {
@@ -569,6 +599,9 @@ mod tests {
             addrs: vec![(ip("198.18.0.1"), 24)],
             rx_queues: 1,
             tx_queues: 1,
+            kind: None,
+            link: None,
+            link_netnsid: None,
         });
         let mut r = RouteMessage::default();
         r.header.address_family = AddressFamily::Inet;

@@ -123,6 +123,11 @@ impl NlSocket {
         Messages::new(&self.buf)
     }
 
+    /// The bytes of the last received datagram.
+    pub(crate) fn datagram(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Sends a request and hands every reply message to `f` until the request completes (DONE
     /// for a dump, the single reply or ACK otherwise). A kernel error ends it with that error.
     /// Returns `Ok(false)` when a dump was interrupted by a concurrent change (NLM_F_DUMP_INTR):

@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
 };
@@ -33,9 +33,25 @@ pub struct InterfaceInfo {
     pub addrs: Vec<(Ipv4Addr, u8)>,
     pub rx_queues: u32,
     pub tx_queues: u32,
+    /// The link's kind (`IFLA_INFO_KIND`: `veth`, `bridge`, `macvlan`, ...); `None` for a
+    /// device with a driver of its own (a NIC).
+    pub kind: Option<String>,
+    /// `IFLA_LINK`: the ifindex of a veth's peer (of a VLAN's or macvlan's lower device), in
+    /// the namespace `link_netnsid` names, else in ours.
+    pub link: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: our id for the namespace `link` is in, when it is not ours.
+    pub link_netnsid: Option<i32>,
 }
 
 impl InterfaceInfo {
+    /// Whether frames on this link come from a kernel on this host and never cross a wire, so
+    /// that their TCP/UDP checksum may be the partial sum the sender left for offload (see
+    /// the stack's `Config::partial_checksums`). veth only: frames on a macvlan or ipvlan may
+    /// also come from a wire, where a checksum must be complete.
+    pub fn software_link(&self) -> bool {
+        self.kind.as_deref() == Some("veth")
+    }
+
     /// The interface described by a link message (addresses are not part of it: empty).
     pub(crate) fn from_link(msg: &LinkMessage) -> InterfaceInfo {
         let mut info = InterfaceInfo {
@@ -48,6 +64,9 @@ impl InterfaceInfo {
             addrs: Vec::new(),
             rx_queues: 1,
             tx_queues: 1,
+            kind: None,
+            link: None,
+            link_netnsid: None,
         };
         info.update_from_link(msg);
         info
@@ -64,6 +83,15 @@ impl InterfaceInfo {
                 LinkAttribute::Mtu(mtu) => self.mtu = *mtu,
                 LinkAttribute::NumRxQueues(n) => self.rx_queues = *n,
                 LinkAttribute::NumTxQueues(n) => self.tx_queues = *n,
+                LinkAttribute::Link(i) => self.link = Some(*i),
+                LinkAttribute::LinkNetNsId(id) => self.link_netnsid = Some(*id),
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        if let LinkInfo::Kind(kind) = i {
+                            self.kind = Some(kind.to_string());
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -343,6 +371,21 @@ impl Table {
         }
     }
 
+    /// Applies every rtnetlink message of one datagram as the kernel sent it (bytes from a
+    /// netlink socket: untrusted, parsed with netlink-packet-route; undecodable messages are
+    /// skipped, a malformed header ends the datagram). Returns how many changed the table.
+    pub fn apply_datagram(&mut self, datagram: &[u8]) -> u64 {
+        let mut changed = 0;
+        for m in super::netlink::Messages::new(datagram) {
+            if let netlink_packet_core::NetlinkPayload::InnerMessage(inner) = m.payload {
+                if self.apply(&inner) {
+                    changed += 1;
+                }
+            }
+        }
+        changed
+    }
+
     /// Applies one rtnetlink notification or dump entry. Returns whether the table changed.
     /// Messages about other interfaces, other families or other tables are ignored.
     pub fn apply(&mut self, msg: &RouteNetlinkMessage) -> bool {
@@ -517,7 +560,7 @@ pub(crate) fn route_entry(m: &RouteMessage, ifindex: u32) -> Option<RouteEntry> 
 mod tests {
     use super::*;
     use netlink_packet_route::address::AddressHeader;
-    use netlink_packet_route::link::LinkHeader;
+    use netlink_packet_route::link::{InfoKind, LinkHeader};
     use netlink_packet_route::neighbour::{NeighbourHeader, NeighbourState};
 
     const IF: u32 = 7;
@@ -539,6 +582,9 @@ mod tests {
             addrs: vec![(ip("198.18.0.1"), 24)],
             rx_queues: 4,
             tx_queues: 4,
+            kind: Some("veth".into()),
+            link: None,
+            link_netnsid: None,
         }
     }
 
@@ -813,6 +859,47 @@ mod tests {
         };
         assert!(t.apply(&RouteNetlinkMessage::NewLink(link)));
         assert_eq!(t.decide(ip("198.18.0.2")), Decision::Unreachable);
+    }
+
+    #[test]
+    fn the_link_kind_says_whether_it_is_a_software_link() {
+        let mut link = LinkMessage::default();
+        link.header = LinkHeader {
+            index: IF,
+            link_layer_type: LinkLayerType::Ether,
+            flags: LinkFlags::Up,
+            ..Default::default()
+        };
+        link.attributes = vec![LinkAttribute::IfName("eth0".into())];
+        let nic = InterfaceInfo::from_link(&link);
+        assert_eq!(nic.kind, None);
+        assert!(!nic.software_link());
+        for (kind, software) in [
+            (InfoKind::Veth, true),
+            (InfoKind::MacVlan, false),
+            (InfoKind::Bridge, false),
+        ] {
+            link.attributes = vec![
+                LinkAttribute::IfName("x".into()),
+                LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind.clone())]),
+            ];
+            let info = InterfaceInfo::from_link(&link);
+            assert_eq!(info.kind.as_deref(), Some(kind.to_string().as_str()));
+            assert_eq!(info.software_link(), software, "{kind}");
+        }
+        // A veth's peer: its ifindex, and the namespace id when it lives elsewhere.
+        link.attributes = vec![
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
+            LinkAttribute::Link(12),
+            LinkAttribute::LinkNetNsId(3),
+        ];
+        let veth = InterfaceInfo::from_link(&link);
+        assert_eq!((veth.link, veth.link_netnsid), (Some(12), Some(3)));
+        // A change notification without link info keeps the kind.
+        let mut t = Table::new(InterfaceInfo::from_link(&link));
+        link.attributes = vec![LinkAttribute::Mtu(1400)];
+        assert!(t.apply(&RouteNetlinkMessage::NewLink(link)));
+        assert_eq!(t.interface().kind.as_deref(), Some("veth"));
     }
 
     #[test]

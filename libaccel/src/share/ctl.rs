@@ -112,27 +112,8 @@ fn block_len(frame_count: u32) -> usize {
     (Q_FREE + frame_count as usize * 4).next_multiple_of(64)
 }
 
-/// The shape of one queue's UMEM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Shape {
-    pub(crate) frame_size: u32,
-    pub(crate) frame_count: u32,
-}
-
-impl Shape {
-    pub(crate) fn umem_len(&self) -> u64 {
-        u64::from(self.frame_size) * u64::from(self.frame_count)
-    }
-
-    /// The start of the frame `addr` points into, if it is in the UMEM.
-    #[inline]
-    pub(crate) fn frame_of(&self, addr: u64) -> Option<u64> {
-        if addr >= self.umem_len() {
-            return None;
-        }
-        Some(addr - addr % u64::from(self.frame_size))
-    }
-}
+/// The shape of one queue's UMEM (frame count and size), as the control area records it.
+pub(crate) use crate::desc::UmemLayout as Shape;
 
 /// A mapped control area.
 #[derive(Debug, Clone)]

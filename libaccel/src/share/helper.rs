@@ -104,6 +104,15 @@ impl Failure {
     }
 }
 
+impl From<crate::attach::Error> for Failure {
+    fn from(e: crate::attach::Error) -> Self {
+        match e {
+            crate::attach::Error::Xdp(x) => x.into(),
+            other => Failure::new(other.to_string(), libc::EINVAL),
+        }
+    }
+}
+
 impl From<xdp::Error> for Failure {
     fn from(e: xdp::Error) -> Self {
         let errno = match &e {
@@ -676,8 +685,9 @@ impl Iface {
                     ifindex: 0,
                 })
             })?;
-        let filter = Filter::open(info.index, ifname, mode)?;
-        let queues = info.rx_queues.clamp(1, xdp::MAX_QUEUES as u32);
+        let filter = Filter::open(info.index, ifname, mode)
+            .map_err(|e| Failure::from(crate::attach::explain(&info, e)))?;
+        let queues = crate::attach::rx_queues_in_use(&info).clamp(1, xdp::MAX_QUEUES as u32);
         let shape = Shape {
             frame_size: SIZES.frame_size,
             frame_count: SIZES.frame_count,
@@ -801,15 +811,24 @@ impl Queue {
     ) -> Result<Queue, Failure> {
         let io = |what: &str, e: io::Error| {
             let errno = e.raw_os_error().unwrap_or(libc::EIO);
-            let message = match errno {
-                libc::EBUSY => format!("queue {q} of {ifname} is already served by an AF_XDP socket of another program: stop it, or serve other queues (accel-echo --queue)"),
-                libc::ENOBUFS | libc::ENOMEM if what == "registering the UMEM" => format!(
-                    "the AF_XDP frame memory of {ifname} ({} MiB per RX queue) is over the locked-memory limit: raise it (`ulimit -l unlimited`; Docker: --ulimit memlock=-1) or grant CAP_IPC_LOCK",
-                    (SIZES.frame_count as u64 * SIZES.frame_size as u64) >> 20
-                ),
-                _ => format!("cannot open an AF_XDP socket on {ifname} queue {q}: {what}: {e}; check that the interface supports XDP (`ip -d link show {ifname}`)"),
+            let ifname = ifname.to_owned();
+            let e = match errno {
+                libc::EBUSY => crate::attach::Error::QueueBusy { ifname, queue: q },
+                // XDP_UMEM_REG: the pinned frames exceed RLIMIT_MEMLOCK.
+                libc::ENOBUFS if what == "registering the UMEM" => {
+                    crate::attach::Error::LockedMemory {
+                        ifname,
+                        mib: crate::queue::UMEM_BYTES >> 20,
+                        limit: crate::attach::memlock_limit(),
+                    }
+                }
+                _ => crate::attach::Error::Socket {
+                    ifname,
+                    queue: q,
+                    reason: format!("{what}: {e}"),
+                },
             };
-            Failure::new(message, errno)
+            Failure::new(e.to_string(), errno)
         };
         let len = SIZES.frame_count as usize * SIZES.frame_size as usize;
         let umem_fd = shm::memfd("accel-umem", len).map_err(|e| io("creating the UMEM", e))?;

@@ -220,6 +220,27 @@ pub(crate) fn prog_test_run(prog: BorrowedFd<'_>, data: &[u8]) -> io::Result<u32
     Ok(opts.retval)
 }
 
+/// Attaches the tc (SCHED_CLS) program `prog` to `ifindex`'s ingress or egress through a new tcx
+/// link (kernel 6.6+), after the programs already there. Detached when the last fd closes.
+pub(crate) fn tcx_link_create(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    egress: bool,
+) -> io::Result<OwnedFd> {
+    let opts = sys::bpf_link_create_opts {
+        sz: size_of::<sys::bpf_link_create_opts>() as _,
+        ..Default::default()
+    };
+    let kind = if egress {
+        sys::BPF_TCX_EGRESS
+    } else {
+        sys::BPF_TCX_INGRESS
+    };
+    // SAFETY: prog is a valid fd for the call; opts is a sized, zero-initialised struct (no
+    // relative program: append).
+    owned_fd(unsafe { sys::bpf_link_create(prog.as_raw_fd(), ifindex as c_int, kind, &opts) })
+}
+
 /// What XDP program the interface (in the caller's network namespace) runs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct XdpQuery {
@@ -672,3 +693,42 @@ pub(crate) fn if_driver(ifname: &str) -> io::Result<String> {
 }
 
 const _: () = assert!(size_of::<EthtoolDrvinfo>() == 196);
+
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// `struct ethtool_channels` from <linux/ethtool.h>.
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+const _: () = assert!(size_of::<EthtoolChannels>() == 36);
+
+/// The RX queues the interface uses now (`ethtool -l`: RX plus combined channels), which may
+/// be fewer than it could have: a veth made without `numrxqueues` can have one per CPU but
+/// uses one. In the caller's network namespace, like every ioctl on an interface name.
+pub(crate) fn if_rx_channels(ifname: &str) -> io::Result<u32> {
+    let sock = ioctl_socket()?;
+    let mut req = ifreq_for(ifname)?;
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..EthtoolChannels::default()
+    };
+    req.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GCHANNELS writes one ethtool_channels at ifru_data,
+    // which points at `ch`, alive and correctly laid out for the duration of the call.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ch.rx_count.saturating_add(ch.combined_count))
+}

@@ -1,6 +1,7 @@
 //! The only place in libaccel with `unsafe` code: the FFI to libbpf (our XDP program and its
-//! maps), AF_XDP sockets and their rings, shared memory (memfd mappings, robust mutexes), the
-//! helper's Unix sockets and daemon spawn.
+//! maps, and other BPF programs the tools load), AF_XDP sockets and their rings, shared memory
+//! (memfd mappings, robust mutexes), the helper's Unix sockets and daemon spawn, and AF_PACKET
+//! sockets.
 //!
 //! # Safety
 //!
@@ -10,6 +11,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod bpf;
+pub(crate) mod packet;
 pub(crate) mod repair;
 pub(crate) mod ring;
 pub(crate) mod shm;

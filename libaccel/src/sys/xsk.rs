@@ -33,6 +33,7 @@ use stack::link::{Link, RxFrame, TxFrame};
 
 use super::ring::{Entry, RingMem, RingOffsets};
 use super::shm::Region;
+use crate::desc::BadDesc;
 use crate::ring::{Consumer, Desc, Producer};
 use crate::share::ctl::{QueueCtl, Shape};
 
@@ -446,7 +447,7 @@ impl XskQueue {
                 source: None,
             });
         }
-        if (p.umem.len() as u64) < shape.umem_len() || shape.umem_len() > u64::from(u32::MAX) {
+        if (p.umem.len() as u64) < shape.len() || shape.len() > u64::from(u32::MAX) {
             return Err(XskError {
                 what: "the shared UMEM does not match the control area",
                 source: None,
@@ -831,19 +832,17 @@ impl Link for XskQueue {
             }
             let desc = self.rx_batch[self.rx_pos];
             self.rx_pos += 1;
-            match self.shape.frame_of(desc.addr) {
-                Some(frame)
-                    if desc.addr + u64::from(desc.len)
-                        <= frame + u64::from(self.shape.frame_size) =>
-                {
-                    break (desc, frame)
-                }
-                Some(frame) => {
+            match (
+                self.shape.rx_range(desc.addr, desc.len),
+                self.shape.frame_of(desc.addr),
+            ) {
+                (Ok(_), Some(frame)) => break (desc, frame),
+                (Err(BadDesc::CrossesFrame), Some(frame)) => {
                     // Runs past its frame: never read, but the frame is ours to give back.
                     self.counters.rx_bad_desc += 1;
                     self.to_fill.push(frame);
                 }
-                None => {
+                _ => {
                     // Names no frame of ours (and the kernel would refuse it back).
                     self.counters.rx_bad_desc += 1;
                     self.lost_frames += 1;

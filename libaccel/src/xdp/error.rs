@@ -36,6 +36,13 @@ pub enum Error {
     NativeUnsupported { ifname: String, driver: String },
 
     #[error(
+        "the kernel refuses XDP on {ifname}: frames larger than XDP takes could reach it (on a \
+         veth: the peer's MTU is above about 3500 bytes, one page per frame): lower the MTU of \
+         the other end of the link to {ifname}'s"
+    )]
+    MtuTooLarge { ifname: String },
+
+    #[error(
         "another XDP program (id {prog_id}, name {prog_name}) is attached to {ifname}; accel cannot \
          share it: detach it with `ip link set dev {ifname} xdp off`"
     )]

@@ -503,6 +503,12 @@ fn attach(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Round, Error> {
                     "no native XDP on this interface; using generic mode"
                 );
             }
+            // veth_xdp_set: the peer's MTU is larger than a page-sized XDP frame holds.
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
+                return Err(Error::MtuTooLarge {
+                    ifname: ifname.to_owned(),
+                })
+            }
             Err(e) => return Err(iface_error(ifname, ifindex, "attach XDP programs", e)),
         }
     }

@@ -37,6 +37,8 @@ pub(super) fn open_nic(name: &str) -> Result<Nic, String> {
     let mut config = stack::Config::new(info.mac, addr, prefix_len);
     config.mtu = info.mtu as usize;
     config.random_seed = kernel::random_u64();
+    // veth: frames from its kernel peer may carry partial checksums (stack Config docs).
+    config.partial_checksums = info.software_link();
     config.gateway = att
         .control
         .route(Ipv4Addr::UNSPECIFIED)

@@ -61,7 +61,9 @@ pub(super) fn start(rows: Rows) -> Option<Runtime> {
     for name in &names {
         match open_nic(name) {
             Ok(n) => nics.push(Arc::new(n)),
-            Err(e) => warn(&format!("not accelerating {name}: {e}")),
+            Err(e) => warn(&format!(
+                "not accelerating {name}, its sockets use the kernel: {e}"
+            )),
         }
     }
     if nics.is_empty() {

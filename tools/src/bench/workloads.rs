@@ -3,6 +3,7 @@
 //! and killed (by that pid) when its handle drops, also when a run fails; readiness is seen in
 //! the server's output or by a bounded connect retry, never by a fixed sleep.
 
+use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::parse;
-use crate::topology::{run, Topology};
+use crate::topology::{run, Snmp, Topology};
 
 /// Every workload, in the order they run.
 pub const ALL: &[&str] = &[
@@ -80,6 +81,11 @@ impl Proc {
             rx,
             out: Vec::new(),
         })
+    }
+
+    /// The program's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     fn printed(&self) -> String {
@@ -239,6 +245,10 @@ pub struct Bench {
     /// redis-benchmark requests per test.
     pub redis_requests: u32,
     pub scratch: PathBuf,
+    /// A's kernel counters over the client phase of the last nginx or ping-pong run: from
+    /// when the server was ready (its readiness probes, which may reach A's kernel before the
+    /// server listens, excluded) to when the client finished.
+    pub client_kernel: Cell<Snmp>,
 }
 
 static PORT: AtomicU16 = AtomicU16::new(20000);
@@ -268,6 +278,7 @@ impl Bench {
             secs: if quick { 2 } else { 5 },
             redis_requests: if quick { 20_000 } else { 100_000 },
             scratch,
+            client_kernel: Cell::new(Snmp::default()),
         })
     }
 
@@ -309,8 +320,8 @@ impl Bench {
     fn run_tool(&self, name: &str, accel: bool) -> Result<Vec<Sample>> {
         match name {
             "floor" => self.floor(),
-            "pingpong-tcp" => self.pingpong(true, accel),
-            "pingpong-udp" => self.pingpong(false, accel),
+            "pingpong-tcp" => self.pingpong(true, accel, false),
+            "pingpong-udp" => self.pingpong(false, accel, false),
             "msgrate-udp" => self.msgrate(accel),
             "nginx" => self.nginx(accel, false),
             "conn-rate" => self.nginx(accel, true),
@@ -412,11 +423,14 @@ impl Bench {
         Ok(v)
     }
 
-    fn sockperf_server(&self, tcp: bool, accel: bool, port: u16) -> Result<Proc> {
+    fn sockperf_server(&self, tcp: bool, accel: bool, port: u16, nonblocked: bool) -> Result<Proc> {
         let (a, p) = (self.topo.addr_a.to_string(), port.to_string());
         let mut args = vec!["server", "-i", &a, "-p", &p];
         if tcp {
             args.insert(1, "--tcp");
+        }
+        if nonblocked {
+            args.push("--nonblocked");
         }
         let mut srv = Proc::start(
             "sockperf server",
@@ -426,9 +440,13 @@ impl Bench {
         Ok(srv)
     }
 
-    fn pingpong(&self, tcp: bool, accel: bool) -> Result<Vec<Sample>> {
+    /// sockperf ping-pong with 64-byte messages, both ends on one stack: under accel-run when
+    /// `accel`, else on the kernel, blocking in their receive calls or, with `nonblocked`
+    /// (sockperf --nonblocked), spinning on non-blocking sockets as a latency-minded user
+    /// would run them.
+    pub fn pingpong(&self, tcp: bool, accel: bool, nonblocked: bool) -> Result<Vec<Sample>> {
         let port = port();
-        let _srv = self.sockperf_server(tcp, accel, port)?;
+        let _srv = self.sockperf_server(tcp, accel, port, nonblocked)?;
         let (a, p, t) = (
             self.topo.addr_a.to_string(),
             port.to_string(),
@@ -438,11 +456,16 @@ impl Bench {
         if tcp {
             args.insert(1, "--tcp");
         }
+        if nonblocked {
+            args.push("--nonblocked");
+        }
+        let before = self.topo.snmp_a()?;
         let out = Proc::start(
             "sockperf ping-pong",
             self.cmd(Side::B, accel, "sockperf", &args),
         )?
         .finish(self.client_timeout())?;
+        self.client_kernel.set(self.topo.snmp_a()?.since(&before));
         let s = parse::sockperf_pingpong(&out)?;
         Ok(vec![
             ("avg", "usec", false, s.avg_usec),
@@ -454,7 +477,7 @@ impl Bench {
 
     fn msgrate(&self, accel: bool) -> Result<Vec<Sample>> {
         let port = port();
-        let _srv = self.sockperf_server(false, accel, port)?;
+        let _srv = self.sockperf_server(false, accel, port, false)?;
         let (a, p, t) = (
             self.topo.addr_a.to_string(),
             port.to_string(),
@@ -474,7 +497,9 @@ impl Bench {
         )])
     }
 
-    fn nginx(&self, accel: bool, close: bool) -> Result<Vec<Sample>> {
+    /// nginx in A serving a 1 KiB page to `wrk -c32` from B for `secs` seconds; `close`: a
+    /// new connection per request (conn-rate).
+    pub fn nginx(&self, accel: bool, close: bool) -> Result<Vec<Sample>> {
         let port = port();
         let dir = self.scratch.join(format!("nginx-{port}"));
         std::fs::create_dir_all(&dir)?;
@@ -507,8 +532,10 @@ impl Bench {
             args.extend(["-H", "Connection: close"]);
         }
         args.push(&url);
+        let before = self.topo.snmp_a()?;
         let out = Proc::start("wrk", self.cmd(Side::B, false, "wrk", &args))?
             .finish(self.client_timeout())?;
+        self.client_kernel.set(self.topo.snmp_a()?.since(&before));
         drop(srv);
         let w = parse::wrk(&out)?;
         if w.non_2xx_3xx > 0 {

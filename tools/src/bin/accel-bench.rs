@@ -33,11 +33,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    let result = if argv.get(1).map(String::as_str) == Some("__floor") {
+    let result = match argv.get(1).map(String::as_str) {
         // One end of the floor workload, started by accel-bench itself.
-        accel_tools::bench::floor::main(&argv[2..])
-    } else {
-        run(Args::parse())
+        Some("__floor") => accel_tools::bench::floor::main(&argv[2..]),
+        Some("soak") => soak(SoakArgs::parse_from(&argv[1..])),
+        Some("lossy-transfer") => lossy(LossyArgs::parse_from(&argv[1..])),
+        _ => run(Args::parse()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -46,6 +47,70 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `accel-bench soak`: nginx (wrk), redis-server (redis-benchmark) and accel-echo (16 MiB
+/// echoes) under load for MINUTES over links that drop a share of TCP frames; reports errors
+/// (must be 0) and each server's resident memory over time (must stay flat). Exits non-zero
+/// when either fails.
+#[derive(Parser)]
+#[command(name = "accel-bench soak")]
+struct SoakArgs {
+    #[arg(long, default_value_t = 10.0)]
+    minutes: f64,
+    /// TCP frames dropped per million, each way (10000 = 1 %).
+    #[arg(long, default_value_t = 10_000)]
+    loss_ppm: u32,
+    /// Seconds between two memory samples.
+    #[arg(long, default_value_t = 15)]
+    sample_secs: u64,
+}
+
+/// `accel-bench lossy-transfer`: MIB MiB each way between a server in A and a kernel client
+/// in B, on the kernel and under accel-run, over a link dropping LOSS_PPM of the transfer's
+/// frames each way; prints each run's time (a run is stopped after LIMIT_SECS).
+#[derive(Parser)]
+#[command(name = "accel-bench lossy-transfer")]
+struct LossyArgs {
+    #[arg(long, default_value_t = 20)]
+    mib: u64,
+    #[arg(long, default_value_t = 20_000)]
+    loss_ppm: u32,
+    #[arg(long, default_value_t = 60)]
+    limit_secs: u64,
+    /// Seed of the injector's drop decisions.
+    #[arg(long, default_value_t = 13)]
+    seed: u64,
+}
+
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find accel-bench's own path")?;
+    find_accel_run(&exe)?;
+    Ok(exe.parent().map(PathBuf::from).unwrap_or_default())
+}
+
+fn soak(args: SoakArgs) -> Result<()> {
+    let opts = accel_tools::soak::SoakOptions {
+        duration: std::time::Duration::from_secs_f64(args.minutes * 60.0),
+        loss_ppm: args.loss_ppm,
+        sample_every: std::time::Duration::from_secs(args.sample_secs.max(1)),
+        seed: 1,
+    };
+    if accel_tools::soak::soak(&bin_dir()?, &opts)? {
+        Ok(())
+    } else {
+        bail!("the soak failed (see the report above)")
+    }
+}
+
+fn lossy(args: LossyArgs) -> Result<()> {
+    accel_tools::soak::lossy_transfer(
+        &bin_dir()?,
+        args.mib,
+        args.loss_ppm,
+        args.seed,
+        std::time::Duration::from_secs(args.limit_secs),
+    )
 }
 
 fn run(args: Args) -> Result<()> {

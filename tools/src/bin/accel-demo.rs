@@ -1,205 +1,295 @@
-//! accel-demo: the README's main job on an embedded default.
+//! accel-demo: the README's main job. Real programs on a throwaway two-namespace veth topology,
+//! on the kernel and under accel-run, side by side:
 //!
-//! Builds a throwaway two-namespace veth topology, runs accel-echo (AF_XDP + accel's stack) in
-//! namespace A and a kernel echo server beside it on another port, drives both from kernel
-//! clients in namespace B with the same workloads, and prints what it measured side by side,
-//! with the proof that the kernel in A did not carry accel's flows. Everything is removed at
+//! - nginx in namespace A, wrk in B: requests per second and p99 latency;
+//! - sockperf ping-pong (64-byte messages, TCP and UDP) with both ends under accel-run, against
+//!   both ends on the kernel blocking in their receive calls and both ends on the kernel
+//!   spinning (`sockperf --nonblocked`), which is what a latency-minded user runs.
+//!
+//! Then a short table of medians and ratios, and the proof that A's kernel carried none of
+//! accel's traffic (its IPv4, TCP and UDP counters before and after). The workloads, the tools'
+//! parsers and the topology are accel-bench's (`accel_tools::bench`); everything is removed at
 //! the end, also on failure.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddrV4, TcpListener, UdpSocket};
-use std::process::{Child, Stdio};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
 
+use accel_tools::bench::report::median;
+use accel_tools::bench::workloads::{find_accel_run, Bench, Sample};
+use accel_tools::topology::Snmp;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use accel_tools::peer::{self, percentile};
-use accel_tools::topology::Topology;
-
-/// Run accel-echo on a throwaway two-namespace topology and compare it with the kernel.
+/// Run nginx and sockperf on the kernel and under accel on a throwaway veth topology, and show
+/// the difference. Needs root and the release build (accel-run and the preload library next to
+/// this program).
 #[derive(Parser, Debug)]
 #[command(name = "accel-demo", version)]
 struct Args {
-    /// RX/TX queues on each veth end.
-    #[arg(long, default_value_t = 1)]
-    queues: u32,
-    /// Bytes for the TCP echo.
-    #[arg(long, default_value_t = 20_000_000)]
-    tcp_bytes: u64,
-    /// Datagrams for the UDP round-trip test (one in flight at a time).
-    #[arg(long, default_value_t = 20_000)]
-    udp_count: u64,
+    /// Runs of each variant (alternating kernel and accel); the table shows medians.
+    #[arg(long, default_value_t = 2)]
+    reps: u32,
+    /// Seconds each client (wrk, sockperf ping-pong) runs.
+    #[arg(long, default_value_t = 3)]
+    secs: u32,
 }
 
-const ACCEL_PORT: u16 = 7000;
-const KERNEL_PORT: u16 = 7001;
-const T: Duration = Duration::from_secs(60);
+/// One variant of a workload: which stack, and whether the kernel's programs spin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Kernel,
+    KernelSpinning,
+    Accel,
+}
 
-/// Kills accel-echo by its pid if the demo stops early.
-struct EchoChild(Option<Child>);
-
-impl Drop for EchoChild {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+impl Variant {
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Kernel => "kernel",
+            Variant::KernelSpinning => "kernel spinning",
+            Variant::Accel => "accel",
         }
     }
 }
 
-fn main() {
+/// What the demo runs: nginx (kernel, accel), then TCP and UDP ping-pong (kernel, kernel
+/// spinning, accel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    Nginx,
+    PingPong { tcp: bool },
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Nginx => "nginx (wrk -c32 from B)",
+            Workload::PingPong { tcp: true } => "sockperf TCP ping-pong",
+            Workload::PingPong { tcp: false } => "sockperf UDP ping-pong",
+        }
+    }
+
+    fn variants(self) -> &'static [Variant] {
+        match self {
+            Workload::Nginx => &[Variant::Kernel, Variant::Accel],
+            Workload::PingPong { .. } => {
+                &[Variant::Kernel, Variant::KernelSpinning, Variant::Accel]
+            }
+        }
+    }
+
+    fn run(self, bench: &Bench, v: Variant) -> Result<Vec<Sample>> {
+        let accel = v == Variant::Accel;
+        match self {
+            Workload::Nginx => bench.nginx(accel, false),
+            Workload::PingPong { tcp } => bench.pingpong(tcp, accel, v == Variant::KernelSpinning),
+        }
+    }
+}
+
+const WORKLOADS: [Workload; 3] = [
+    Workload::Nginx,
+    Workload::PingPong { tcp: true },
+    Workload::PingPong { tcp: false },
+];
+
+/// Every sample of one workload: (variant, metric, value).
+#[derive(Default)]
+struct Samples(Vec<(Variant, &'static str, f64)>);
+
+impl Samples {
+    fn median(&self, v: Variant, metric: &str) -> Option<f64> {
+        let xs: Vec<f64> = self
+            .0
+            .iter()
+            .filter(|(x, m, _)| *x == v && *m == metric)
+            .map(|(_, _, val)| *val)
+            .collect();
+        median(&xs)
+    }
+}
+
+/// A's kernel counters added up over the runs of one stack.
+#[derive(Default)]
+struct KernelSeen {
+    ip_in: u64,
+    tcp_in: u64,
+    udp_in: u64,
+    udp_no_ports: u64,
+}
+
+impl KernelSeen {
+    fn add(&mut self, d: &Snmp) {
+        self.ip_in += d.ip_in_receives;
+        self.tcp_in += d.tcp_in_segs;
+        self.udp_in += d.udp_in_datagrams;
+        self.udp_no_ports += d.udp_no_ports;
+    }
+}
+
+fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = run(&args) {
-        eprintln!("accel-demo: {e:#}");
-        std::process::exit(1);
-    }
-}
-
-struct Measured {
-    tcp_mbps: f64,
-    udp_p50: u64,
-    udp_p99: u64,
-    udp_lost: u64,
-}
-
-fn measure(topo: &Topology, server: SocketAddrV4, args: &Args) -> Result<Measured> {
-    let bytes = args.tcp_bytes;
-    let tcp = topo.in_b(move || peer::tcp_echo(server, bytes, 42, T))??;
-    if tcp.sent_checksum != tcp.echoed_checksum {
-        bail!("TCP echo from {server} differs from what was sent");
-    }
-    let count = args.udp_count;
-    let udp = topo.in_b(move || peer::udp_echo(server, count, 64, 1, Duration::from_secs(2)))??;
-    if udp.corrupted > 0 {
-        bail!("{} corrupted UDP echoes from {server}", udp.corrupted);
-    }
-    Ok(Measured {
-        tcp_mbps: (tcp.bytes as f64 * 8.0) / tcp.elapsed.as_secs_f64() / 1e6,
-        udp_p50: percentile(&udp.rtts_us, 50.0),
-        udp_p99: percentile(&udp.rtts_us, 99.0),
-        udp_lost: udp.lost,
-    })
-}
-
-/// A plain kernel echo server (TCP and UDP) in namespace A, for the side-by-side numbers.
-fn start_kernel_echo(topo: &Topology, port: u16) -> Result<()> {
-    let (tcp, udp) = topo.in_a(move || -> std::io::Result<(TcpListener, UdpSocket)> {
-        Ok((
-            TcpListener::bind(("0.0.0.0", port))?,
-            UdpSocket::bind(("0.0.0.0", port))?,
-        ))
-    })??;
-    std::thread::spawn(move || {
-        for s in tcp.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("accel-demo: {e:#}");
+            ExitCode::FAILURE
         }
-    });
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        while let Ok((n, from)) = udp.recv_from(&mut buf) {
-            let _ = udp.send_to(&buf[..n], from);
-        }
-    });
-    Ok(())
+    }
 }
 
 fn run(args: &Args) -> Result<()> {
-    let echo_bin = std::env::current_exe()?
-        .parent()
-        .map(|d| d.join("accel-echo"))
-        .context("cannot locate accel-echo")?;
-    if !echo_bin.exists() {
-        bail!(
-            "{} is missing: build it with `cargo build --release --bins`",
-            echo_bin.display()
-        );
+    if args.reps == 0 || args.secs == 0 {
+        bail!("--reps and --secs must be at least 1");
     }
-    println!("accel-demo: building a throwaway topology (two namespaces, veth, {} queue(s), 198.18.0.0/24)", args.queues);
-    let topo = Topology::new(args.queues)?;
-    start_kernel_echo(&topo, KERNEL_PORT)?;
-
-    let mut child = topo
-        .command_a(echo_bin.to_str().context("path is not UTF-8")?)
-        .args(["--interface", &topo.if_a, "--port", &ACCEL_PORT.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start accel-echo")?;
-    let mut stdout = child.stdout.take().context("accel-echo stdout")?;
-    let mut guard = EchoChild(Some(child));
-    let mut first = Vec::new();
-    let mut byte = [0u8; 1];
-    while stdout.read(&mut byte)? == 1 && byte[0] != b'\n' {
-        first.push(byte[0]);
+    let exe: PathBuf = std::env::current_exe().context("cannot find accel-demo's own path")?;
+    let accel_run = find_accel_run(&exe)?;
+    let started = Instant::now();
+    let mut bench = Bench::new(exe, accel_run, false)?;
+    bench.secs = args.secs;
+    let topo = &bench.topo;
+    println!(
+        "accel-demo: nginx and sockperf on the kernel and under accel-run, on a throwaway veth \
+         pair between namespaces A ({}) and B ({}); servers in A, clients in B",
+        topo.addr_a, topo.addr_b
+    );
+    let total: usize =
+        WORKLOADS.iter().map(|w| w.variants().len()).sum::<usize>() * args.reps as usize;
+    let mut step = 0;
+    let mut results: Vec<(Workload, Samples)> = Vec::new();
+    let (mut kernel_seen, mut accel_seen) = (KernelSeen::default(), KernelSeen::default());
+    for w in WORKLOADS {
+        let mut samples = Samples::default();
+        for rep in 0..args.reps {
+            // Alternate the order, so slow drift favours no variant.
+            let mut order = w.variants().to_vec();
+            if rep % 2 == 1 {
+                order.reverse();
+            }
+            for v in order {
+                step += 1;
+                eprint!(
+                    "[{step}/{total}] {}, {}, run {}/{} ... ",
+                    w.name(),
+                    v.label(),
+                    rep + 1,
+                    args.reps
+                );
+                let t = Instant::now();
+                let got = w
+                    .run(&bench, v)
+                    .with_context(|| format!("{}, {}", w.name(), v.label()))?;
+                let d = bench.client_kernel.get();
+                match v {
+                    Variant::Accel => accel_seen.add(&d),
+                    _ => kernel_seen.add(&d),
+                }
+                let shown: Vec<String> = got
+                    .iter()
+                    .filter(|(m, ..)| ["requests", "p50", "p99", "p99 latency"].contains(m))
+                    .map(|(m, u, _, val)| format!("{m} {val:.1} {u}"))
+                    .collect();
+                eprintln!("{} ({:.1} s)", shown.join(", "), t.elapsed().as_secs_f64());
+                for (m, _, _, val) in got {
+                    samples.0.push((v, m, val));
+                }
+            }
+        }
+        results.push((w, samples));
     }
-    let ready = String::from_utf8_lossy(&first).to_string();
-    if !ready.contains("serving") {
-        bail!("accel-echo did not start (see its error above)");
-    }
-    println!("{ready}");
-
-    let kernel = measure(&topo, SocketAddrV4::new(topo.addr_a, KERNEL_PORT), args)?;
-    let before = topo.snmp_a()?;
-    let accel = measure(&topo, SocketAddrV4::new(topo.addr_a, ACCEL_PORT), args)?;
-    let after = topo.snmp_a()?;
-    let d = after.since(&before);
-
-    let child = guard.0.as_mut().context("accel-echo")?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )?;
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest)?;
-    let _ = child.wait();
-    guard.0 = None;
-
+    drop(bench);
+    print_table(&results, args.reps);
     println!();
     println!(
-        "{:<34} {:>12} {:>12} {:>8}",
-        "metric (kernel client in B)", "kernel A", "accel A", "ratio"
-    );
-    let row =
-        |name: &str, k: f64, a: f64| println!("{name:<34} {k:>12.1} {a:>12.1} {:>8.2}", a / k);
-    row(
-        "TCP echo throughput, Mbit/s",
-        kernel.tcp_mbps,
-        accel.tcp_mbps,
-    );
-    row(
-        "UDP 64 B round trip p50, us",
-        kernel.udp_p50 as f64,
-        accel.udp_p50 as f64,
-    );
-    row(
-        "UDP 64 B round trip p99, us",
-        kernel.udp_p99 as f64,
-        accel.udp_p99 as f64,
+        "A's kernel while accel's clients ran: IPv4 packets received +{}, TCP segments +{}, \
+         UDP datagrams +{} (to no UDP port +{}): it carried none of accel's traffic.",
+        accel_seen.ip_in, accel_seen.tcp_in, accel_seen.udp_in, accel_seen.udp_no_ports
     );
     println!(
-        "UDP datagrams lost: kernel {}, accel {}",
-        kernel.udp_lost, accel.udp_lost
+        "A's kernel while the kernel's clients ran, for comparison: IPv4 packets received +{}, \
+         TCP segments +{}, UDP datagrams +{}.",
+        kernel_seen.ip_in, kernel_seen.tcp_in, kernel_seen.udp_in
     );
-    println!();
     println!(
-        "kernel counters in A while accel served: TCP InSegs +{}, UDP InDatagrams +{} (0 means the kernel carried none of it)",
-        d.tcp_in_segs, d.udp_in_datagrams
+        "({:.0} s; medians of {} run(s) of {} s each; for the full set of workloads and \
+         repetitions run accel-bench)",
+        started.elapsed().as_secs_f64(),
+        args.reps,
+        args.secs
     );
-    print!("{rest}");
-    println!("(the client side is the kernel in both columns; round trips include its cost)");
+    if accel_seen.ip_in + accel_seen.tcp_in + accel_seen.udp_in > 0 {
+        bail!("A's kernel received IPv4 traffic while accel served: acceleration was not complete");
+    }
     Ok(())
+}
+
+/// One line of the table: a metric of a workload, kernel (blocking or spinning) against accel.
+fn row(label: &str, kernel: Option<f64>, accel: Option<f64>, higher_is_better: bool) {
+    let cell = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    let ratio = match (kernel, accel) {
+        (Some(k), Some(a)) if k > 0.0 && a > 0.0 => {
+            if higher_is_better {
+                format!("{:.2}x", a / k)
+            } else {
+                format!("{:.2}x", k / a)
+            }
+        }
+        _ => "-".to_owned(),
+    };
+    println!(
+        "{label:<50} {:>10} {:>10} {ratio:>11}",
+        cell(kernel),
+        cell(accel)
+    );
+}
+
+fn print_table(results: &[(Workload, Samples)], reps: u32) {
+    println!();
+    println!(
+        "{:<50} {:>10} {:>10} {:>11}",
+        format!("median of {reps}"),
+        "kernel",
+        "accel",
+        "accel gain"
+    );
+    for (w, s) in results {
+        match w {
+            Workload::Nginx => {
+                let get = |v, m| s.median(v, m);
+                row(
+                    "nginx requests/s (wrk -c32 from B)",
+                    get(Variant::Kernel, "requests"),
+                    get(Variant::Accel, "requests"),
+                    true,
+                );
+                row(
+                    "nginx p99 latency, us",
+                    get(Variant::Kernel, "p99 latency"),
+                    get(Variant::Accel, "p99 latency"),
+                    false,
+                );
+            }
+            Workload::PingPong { tcp } => {
+                let proto = if *tcp { "TCP" } else { "UDP" };
+                for pct in ["p50", "p99"] {
+                    for (kernel, how) in [
+                        (Variant::Kernel, "kernel blocking"),
+                        (Variant::KernelSpinning, "kernel spinning"),
+                    ] {
+                        row(
+                            &format!("sockperf {proto} ping-pong {pct}, us ({how})"),
+                            s.median(kernel, pct),
+                            s.median(Variant::Accel, pct),
+                            false,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "(ping-pong: half round trip, 64-byte messages, both ends on the same stack; accel gain: \
+         how many times more requests, or how many times lower the latency)"
+    );
 }

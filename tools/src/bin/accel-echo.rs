@@ -135,6 +135,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut config = stack::Config::new(info.mac, addr, prefix_len);
     config.mtu = info.mtu as usize;
     config.random_seed = random_seed();
+    // veth: frames from its kernel peer may carry partial checksums (stack Config docs).
+    config.partial_checksums = info.software_link();
     config.gateway = att
         .control
         .route(Ipv4Addr::new(0, 0, 0, 0))

@@ -1,0 +1,3 @@
+#![no_main]
+// cargo-fuzz entry for accel_fuzz's `ingress` target (see accel_fuzz's docs).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| accel_fuzz::ingress::run(data));
