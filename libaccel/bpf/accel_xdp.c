@@ -16,13 +16,18 @@
  *   bound to any address) has a set of up to ACCEL_SET_MAX slots: the processes that accept on
  *   the listener, or share the UDP port.
  *
- * Lookup: the exact entry first, then the bound entry. A TCP SYN (no ACK) that reaches a
- * listening entry with a non-empty set picks one slot by a hash of its source address and port
- * and inserts the exact entry itself (BPF_NOEXIST), so the connection stays with that process
- * when the set changes later. Any other TCP packet without an exact entry is the kernel's (a
- * connection accepted while no process accepted: every accelerated listener keeps a kernel
- * listener). UDP spreads by the same hash. An empty set, a missing socket, or an unknown flow:
- * the kernel.
+ * Lookup: the exact entry first, then the connection's pin, then the bound entry. A TCP SYN
+ * (no ACK) that reaches a listening entry with a non-empty set picks one slot by a hash of its
+ * source address and port and pins the connection to it (BPF_NOEXIST into accel_pins), so the
+ * connection stays with that process when the set changes later. Any other TCP packet with
+ * neither an exact entry nor a pin is the kernel's (a connection accepted while no process
+ * accepted: every accelerated listener keeps a kernel listener). UDP spreads by the same hash.
+ * An empty set, a missing socket, or an unknown flow: the kernel.
+ *
+ * Pins live in an LRU map of their own: the process that accepted a connection removes its pin
+ * once the connection is closed; one that does not (or dies) never fills the table that holds
+ * the processes' own flows, and when the pins fill theirs the least recently used one (a closed
+ * connection's, unless a connection idles through a whole table of newer ones) makes room.
  *
  * The layout of struct flow_key / flow_value is mirrored in libaccel/src/xdp/flow.rs
  * (FlowKey::to_bytes, FlowValue); change both together.
@@ -74,6 +79,13 @@ struct {
 	__type(key, struct flow_key);
 	__type(value, struct flow_value);
 } accel_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+} accel_pins SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -185,6 +197,8 @@ int accel_xdp(struct xdp_md *ctx)
 	remote_port = key.remote_port;
 
 	flow = bpf_map_lookup_elem(&accel_flows, &key);
+	if (!flow && key.proto == IPPROTO_TCP)
+		flow = bpf_map_lookup_elem(&accel_pins, &key);
 	if (flow) {
 		if (flow->flags & ACCEL_FLOW_PASS || flow->nslots == 0)
 			return XDP_PASS;
@@ -221,15 +235,15 @@ int accel_xdp(struct xdp_md *ctx)
 		key.local_ip = ip->daddr;
 		key.remote_ip = remote_ip;
 		key.remote_port = remote_port;
-		err = bpf_map_update_elem(&accel_flows, &key, &pin, BPF_NOEXIST);
+		err = bpf_map_update_elem(&accel_pins, &key, &pin, BPF_NOEXIST);
 		if (err == -EEXIST) {
 			/* Pinned meanwhile (a SYN retransmitted on another queue): follow the pin. */
-			flow = bpf_map_lookup_elem(&accel_flows, &key);
+			flow = bpf_map_lookup_elem(&accel_pins, &key);
 			if (!flow || flow->flags & ACCEL_FLOW_PASS || flow->nslots == 0)
 				return XDP_PASS;
 			slot = flow->slots[0];
 		} else if (err) {
-			/* The table is full: the kernel listener takes the connection. */
+			/* No room (an LRU map makes room, so hardly ever): the kernel listener takes it. */
 			return XDP_PASS;
 		}
 		return redirect(queue, slot);

@@ -251,18 +251,19 @@ impl Attachment {
         let bad = |what: &str| {
             Error::Helper(format!("accel's helper sent {what}; is it the same version as this program? (`accel-helper --version`)"))
         };
-        if fds.len() != 2 + 2 * joined.queues.len() {
+        if fds.len() != 3 + 2 * joined.queues.len() {
             return Err(bad("the wrong number of fds"));
         }
         let mut fds = fds.into_iter();
         let ctl_fd = fds.next().expect("counted");
         let flows_fd = fds.next().expect("counted");
+        let pins_fd = fds.next().expect("counted");
         let ctl = Ctl::open(ctl_fd.as_fd()).map_err(|_| bad("a control area that does not fit"))?;
         let s = joined.sizes;
         if ctl.shape().frame_size != s.frame_size || ctl.shape().frame_count != s.frame_count {
             return Err(bad("sizes that do not match its control area"));
         }
-        let flows = FlowTable::from_fd(flows_fd, joined.slot, &info.name)?;
+        let flows = FlowTable::from_fds(flows_fd, pins_fd, joined.slot, &info.name)?;
         let mode = if joined.zero_copy {
             CopyMode::ZeroCopy
         } else {

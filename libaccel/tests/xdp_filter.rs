@@ -459,11 +459,11 @@ fn a_syn_to_a_listening_set_is_pinned_to_one_of_its_slots() {
             f.run_on(&frame(Some(SYN), client(1000), local)).unwrap(),
             Verdict::Pass
         );
-        assert_eq!(f.flow(&exact(1000)).unwrap(), None);
+        assert_eq!(f.pin(&exact(1000)).unwrap(), None);
         // A listener nobody accepts on (empty set): SYNs go to the kernel listener, unpinned.
         f.set_flow(&listen, FlowValue::set(&[]).unwrap()).unwrap();
         f.run_on(&frame(Some(SYN), client(1001), local)).unwrap();
-        assert_eq!(f.flow(&exact(1001)).unwrap(), None);
+        assert_eq!(f.pin(&exact(1001)).unwrap(), None);
 
         // Two processes accept (slots 2 and 5): each SYN is pinned to one of them.
         f.set_flow(&listen, FlowValue::set(&[2, 5]).unwrap())
@@ -472,7 +472,7 @@ fn a_syn_to_a_listening_set_is_pinned_to_one_of_its_slots() {
         for port in 2000..2064 {
             f.run_on(&frame(Some(SYN), client(port), local)).unwrap();
             let v = f
-                .flow(&exact(port))
+                .pin(&exact(port))
                 .unwrap()
                 .expect("the SYN pinned its connection");
             assert_eq!(v.flags, FLOW_PINNED);
@@ -492,14 +492,14 @@ fn a_syn_to_a_listening_set_is_pinned_to_one_of_its_slots() {
             f.run_on(&frame(Some(SYN), client(port), local)).unwrap();
             f.run_on(&frame(Some(ACK), client(port), local)).unwrap();
             assert_eq!(
-                f.flow(&exact(port)).unwrap().unwrap().slots(),
+                f.pin(&exact(port)).unwrap().unwrap().slots(),
                 &[pinned[&port]]
             );
         }
         let mut on9 = 0;
         for port in 3000..3064 {
             f.run_on(&frame(Some(SYN), client(port), local)).unwrap();
-            on9 += usize::from(f.flow(&exact(port)).unwrap().unwrap().slots() == [9]);
+            on9 += usize::from(f.pin(&exact(port)).unwrap().unwrap().slots() == [9]);
         }
         assert!(on9 > 0, "the newcomer gets new connections");
 
@@ -507,8 +507,8 @@ fn a_syn_to_a_listening_set_is_pinned_to_one_of_its_slots() {
         f.run_on(&frame(Some(ACK), client(4000), local)).unwrap();
         f.run_on(&frame(Some(SYN | ACK), client(4001), local))
             .unwrap();
-        assert_eq!(f.flow(&exact(4000)).unwrap(), None);
-        assert_eq!(f.flow(&exact(4001)).unwrap(), None);
+        assert_eq!(f.pin(&exact(4000)).unwrap(), None);
+        assert_eq!(f.pin(&exact(4001)).unwrap(), None);
 
         // A connection handed to the kernel (PASS) stays the kernel's, even for a new SYN.
         let mut pass = FlowValue::exact(2);
@@ -516,6 +516,18 @@ fn a_syn_to_a_listening_set_is_pinned_to_one_of_its_slots() {
         f.set_flow(&exact(4002), pass).unwrap();
         f.run_on(&frame(Some(SYN), client(4002), local)).unwrap();
         assert_eq!(f.flow(&exact(4002)).unwrap(), Some(pass));
+        assert_eq!(f.pin(&exact(4002)).unwrap(), None, "its entry comes first");
+
+        // A client removes its closed connections' pins in one batch, skipping missing ones.
+        let table = f.table(2).unwrap();
+        let mut keys: Vec<FlowKey> = (2000..2064).map(exact).collect();
+        keys.insert(10, exact(9999));
+        assert_eq!(table.remove_pinned(&keys).unwrap(), 64);
+        assert!(f
+            .pins()
+            .unwrap()
+            .iter()
+            .all(|(k, _)| k.remote.unwrap().port() >= 3000));
 
         // UDP to a shared port spreads by source too, without pinning anything.
         let udp = FlowKey::listening(Proto::Udp, topo.local(53));

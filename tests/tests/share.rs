@@ -300,6 +300,8 @@ fn connections_spread_over_processes_and_stay_with_them() {
     conns.extend(open(&t, server, 32));
     all_echo(&mut conns, "when the first process drained");
 
+    assert_eq!(status(&t).interfaces[0].pins, 96, "one pin per connection");
+
     // The second exits: only its own connections end, with a FIN.
     let (lines2, c2) = stop(&mut e2);
     let mut ended = 0;
@@ -314,7 +316,18 @@ fn connections_spread_over_processes_and_stay_with_them() {
         accepted(&c2),
         "only the exited process's connections ended: {lines2:?}"
     );
+    // Its pins went with it (the helper); the others' go once their connections are closed
+    // (accel-echo removes them in a batch 2 s after the close).
     drop(conns);
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let pins = status(&t).interfaces[0].pins;
+        if pins == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pins} pins left");
+        std::thread::sleep(Duration::from_millis(50)); // polling for the processes' cleanup
+    }
     let (lines1, c1) = stop(&mut e1);
     let (lines3, c3) = stop(&mut e3);
     let d = t.snmp_a().expect("snmp").since(&before);

@@ -475,6 +475,7 @@ impl Helper {
         let result = (|| -> Result<(), Failure> {
             fds.push(dup(iface.ctl_fd.as_fd())?);
             fds.push(dup(iface.filter.flows_fd())?);
+            fds.push(dup(iface.filter.pins_fd())?);
             for &q in &ids {
                 iface.ensure_queue(q)?;
                 let queue = iface.queues.get_mut(&q).expect("ensured");
@@ -623,6 +624,12 @@ impl Helper {
                 zero_copy: iface.zero_copy.unwrap_or(false),
                 clients,
                 queues: iface.queues.iter().map(|(id, q)| q.status(*id)).collect(),
+                exact_flows: iface
+                    .filter
+                    .flows()
+                    .map(|f| f.iter().filter(|(k, _)| k.remote.is_some()).count() as u32)
+                    .unwrap_or(0),
+                pins: iface.filter.pins().map(|p| p.len() as u32).unwrap_or(0),
                 shared_flows: iface
                     .shared
                     .iter()
@@ -760,7 +767,7 @@ impl Iface {
         self.filter.set_flow(key, value)
     }
 
-    /// Deletes every exact flow that sends to `slot` alone.
+    /// Deletes every exact flow and pin that sends to `slot` alone.
     fn purge_slot_flows(&self, slot: u8) {
         match self.filter.flows() {
             Ok(flows) => {
@@ -771,6 +778,16 @@ impl Iface {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading the flow table"),
+        }
+        match self.filter.pins() {
+            Ok(pins) => {
+                for (k, v) in pins {
+                    if v.slots() == [slot] {
+                        let _ = self.filter.remove_pin(&k);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the pin table"),
         }
     }
 

@@ -101,8 +101,8 @@ pub struct Sizes {
     pub tx_ring: u32,
 }
 
-/// What a client gets for joining (fds beside it: the control area, the flow map, then per
-/// queue in `queues`' order its UMEM memfd and its AF_XDP socket).
+/// What a client gets for joining (fds beside it: the control area, the flow map, the pin map,
+/// then per queue in `queues`' order its UMEM memfd and its AF_XDP socket).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Joined {
     pub(crate) slot: u8,
@@ -148,6 +148,10 @@ pub struct InterfaceStatus {
     pub queues: Vec<QueueStatus>,
     /// Bound and listening flows with their slot sets and holders.
     pub shared_flows: Vec<SharedFlowStatus>,
+    /// Exact flows the processes wrote (connected sockets).
+    pub exact_flows: u32,
+    /// Connections the XDP program pinned at their SYN and nobody removed yet.
+    pub pins: u32,
 }
 
 /// A process served on an interface.

@@ -21,8 +21,9 @@ use std::sync::Once;
 use libbpf_sys as sys;
 
 pub(crate) use sys::{
-    BPF_ANY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_XSKMAP, BPF_NOEXIST, XDP_ATTACHED_DRV,
-    XDP_ATTACHED_SKB, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_PASS, XDP_REDIRECT,
+    BPF_ANY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_XSKMAP, BPF_NOEXIST,
+    XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_PASS,
+    XDP_REDIRECT,
 };
 
 /// `Ok(ret)` for a non-negative libbpf return, else the errno it carries (`-ret`).
@@ -517,6 +518,82 @@ impl Map {
             }
             keys.push(next);
         }
+    }
+
+    /// Every (key, value) of a hash map, a batch of lookups at a time (BPF_MAP_LOOKUP_BATCH),
+    /// or one by one where the kernel has no batches for the map. A snapshot: entries changing
+    /// meanwhile may be missed.
+    pub(crate) fn entries(&self) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        const CHUNK: usize = 1024;
+        let (ks, vs) = (self.info.key_size as usize, self.info.value_size as usize);
+        let mut keys = vec![0u8; ks * CHUNK];
+        let mut values = vec![0u8; vs * CHUNK];
+        // The position token: a bucket index (u32) for hash maps; room for more.
+        let mut token_in = [0u64; 2];
+        let mut token_out = [0u64; 2];
+        let mut first = true;
+        let mut out = Vec::new();
+        loop {
+            let mut count = CHUNK as u32;
+            let opts = sys::bpf_map_batch_opts {
+                sz: size_of::<sys::bpf_map_batch_opts>() as _,
+                ..Default::default()
+            };
+            let in_ptr = if first {
+                std::ptr::null_mut()
+            } else {
+                token_in.as_mut_ptr().cast()
+            };
+            // SAFETY: keys and values hold CHUNK entries of exactly key_size and value_size
+            // bytes, and count says CHUNK, so the kernel writes inside them; the tokens are 16
+            // bytes, more than the 4 a hash map's token takes.
+            let r = unsafe {
+                sys::bpf_map_lookup_batch(
+                    self.fd.as_raw_fd(),
+                    in_ptr,
+                    token_out.as_mut_ptr().cast(),
+                    keys.as_mut_ptr().cast(),
+                    values.as_mut_ptr().cast(),
+                    &mut count,
+                    &opts,
+                )
+            };
+            let n = (count as usize).min(CHUNK);
+            for i in 0..n {
+                out.push((
+                    keys[i * ks..(i + 1) * ks].to_vec(),
+                    values[i * vs..(i + 1) * vs].to_vec(),
+                ));
+            }
+            match check(r) {
+                Ok(_) => {
+                    token_in = token_out;
+                    first = false;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+                Err(e)
+                    if first
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+                        ) =>
+                {
+                    return self.entries_one_by_one();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn entries_one_by_one(&self) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for k in self.keys()? {
+            let mut v = vec![0u8; self.info.value_size as usize];
+            if self.lookup(&k, &mut v)? {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
     }
 
     /// BPF_MAP_DELETE_BATCH of the keys in `keys` (back to back, key_size bytes each). Returns

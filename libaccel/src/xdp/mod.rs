@@ -38,6 +38,7 @@ use crate::sys::bpf::{self as sys, Map};
 pub const PROGRAM_NAME: &str = "accel_xdp";
 const FLOWS: &str = "accel_flows";
 const XSKS: &str = "accel_xsks";
+const PINS: &str = "accel_pins";
 const PIN_ROOT: &str = "/sys/fs/bpf";
 const ARPHRD_ETHER: u16 = 1;
 /// How often open goes back between "attach" and "join" when other processes attach or detach
@@ -138,6 +139,7 @@ pub struct Filter {
     prog_id: u32,
     flows: Map,
     xsks: Map,
+    pins: Map,
     pin_dir: Option<PathBuf>,
     /// We attached the program (rather than joined it): our pins are ours to remove.
     fresh: bool,
@@ -178,7 +180,7 @@ impl Filter {
                 ifname: ifname.to_owned(),
             });
         };
-        let (flows, xsks) = pick_maps(ifname, a.prog_id, a.maps)?;
+        let (flows, xsks, pins) = pick_maps(ifname, a.prog_id, a.maps)?;
         let mut filter = Filter {
             ifindex,
             ifname: ifname.to_owned(),
@@ -186,6 +188,7 @@ impl Filter {
             prog_id: a.prog_id,
             flows,
             xsks,
+            pins,
             pin_dir: None,
             fresh: a.fresh,
             _link: a.link,
@@ -224,14 +227,41 @@ impl Filter {
         self.flows.fd()
     }
 
-    /// A flow table over this filter's flow map, writing exact flows for `slot`.
+    /// The pin map's fd (what the helper passes to its clients).
+    pub fn pins_fd(&self) -> BorrowedFd<'_> {
+        self.pins.fd()
+    }
+
+    /// A flow table over this filter's maps, writing exact flows for `slot`.
     pub fn table(&self, slot: u8) -> Result<FlowTable, Error> {
-        let fd = self
-            .flows
-            .fd()
-            .try_clone_to_owned()
-            .map_err(|e| self.err("opening the flow map", e))?;
-        FlowTable::from_fd(fd, slot, &self.ifname)
+        let dup = |m: &Map| {
+            m.fd()
+                .try_clone_to_owned()
+                .map_err(|e| self.err("opening the flow map", e))
+        };
+        FlowTable::from_fds(dup(&self.flows)?, dup(&self.pins)?, slot, &self.ifname)
+    }
+
+    /// The connection `key`'s pin, if the program pinned it at its SYN.
+    pub fn pin(&self, key: &FlowKey) -> Result<Option<FlowValue>, Error> {
+        let mut v = [0u8; FlowValue::SIZE];
+        let found = self
+            .pins
+            .lookup(&key.to_bytes(), &mut v)
+            .map_err(|e| self.err("reading the pin table", e))?;
+        Ok(found.then(|| FlowValue::from_bytes(&v)))
+    }
+
+    /// Every pin (a snapshot).
+    pub fn pins(&self) -> Result<Vec<(FlowKey, FlowValue)>, Error> {
+        table::all_flows(&self.pins).map_err(|e| self.err("reading the pin table", e))
+    }
+
+    /// Removes the pin of connection `key`; `false` if there was none.
+    pub fn remove_pin(&self, key: &FlowKey) -> Result<bool, Error> {
+        self.pins
+            .delete(&key.to_bytes())
+            .map_err(|e| self.err("removing a pin", e))
     }
 
     /// Sets `key`'s value (creating or replacing the entry).
@@ -330,7 +360,7 @@ impl Drop for Filter {
     fn drop(&mut self) {
         if self.fresh {
             if let Some(dir) = &self.pin_dir {
-                unpin_maps(dir, [&self.flows, &self.xsks]);
+                unpin_maps(dir, [&self.flows, &self.xsks, &self.pins]);
             }
         }
         // `_link` is closed when the fields drop, after this: the program stays attached while
@@ -521,7 +551,7 @@ fn attach(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Round, Error> {
         .map_err(|e| Error::from_io(ifname, "reading accel's XDP program", e))?
         .id;
     let mut maps = Vec::new();
-    for name in [FLOWS, XSKS] {
+    for name in [FLOWS, XSKS, PINS] {
         let fd = obj
             .map_fd(name)
             .and_then(|fd| fd.try_clone_to_owned())
@@ -540,13 +570,13 @@ fn attach(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Round, Error> {
 }
 
 /// Sorts the program's maps by name and checks they are the ones this version expects.
-fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map), Error> {
+fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map, Map), Error> {
     let incompatible = |reason: String| Error::IncompatibleProgram {
         ifname: ifname.to_owned(),
         prog_id,
         reason,
     };
-    let (mut flows, mut xsks) = (None, None);
+    let (mut flows, mut xsks, mut pins) = (None, None, None);
     for m in maps {
         let i = m.info();
         let (slot, want) = match i.name.as_str() {
@@ -559,6 +589,14 @@ fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map), E
                 ),
             ),
             XSKS => (&mut xsks, (sys::BPF_MAP_TYPE_XSKMAP, 4, 4)),
+            PINS => (
+                &mut pins,
+                (
+                    sys::BPF_MAP_TYPE_LRU_HASH,
+                    FlowKey::SIZE as u32,
+                    FlowValue::SIZE as u32,
+                ),
+            ),
             _ => continue,
         };
         if (i.map_type, i.key_size, i.value_size) != want {
@@ -577,10 +615,10 @@ fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map), E
         }
         *slot = Some(m);
     }
-    match (flows, xsks) {
-        (Some(f), Some(x)) => Ok((f, x)),
+    match (flows, xsks, pins) {
+        (Some(f), Some(x), Some(p)) => Ok((f, x, p)),
         _ => Err(incompatible(format!(
-            "it lacks one of the maps {FLOWS}, {XSKS}"
+            "it lacks one of the maps {FLOWS}, {XSKS}, {PINS}"
         ))),
     }
 }
@@ -612,7 +650,7 @@ fn pin_maps(f: &Filter, fresh: bool) -> Option<PathBuf> {
         tracing::debug!(%e, dir = %dir.display(), "creating the pin directory");
         return None;
     }
-    for (name, map) in [(FLOWS, &f.flows), (XSKS, &f.xsks)] {
+    for (name, map) in [(FLOWS, &f.flows), (XSKS, &f.xsks), (PINS, &f.pins)] {
         let path = dir.join(name);
         if fresh {
             // Pins left by a program that is gone (its last user was killed).

@@ -12,10 +12,12 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use super::{Error, FlowKey, FlowValue, FLOW_PASS, SLOTS};
 use crate::sys::bpf::{self as sys, Map};
 
-/// The flow map, as one slot's process writes it.
+/// The flow map, as one slot's process writes it, and the pin map (connections the XDP program
+/// pinned to a slot at their SYN), whose entries of its connections it removes.
 #[derive(Debug)]
 pub struct FlowTable {
     map: Map,
+    pins: Map,
     slot: u8,
     ifname: String,
 }
@@ -31,43 +33,63 @@ pub(crate) fn flow_error(ifname: &str, map: &Map, e: io::Error) -> Error {
     }
 }
 
-/// Every entry of the flow map (a snapshot).
+/// Every entry of a flow or pin map (a snapshot).
 pub(crate) fn all_flows(map: &Map) -> io::Result<Vec<(FlowKey, FlowValue)>> {
-    let keys = map.keys()?;
-    let mut out = Vec::with_capacity(keys.len());
-    for k in keys {
-        let mut v = [0u8; FlowValue::SIZE];
-        if map.lookup(&k, &mut v)? {
-            if let Some(key) = FlowKey::from_bytes(&k) {
-                out.push((key, FlowValue::from_bytes(&v)));
-            }
-        }
+    Ok(map
+        .entries()?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let key = FlowKey::from_bytes(&k)?;
+            let v: &[u8; FlowValue::SIZE] = v.as_slice().try_into().ok()?;
+            Some((key, FlowValue::from_bytes(v)))
+        })
+        .collect())
+}
+
+/// Checks that `map` is accel's map `name` of `kind` with flow keys and values.
+pub(crate) fn check_flow_map(ifname: &str, map: &Map, name: &str, kind: u32) -> Result<(), Error> {
+    let i = map.info();
+    if i.name != name
+        || i.map_type != kind
+        || i.key_size as usize != FlowKey::SIZE
+        || i.value_size as usize != FlowValue::SIZE
+    {
+        return Err(Error::IncompatibleProgram {
+            ifname: ifname.to_owned(),
+            prog_id: 0,
+            reason: format!(
+                "the map handed over as {name} is {} (type {}, key {} bytes, value {} bytes)",
+                i.name, i.map_type, i.key_size, i.value_size
+            ),
+        });
     }
-    Ok(out)
+    Ok(())
 }
 
 impl FlowTable {
-    /// The flow map behind `fd` (checked to be accel's), written for `slot`.
-    pub fn from_fd(fd: OwnedFd, slot: u8, ifname: &str) -> Result<FlowTable, Error> {
-        let map = Map::new(fd).map_err(|e| Error::from_io(ifname, "opening the flow map", e))?;
-        let i = map.info();
-        if i.name != "accel_flows"
-            || i.map_type != sys::BPF_MAP_TYPE_HASH
-            || i.key_size as usize != FlowKey::SIZE
-            || i.value_size as usize != FlowValue::SIZE
-            || slot as usize >= SLOTS
-        {
-            return Err(Error::IncompatibleProgram {
-                ifname: ifname.to_owned(),
-                prog_id: 0,
-                reason: format!(
-                    "the flow map handed over is {} (type {}, key {} bytes, value {} bytes)",
-                    i.name, i.map_type, i.key_size, i.value_size
-                ),
-            });
+    /// The flow and pin maps behind `flows` and `pins` (checked to be accel's), written for
+    /// `slot`.
+    pub fn from_fds(
+        flows: OwnedFd,
+        pins: OwnedFd,
+        slot: u8,
+        ifname: &str,
+    ) -> Result<FlowTable, Error> {
+        let open = |fd| Map::new(fd).map_err(|e| Error::from_io(ifname, "opening the flow map", e));
+        let map = open(flows)?;
+        let pins = open(pins)?;
+        check_flow_map(ifname, &map, super::FLOWS, sys::BPF_MAP_TYPE_HASH)?;
+        check_flow_map(ifname, &pins, super::PINS, sys::BPF_MAP_TYPE_LRU_HASH)?;
+        if slot as usize >= SLOTS {
+            return Err(Error::from_io(
+                ifname,
+                "opening the flow map",
+                io::Error::from_raw_os_error(libc::ERANGE),
+            ));
         }
         Ok(FlowTable {
             map,
+            pins,
             slot,
             ifname: ifname.to_owned(),
         })
@@ -120,8 +142,18 @@ impl FlowTable {
         }
     }
 
-    /// Removes the exact flow `key` if this slot holds it (a pinned connection of ours, too).
-    /// Returns whether it was there and ours.
+    /// `key`'s pin, if the XDP program pinned that connection.
+    pub fn pin(&self, key: &FlowKey) -> Result<Option<FlowValue>, Error> {
+        let mut v = [0u8; FlowValue::SIZE];
+        let found = self
+            .pins
+            .lookup(&key.to_bytes(), &mut v)
+            .map_err(|e| self.err("reading the pin table", e))?;
+        Ok(found.then(|| FlowValue::from_bytes(&v)))
+    }
+
+    /// Removes the exact flow `key` if this slot holds it. Returns whether it was there and
+    /// ours.
     pub fn remove_exact(&self, key: &FlowKey) -> Result<bool, Error> {
         match self.lookup(key)? {
             Some(cur) if cur.slots() == [self.slot] => self
@@ -132,8 +164,9 @@ impl FlowTable {
         }
     }
 
-    /// Sends the exact flow `key` to the kernel from now on (a connection handed over), keeping
-    /// the entry (and its slot) so the pinning at a SYN does not take it back.
+    /// Sends the exact flow `key` to the kernel from now on (a connection handed over, pinned or
+    /// not: the flow map is looked at before the pins). The entry keeps the slot, so the
+    /// helper removes it with the process.
     pub fn pass(&self, key: &FlowKey) -> Result<(), Error> {
         let mut v = FlowValue::exact(self.slot);
         v.flags |= FLOW_PASS;
@@ -142,9 +175,9 @@ impl FlowTable {
             .map_err(|e| flow_error(&self.ifname, &self.map, e))
     }
 
-    /// Removes many exact entries at once (the connections this process's listeners accepted,
-    /// pinned at their SYN by the XDP program, once they are closed): one BPF_MAP_DELETE_BATCH
-    /// per run of present keys. Keys not in the table are skipped. Returns how many went.
+    /// Removes many pins at once (the connections this process's listeners accepted, pinned
+    /// at their SYN by the XDP program, once they are closed): one BPF_MAP_DELETE_BATCH per run
+    /// of present keys. Keys not in the table are skipped. Returns how many went.
     pub fn remove_pinned(&self, keys: &[FlowKey]) -> Result<usize, Error> {
         let mut bytes = Vec::with_capacity(keys.len() * FlowKey::SIZE);
         for k in keys {
@@ -153,7 +186,7 @@ impl FlowTable {
         let mut removed = 0;
         let mut rest: &[u8] = &bytes;
         while !rest.is_empty() {
-            let (n, err) = self.map.delete_batch(rest);
+            let (n, err) = self.pins.delete_batch(rest);
             removed += n;
             match err {
                 None => break,

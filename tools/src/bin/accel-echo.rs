@@ -20,8 +20,8 @@ use libaccel::xdp::{FlowKey, Proto, XdpMode};
 use accel_tools::echo::{EchoCounters, EchoService};
 use stack::engine::Engine;
 
-/// How long a closed connection's pinned flow stays (its last ACKs and retransmitted FINs).
-const PIN_GRACE: stack::Duration = stack::Duration::from_secs(2);
+/// How long a closed connection's pin stays (its last ACKs and retransmitted FINs).
+const PIN_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
@@ -153,6 +153,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for f in &flows {
         engine.add_flow(f)?;
     }
+    // Closed connections whose pins go when their time comes, oldest first.
+    let mut closed: std::collections::VecDeque<(Instant, FlowKey)> = Default::default();
     println!("accel-echo: serving TCP and UDP echo on {local} ({described})");
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -175,9 +177,22 @@ fn run(args: &Args) -> anyhow::Result<()> {
             // Replies were queued: push them out now rather than on the next turn.
             engine.poll(now());
             // The XDP program pinned each accepted connection to this process at its SYN;
-            // the entry goes once the connection's last packets are surely through.
-            for peer in echo.take_closed() {
-                engine.release_flow(FlowKey::connected(Proto::Tcp, local, peer), PIN_GRACE);
+            // the pin goes once the connection's last packets are surely through.
+            let until = Instant::now() + PIN_GRACE;
+            closed.extend(
+                echo.take_closed()
+                    .into_iter()
+                    .map(|peer| (until, FlowKey::connected(Proto::Tcp, local, peer))),
+            );
+        }
+        if closed.front().is_some_and(|(t, _)| *t <= Instant::now()) {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while closed.front().is_some_and(|(t, _)| *t <= now) {
+                due.extend(closed.pop_front().map(|(_, k)| k));
+            }
+            if let Err(e) = engine.backend().remove_pinned(&due) {
+                tracing::warn!(error = %e, "removing closed connections' pins");
             }
         }
     }
