@@ -433,7 +433,6 @@ impl Helper {
         queues: Option<Vec<u32>>,
         mode: XdpMode,
     ) -> Result<(Joined, Vec<OwnedFd>), Failure> {
-        let frees = &mut self.frees;
         let iface = self.ifaces.get_mut(ifname).expect("opened above");
         let attached = iface.filter.attached_mode();
         let compatible = match mode {
@@ -502,7 +501,6 @@ impl Helper {
             return Err(f);
         }
         iface.slots[slot as usize] = Some(client);
-        let _ = frees;
         let joined = Joined {
             slot,
             ifindex: iface.ifindex,
