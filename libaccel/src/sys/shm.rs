@@ -295,11 +295,15 @@ impl RobustMutex {
     }
 
     /// Locks, waiting at most `timeout` (ETIMEDOUT then): a process stopped while holding the
-    /// lock (SIGSTOP, a debugger) must not stop the others for good.
+    /// lock (SIGSTOP, a debugger) must not stop the others for good. A zero `timeout` only
+    /// tries, with no system call when the lock is taken.
     pub(crate) fn lock_within(&self, timeout: Duration) -> io::Result<MutexGuard<'_>> {
         match self.try_lock() {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
             other => return other,
+        }
+        if timeout.is_zero() {
+            return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT));
         }
         // pthread_mutex_timedlock measures against CLOCK_REALTIME.
         let mut now = libc::timespec {
@@ -482,6 +486,8 @@ mod tests {
         held_rx.recv().unwrap();
         let e = m.lock_within(Duration::from_millis(20)).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ETIMEDOUT));
+        let e = m.lock_within(Duration::ZERO).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ETIMEDOUT), "zero: only tries");
         done_tx.send(()).unwrap();
         t.join().unwrap();
         assert_eq!(
