@@ -85,6 +85,20 @@ fn two_processes_on_one_queue_are_both_accelerated() {
         iface.clients.iter().all(|c| c.program == "accel-echo"),
         "{s:?}"
     );
+    // accel-stat shows them as the helper serves them: a line per process with its slot.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.ns_a])
+        .arg(tool("accel-stat"))
+        .arg("--helper")
+        .output()
+        .expect("ip netns exec accel-stat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "accel-stat --helper: {text}");
+    for c in &iface.clients {
+        let line = format!("slot {:>2}: pid {} accel-echo queues [0]", c.slot, c.pid);
+        assert!(text.contains(&line), "no `{line}` in:\n{text}");
+    }
+    assert!(text.contains(&format!("  {} (program ", t.if_a)), "{text}");
     let before = t.snmp_a().expect("snmp");
     for server in [a, b] {
         let r = t
