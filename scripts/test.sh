@@ -14,6 +14,11 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log" || status=$?
+# The vendored smoltcp (outside the workspace), with the features the root Cargo.toml asks for.
+features=$(sed -n 's/^smoltcp = .*features = \[\(.*\)\].*/\1/p' Cargo.toml | tr -d '"' | tr ',' ' ')
+[ -n "$features" ] || { echo "test.sh: no smoltcp feature list found in Cargo.toml" >&2; exit 1; }
+cargo test --locked --manifest-path third_party/smoltcp/Cargo.toml --target-dir target/smoltcp \
+    --lib --no-default-features --features "$features" -- --test-threads=2 2>&1 | tee -a "$log" || status=$?
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test run with nothing in it).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

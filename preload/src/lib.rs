@@ -26,3 +26,8 @@ pub mod ready;
 pub mod runtime;
 pub mod socket;
 pub mod sys;
+
+/// accel's Rust code takes large blocks (socket buffers) as fresh mappings: a connection costs
+/// the pages its data touched, not its whole buffers (see `sys::alloc`).
+#[global_allocator]
+static ALLOCATOR: sys::alloc::Allocator = sys::alloc::Allocator;

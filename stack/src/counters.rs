@@ -71,12 +71,28 @@ counters! {
     syn_dropped_backlog_full,
     /// Duplicate SYNs for a connection already in the listener's queue, dropped.
     syn_dropped_duplicate,
+    /// SYNs dropped because the stack's socket memory (`Config::mem_max`) had no room for
+    /// another connection (the client retransmits).
+    syn_dropped_no_memory,
+    /// Sockets (active opens, UDP binds) refused because the stack's socket memory had no
+    /// room for them (the preload leaves them to the kernel).
+    socket_refused_no_memory,
     /// UDP datagrams received for a bound port.
     udp_rx_datagrams,
     /// UDP datagrams dropped because no socket is bound to their port.
     udp_rx_drop_no_socket,
     /// UDP datagrams queued for sending.
     udp_tx_datagrams,
+    /// TCP segments sent again (loss recovery, timeouts, tail loss probes), counted when
+    /// their connection is reaped ([`crate::Stack::tcp_recovery`] adds the open ones).
+    tcp_retransmits,
+    /// TCP retransmission timeouts (reaped connections).
+    tcp_timeouts,
+    /// TCP loss episodes repaired without a timeout: SACK or NewReno recovery (reaped
+    /// connections).
+    tcp_recoveries,
+    /// TCP tail loss probes sent (reaped connections).
+    tcp_loss_probes,
 }
 
 impl fmt::Display for Counters {

@@ -216,6 +216,10 @@ impl Stack {
                 self.counters.syn_dropped_backlog_full += 1;
                 Verdict::Drop
             }
+            listen::Admit::NoMemory => {
+                self.counters.syn_dropped_no_memory += 1;
+                Verdict::Drop
+            }
         }
     }
 }

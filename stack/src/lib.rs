@@ -21,6 +21,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 pub use smoltcp::socket::tcp::State as TcpState;
 pub use smoltcp::time::{Duration, Instant};
 
+mod budget;
 mod checksum;
 mod counters;
 mod device;
@@ -33,6 +34,10 @@ mod tcp_api;
 mod udp;
 mod unresolved;
 
+#[cfg(test)]
+mod fault_runs;
+#[cfg(test)]
+mod limits_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 #[cfg(any(test, feature = "testing"))]
@@ -48,7 +53,8 @@ use listen::Listener;
 use tcp_api::TcpConn;
 use udp::UdpSock;
 
-/// Reaped TCP sockets kept for reuse (at most this many times the two buffers' size).
+/// Reaped TCP sockets kept for reuse (at most this many times the two buffers' size; they count
+/// in the stack's socket memory, and go first when a new socket needs room).
 const SPARE_TCP_SOCKETS: usize = 32;
 
 /// Largest backlog honoured (the kernel's default `somaxconn`).
@@ -72,6 +78,21 @@ pub const SYN_RECEIVED_TIMEOUT: Duration = Duration::from_secs(63);
 /// Frames one poll takes from the link before it runs egress and flushes.
 pub const RX_BUDGET: usize = 256;
 
+/// TCP buffer bytes per socket and direction unless set otherwise: 64 KiB, so that 10,000
+/// connections may take 1.25 GiB at most (the kernel starts a socket at 128 KiB to receive and
+/// 16 KiB to send and grows them, which smoltcp cannot). On a veth link, bulk transfers ran
+/// as fast with 64 KiB as with 256 KiB; a link with a larger bandwidth-delay product needs
+/// more (`ACCEL_TCP_RMEM`, `ACCEL_TCP_WMEM`).
+pub const DEFAULT_TCP_BUFFER: usize = 64 * 1024;
+
+/// UDP payload bytes per socket and direction unless set otherwise (the kernel's
+/// `rmem_default` is 208 KiB).
+pub const DEFAULT_UDP_BUFFER: usize = 256 * 1024;
+
+/// UDP payload bytes per datagram slot: a socket holds as many datagrams as its buffer holds
+/// of 256-byte ones (the kernel charges a small datagram about a kilobyte of its buffer).
+pub const UDP_BYTES_PER_SLOT: usize = 256;
+
 /// How a stack is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -83,6 +104,10 @@ pub struct Config {
     pub gateway: Option<Ipv4Addr>,
     /// Largest IP packet (interface MTU); fixed at creation.
     pub mtu: usize,
+    /// TCP bytes buffered per socket: receiving (also the largest window advertised) and
+    /// sending (the most in flight). Allocated whole with the socket (smoltcp's buffers do
+    /// not grow), so they bound what a connection costs; how much of them is memory depends
+    /// on the allocator (the preload's maps them: a page is memory once data touched it).
     pub tcp_rx_buffer: usize,
     pub tcp_tx_buffer: usize,
     /// UDP payload bytes buffered per socket and direction.
@@ -90,6 +115,9 @@ pub struct Config {
     pub udp_tx_buffer: usize,
     /// UDP datagrams (metadata slots) buffered per socket and direction.
     pub udp_packets: usize,
+    /// Most bytes of socket buffers the stack holds (TCP and UDP, both ways, spare sockets
+    /// included); `None`: no limit. A socket that would go over is not made (see `budget`).
+    pub mem_max: Option<usize>,
     /// Seed for smoltcp's initial sequence numbers; give each stack a random one.
     pub random_seed: u64,
     /// The link is a software link (veth) whose kernel peer may hand over TCP/UDP packets
@@ -102,6 +130,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// Sets the UDP payload bytes buffered per socket and direction, with a datagram slot per
+    /// [`UDP_BYTES_PER_SLOT`] of the larger (at least 16, at most 4096).
+    pub fn set_udp_buffers(&mut self, rx: usize, tx: usize) {
+        self.udp_rx_buffer = rx;
+        self.udp_tx_buffer = tx;
+        self.udp_packets = (rx.max(tx) / UDP_BYTES_PER_SLOT).clamp(16, 4096);
+    }
+
     pub fn new(mac: link::Mac, addr: Ipv4Addr, prefix_len: u8) -> Config {
         let mut seed = u64::from(addr.to_bits());
         for b in mac {
@@ -113,11 +149,12 @@ impl Config {
             prefix_len,
             gateway: None,
             mtu: 1500,
-            tcp_rx_buffer: 256 * 1024,
-            tcp_tx_buffer: 256 * 1024,
-            udp_rx_buffer: 1024 * 1024,
-            udp_tx_buffer: 1024 * 1024,
-            udp_packets: 4096,
+            tcp_rx_buffer: DEFAULT_TCP_BUFFER,
+            tcp_tx_buffer: DEFAULT_TCP_BUFFER,
+            udp_rx_buffer: DEFAULT_UDP_BUFFER,
+            udp_tx_buffer: DEFAULT_UDP_BUFFER,
+            udp_packets: DEFAULT_UDP_BUFFER / UDP_BYTES_PER_SLOT,
+            mem_max: None,
             random_seed: seed,
             partial_checksums: false,
         }
@@ -175,6 +212,8 @@ pub struct Stack {
     /// Reaped TCP sockets kept with their buffers for the next connection: a new socket costs
     /// two buffer allocations that glibc zeroes (512 KiB by default), per accept.
     spare_tcp: Vec<tcp::Socket<'static>>,
+    /// Bytes of socket buffers held, against `config.mem_max`.
+    budget: budget::Budget,
     /// An API call changed socket state since the last full poll (it may have output).
     dirty: bool,
     /// The sockets calls and arrived packets changed since the last poll, when that is all
@@ -223,6 +262,7 @@ impl Stack {
             smoltcp::socket::udp::PacketBuffer::new(Vec::new(), Vec::new()),
             smoltcp::socket::udp::PacketBuffer::new(Vec::new(), Vec::new()),
         ));
+        let mem_max = config.mem_max;
         Stack {
             iface,
             sockets: SocketSet::new(Vec::new()),
@@ -239,6 +279,10 @@ impl Stack {
             now,
             unresolved: Default::default(),
             spare_tcp: Vec::new(),
+            budget: budget::Budget {
+                used: 0,
+                max: mem_max,
+            },
             dirty: true,
             touched: Vec::new(),
             touched_all: true,
@@ -538,18 +582,22 @@ impl Stack {
                 }
             }
         });
-        let (sockets, deadline_now) = (&mut self.sockets, now);
+        let (sockets, deadline_now, mem) = (&mut self.sockets, now, &mut self.budget);
         self.udp_closing.retain(|c| {
             let socket = sockets.get::<smoltcp::socket::udp::Socket>(c.handle);
             if socket.send_queue() == 0 || deadline_now >= c.deadline {
-                sockets.remove(c.handle);
+                budget::remove(sockets, c.handle, mem);
                 false
             } else {
                 true
             }
         });
-        let (sockets, counters, spare) =
-            (&mut self.sockets, &mut self.counters, &mut self.spare_tcp);
+        let (sockets, counters, spare, mem) = (
+            &mut self.sockets,
+            &mut self.counters,
+            &mut self.spare_tcp,
+            &mut self.budget,
+        );
         self.closing.retain(|c| {
             let socket = sockets.get_mut::<tcp::Socket>(c.handle);
             let done = match socket.state() {
@@ -563,10 +611,13 @@ impl Stack {
                 _ => false,
             };
             if done {
-                if let smoltcp::socket::Socket::Tcp(t) = sockets.remove(c.handle) {
-                    if spare.len() < SPARE_TCP_SOCKETS {
-                        spare.push(t);
+                count_recovery(counters, socket);
+                // A spare keeps its buffers, and its place in the stack's memory.
+                match sockets.remove(c.handle) {
+                    smoltcp::socket::Socket::Tcp(t) if spare.len() < SPARE_TCP_SOCKETS => {
+                        spare.push(t)
                     }
+                    other => mem.sub(budget::socket_bytes(&other)),
                 }
                 counters.tcp_closed += 1;
                 return false;
@@ -593,6 +644,27 @@ impl Stack {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// What TCP loss recovery did on every connection of this stack, open and reaped.
+    pub fn tcp_recovery(&self) -> tcp::RecoveryStats {
+        let c = &self.counters;
+        let mut total = tcp::RecoveryStats {
+            retransmitted: c.tcp_retransmits,
+            timeouts: c.tcp_timeouts,
+            recoveries: c.tcp_recoveries,
+            loss_probes: c.tcp_loss_probes,
+        };
+        for (_, s) in self.sockets.iter() {
+            if let Some(t) = <tcp::Socket as smoltcp::socket::AnySocket>::downcast(s) {
+                let r = t.recovery_stats();
+                total.retransmitted += r.retransmitted;
+                total.timeouts += r.timeouts;
+                total.recoveries += r.recoveries;
+                total.loss_probes += r.loss_probes;
+            }
+        }
+        total
     }
 
     /// smoltcp sockets alive: application sockets, idle listening sockets, connections not yet
@@ -709,7 +781,7 @@ impl Stack {
                     .send_queue()
                     == 0
                 {
-                    self.sockets.remove(u.handle);
+                    budget::remove(&mut self.sockets, u.handle, &mut self.budget);
                 } else {
                     self.udp_closing.push(Closing {
                         handle: u.handle,
@@ -720,12 +792,13 @@ impl Stack {
         }
         // Sockets with nothing left to send go now. A removed one may be touched (a send
         // before the peer's reset): the next poll then must not use the touched list.
-        let sockets = &mut self.sockets;
+        let (sockets, mem, counters) = (&mut self.sockets, &mut self.budget, &mut self.counters);
         let mut removed = false;
         self.closing.retain(|c| {
             let socket = sockets.get::<tcp::Socket>(c.handle);
             if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
-                sockets.remove(c.handle);
+                count_recovery(counters, socket);
+                budget::remove(sockets, c.handle, mem);
                 removed = true;
                 false
             } else {
@@ -785,15 +858,59 @@ impl Stack {
     }
 
     /// A TCP socket with the stack's defaults: a spare one (CLOSED or TIME-WAIT, which
-    /// `listen`/`connect` reset, buffers included) or a new one.
-    fn new_tcp_socket(&mut self) -> tcp::Socket<'static> {
-        let mut socket = self.spare_tcp.pop().unwrap_or_else(|| {
-            tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0u8; self.config.tcp_rx_buffer]),
-                tcp::SocketBuffer::new(vec![0u8; self.config.tcp_tx_buffer]),
-            )
-        });
-        // Every option an application can change (TcpOption) goes back to its default.
+    /// `listen`/`connect` reset, buffers included) or a new one, if the stack's socket memory
+    /// has room for it (spares are let go to make room); `NoBufferSpace` otherwise.
+    fn new_tcp_socket(&mut self) -> Result<tcp::Socket<'static>, Error> {
+        let socket = match self.spare_tcp.pop() {
+            Some(s) => s,
+            None => {
+                let (rx, tx) = (self.config.tcp_rx_buffer, self.config.tcp_tx_buffer);
+                self.make_room(rx + tx)?;
+                self.budget.add(rx + tx);
+                tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0u8; rx]),
+                    tcp::SocketBuffer::new(vec![0u8; tx]),
+                )
+            }
+        };
+        Ok(Self::with_defaults(socket))
+    }
+
+    /// Makes sure `bytes` more socket memory fit in the limit, letting spare sockets go.
+    pub(crate) fn make_room(&mut self, bytes: usize) -> Result<(), Error> {
+        while !self.budget.fits(bytes) {
+            let Some(spare) = self.spare_tcp.pop() else {
+                return Err(Error::NoBufferSpace);
+            };
+            self.budget.sub(budget::tcp_bytes(&spare));
+        }
+        Ok(())
+    }
+
+    /// Changes the socket memory limit (see [`Config::mem_max`]); sockets already made stay.
+    pub fn set_mem_max(&mut self, max: Option<usize>) {
+        self.config.mem_max = max;
+        self.budget.max = max;
+    }
+
+    /// Bytes of socket buffers the stack holds now (see [`Config::mem_max`]).
+    pub fn buffer_bytes(&self) -> usize {
+        self.budget.used
+    }
+
+    /// The socket memory counted afresh from every socket and spare (tests: the running
+    /// count never drifts from it).
+    #[cfg(test)]
+    pub(crate) fn buffer_bytes_recounted(&self) -> usize {
+        self.sockets
+            .iter()
+            .map(|(_, s)| budget::socket_bytes(s))
+            .chain(self.spare_tcp.iter().map(budget::tcp_bytes))
+            .sum()
+    }
+
+    /// `socket` with every option an application can change back to its default.
+    fn with_defaults(mut socket: tcp::Socket<'static>) -> tcp::Socket<'static> {
         socket.set_nagle_enabled(false);
         socket.set_ack_delay(Some(ACK_DELAY));
         socket.set_timeout(None);
@@ -865,6 +982,15 @@ fn egress_set<L: link::Link, R: link::Resolver>(
         }
     }
     active
+}
+
+/// Adds what loss recovery did on a connection about to be reaped to the stack's counters.
+fn count_recovery(counters: &mut Counters, socket: &tcp::Socket) {
+    let r = socket.recovery_stats();
+    counters.tcp_retransmits += r.retransmitted;
+    counters.tcp_timeouts += r.timeouts;
+    counters.tcp_recoveries += r.recoveries;
+    counters.tcp_loss_probes += r.loss_probes;
 }
 
 /// The earlier of two deadlines (`None`: never).

@@ -13,6 +13,7 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpListenEndpoint;
 
+use crate::budget::{self, Budget};
 use crate::{endpoint, endpoint_v4, Entry, Error, SocketId, Stack, MAX_BACKLOG};
 
 pub(crate) struct Listener {
@@ -28,6 +29,8 @@ pub(crate) enum Admit {
     Ready,
     Duplicate,
     Full,
+    /// The stack's socket memory has no room for another connection.
+    NoMemory,
 }
 
 fn acceptable(socket: &tcp::Socket) -> bool {
@@ -50,7 +53,7 @@ impl Listener {
 
     /// Moves a woken idle socket to the queue; drops queued connections that were reset
     /// (a reset SYN-RECEIVED socket goes back to LISTEN: it becomes the idle one again).
-    fn sweep(&mut self, sockets: &mut SocketSet) {
+    fn sweep(&mut self, sockets: &mut SocketSet<'static>, mem: &mut Budget) {
         if let Some(h) = self.idle {
             if sockets.get::<tcp::Socket>(h).state() != tcp::State::Listen {
                 self.pending.push_back(h);
@@ -66,11 +69,11 @@ impl Listener {
                     false
                 }
                 tcp::State::Listen => {
-                    sockets.remove(h);
+                    budget::remove(sockets, h, mem);
                     false
                 }
                 tcp::State::Closed if socket.remote_endpoint().is_none() => {
-                    sockets.remove(h);
+                    budget::remove(sockets, h, mem);
                     false
                 }
                 tcp::State::SynReceived | tcp::State::Closed => true,
@@ -105,7 +108,8 @@ impl Stack {
             pending: VecDeque::new(),
         }));
         self.listeners.insert(local.port(), id.0);
-        self.ensure_idle(id.0);
+        // Without room for it now, the idle socket is made when a SYN comes and room is there.
+        let _ = self.ensure_idle(id.0);
         Ok(id)
     }
 
@@ -117,7 +121,7 @@ impl Stack {
             Some(_) => return Err(Error::InvalidState),
             None => return Err(Error::InvalidSocket),
         };
-        l.sweep(&mut self.sockets);
+        l.sweep(&mut self.sockets, &mut self.budget);
         let sockets = &self.sockets;
         let pos = l
             .pending
@@ -131,12 +135,12 @@ impl Stack {
         let remote = socket.remote_endpoint().and_then(endpoint_v4);
         let Some(remote) = remote else {
             // Cannot happen for an established socket; do not leak it.
-            self.sockets.remove(handle);
+            budget::remove(&mut self.sockets, handle, &mut self.budget);
             return Err(Error::WouldBlock);
         };
         let id = self.insert_conn(handle, false);
         self.counters.tcp_accepted += 1;
-        self.ensure_idle(listener.0);
+        let _ = self.ensure_idle(listener.0);
         Ok((id, remote))
     }
 
@@ -144,7 +148,7 @@ impl Stack {
         let Some(Entry::Listener(l)) = self.table.get_mut(&listener) else {
             return Admit::Ready;
         };
-        l.sweep(&mut self.sockets);
+        l.sweep(&mut self.sockets, &mut self.budget);
         let remote = Some(endpoint(remote));
         let sockets = &self.sockets;
         if l.pending
@@ -155,28 +159,28 @@ impl Stack {
             // retransmit timer; letting the SYN reach the idle socket would open a twin.
             return Admit::Duplicate;
         }
-        if self.ensure_idle(listener) {
-            Admit::Ready
-        } else {
-            Admit::Full
+        match self.ensure_idle(listener) {
+            Ok(true) => Admit::Ready,
+            Ok(false) => Admit::Full,
+            Err(_) => Admit::NoMemory,
         }
     }
 
     pub(crate) fn after_syn(&mut self, listener: u64) {
         if let Some(Entry::Listener(l)) = self.table.get_mut(&listener) {
-            l.sweep(&mut self.sockets);
+            l.sweep(&mut self.sockets, &mut self.budget);
         }
     }
 
     /// Makes sure the listener has an idle listening socket if its backlog allows; returns
-    /// whether it has one.
-    fn ensure_idle(&mut self, listener: u64) -> bool {
+    /// whether it has one, or `NoBufferSpace` when the stack's socket memory has no room.
+    fn ensure_idle(&mut self, listener: u64) -> Result<bool, Error> {
         let local = match self.table.get(&listener) {
-            Some(Entry::Listener(l)) if l.idle.is_some() => return true,
+            Some(Entry::Listener(l)) if l.idle.is_some() => return Ok(true),
             Some(Entry::Listener(l)) if l.pending.len() < l.backlog => l.local,
-            _ => return false,
+            _ => return Ok(false),
         };
-        let mut socket = self.new_tcp_socket();
+        let mut socket = self.new_tcp_socket()?;
         // A SYN-RECEIVED connection whose peer went silent is dropped, like the kernel does
         // after its SYN-ACK retries (tcp_synack_retries = 5: ~63 s); cleared once established.
         socket.set_timeout(Some(crate::SYN_RECEIVED_TIMEOUT));
@@ -185,12 +189,13 @@ impl Stack {
             port: local.port(),
         };
         if socket.listen(endpoint).is_err() {
-            return false;
+            self.budget.sub(budget::tcp_bytes(&socket));
+            return Ok(false);
         }
         let handle = self.sockets.add(socket);
         if let Some(Entry::Listener(l)) = self.table.get_mut(&listener) {
             l.idle = Some(handle);
         }
-        true
+        Ok(true)
     }
 }

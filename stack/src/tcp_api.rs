@@ -131,15 +131,22 @@ impl Stack {
         if in_use {
             return Err(Error::Unaddressable);
         }
-        let mut socket = self.new_tcp_socket();
+        let mut socket = match self.new_tcp_socket() {
+            Ok(s) => s,
+            Err(e) => {
+                self.counters.socket_refused_no_memory += 1;
+                return Err(e);
+            }
+        };
         // Give up like the kernel does after its SYN retries (tcp_syn_retries = 6: ~127 s).
         socket.set_timeout(Some(crate::CONNECT_TIMEOUT));
-        socket
-            .connect(self.iface.context(), endpoint(remote), endpoint(local))
-            .map_err(|e| match e {
+        if let Err(e) = socket.connect(self.iface.context(), endpoint(remote), endpoint(local)) {
+            self.budget.sub(crate::budget::tcp_bytes(&socket));
+            return Err(match e {
                 ConnectError::InvalidState => Error::InvalidState,
                 ConnectError::Unaddressable => Error::Unaddressable,
-            })?;
+            });
+        }
         let handle = self.sockets.add(socket);
         let id = self.insert_conn(handle, true);
         self.connecting.push((id.0, self.now));

@@ -1,6 +1,7 @@
 //! In-memory links and resolvers for tests: two stacks back to back over two frame queues, with
-//! optional fault injection (drop or corrupt every Nth received frame). No clock: the [`Pair`]
-//! harness steps an explicit [`Instant`], jumping to the next timer when the wire is idle.
+//! optional fault injection (drop, duplicate, reorder, corrupt: at exact positions or at seeded
+//! random rates, see [`Faults`]). No clock: the [`Pair`] harness steps an explicit [`Instant`],
+//! jumping to the next timer when the wire is idle.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -8,12 +9,21 @@ use std::rc::Rc;
 
 use core::net::Ipv4Addr;
 
+use crate::device::ETH_HEADER_LEN;
 use crate::link::{Link, Mac, NextHop, Resolver, RxFrame, TxFrame};
 use crate::{Config, Instant, Stack};
 
 type Queue = Rc<RefCell<VecDeque<Vec<u8>>>>;
 
-/// Faults applied to frames as a [`QueueLink`] receives them.
+/// Faults applied to frames as a [`QueueLink`] receives them (so one link's faults are one
+/// direction's). Two kinds, which combine:
+///
+/// - every Nth frame (`drop_every`, `corrupt_every`): exact positions, for tests that need them;
+/// - random rates (`drop`, `duplicate`, `reorder`, `corrupt`, each a probability per frame),
+///   drawn from a seeded generator: the same seed and traffic give the same faults, run after
+///   run, so a failure can be replayed.
+///
+/// The counters say what was injected.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     /// Drop every Nth received frame.
@@ -23,11 +33,127 @@ pub struct Faults {
     /// Leave only the pseudo-header sum in every received TCP/UDP packet's checksum field, as
     /// a veth peer with TX checksum offload hands it over (the kernel's CHECKSUM_PARTIAL).
     pub partial_checksums: bool,
+    /// Probability that a frame is dropped.
+    pub drop: f64,
+    /// Probability that a frame is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a frame is held back and delivered after 1 to 3 later frames (or at the
+    /// end of the batch the link has, if fewer follow).
+    pub reorder: f64,
+    /// Probability that one byte of the frame's IP packet is changed (which the IPv4 or the
+    /// TCP/UDP checksum covers, so the stack must drop it).
+    pub corrupt: f64,
+    rng: Rng,
+    /// Frames held back for reordering, each with how many later frames must pass first.
+    held: Vec<(Vec<u8>, u32)>,
+    /// Frames that passed the faults, in delivery order.
+    ready: VecDeque<Vec<u8>>,
     pub seen: u64,
     pub dropped: u64,
     pub corrupted: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
     /// Packets `partial_checksums` rewrote.
     pub made_partial: u64,
+}
+
+impl Faults {
+    /// Random faults at these rates (probabilities per frame), drawn from `seed`.
+    pub fn random(seed: u64, drop: f64, duplicate: f64, reorder: f64, corrupt: f64) -> Faults {
+        Faults {
+            drop,
+            duplicate,
+            reorder,
+            corrupt,
+            rng: Rng(seed),
+            ..Faults::default()
+        }
+    }
+
+    /// Frames delivered to the stack so far (duplicates included, drops not).
+    pub fn delivered(&self) -> u64 {
+        self.seen + self.duplicated - self.dropped
+    }
+
+    /// The next frame to deliver: frames are taken from `wire` and put through the faults
+    /// until one comes out; when the wire is empty, frames held back for reordering go.
+    pub(crate) fn take(&mut self, mut wire: impl FnMut() -> Option<Vec<u8>>) -> Option<Vec<u8>> {
+        loop {
+            if let Some(frame) = self.ready.pop_front() {
+                return Some(frame);
+            }
+            match wire() {
+                Some(frame) => self.admit(frame),
+                None if self.held.is_empty() => return None,
+                None => self.ready.extend(self.held.drain(..).map(|(f, _)| f)),
+            }
+        }
+    }
+
+    fn admit(&mut self, mut frame: Vec<u8>) {
+        self.seen += 1;
+        if self
+            .drop_every
+            .is_some_and(|n| self.seen.checked_rem(n) == Some(0))
+        {
+            self.dropped += 1;
+            return;
+        }
+        if self.partial_checksums && make_partial(&mut frame) {
+            self.made_partial += 1;
+        }
+        if self
+            .corrupt_every
+            .is_some_and(|n| self.seen.checked_rem(n) == Some(0))
+        {
+            if let Some(last) = frame.last_mut() {
+                *last ^= 0x5a;
+                self.corrupted += 1;
+            }
+        }
+        if self.rng.chance(self.drop) {
+            self.dropped += 1;
+            return;
+        }
+        // The copy goes first and intact: a corrupted frame is then one frame to drop.
+        if self.rng.chance(self.duplicate) {
+            self.duplicated += 1;
+            self.pass(frame.clone());
+        }
+        if self.rng.chance(self.corrupt) && frame.len() > ETH_HEADER_LEN {
+            let at =
+                ETH_HEADER_LEN + self.rng.below((frame.len() - ETH_HEADER_LEN) as u64) as usize;
+            // Any change of one byte: never a no-op.
+            frame[at] ^= 1 + self.rng.below(255) as u8;
+            self.corrupted += 1;
+        }
+        if self.rng.chance(self.reorder) {
+            self.reordered += 1;
+            let after = 1 + self.rng.below(3) as u32;
+            self.held.push((frame, after));
+            return;
+        }
+        self.pass(frame);
+    }
+
+    /// `frame` goes in line; frames held back long enough go right after it.
+    fn pass(&mut self, frame: Vec<u8>) {
+        self.ready.push_back(frame);
+        let mut i = 0;
+        while i < self.held.len() {
+            self.held[i].1 -= 1;
+            if self.held[i].1 == 0 {
+                let (due, _) = self.held.remove(i);
+                self.ready.push_back(due);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn holding(&self) -> bool {
+        !self.held.is_empty() || !self.ready.is_empty()
+    }
 }
 
 /// Writes the pseudo-header partial sum into the checksum field of the TCP or UDP packet in
@@ -61,6 +187,35 @@ fn make_partial(frame: &mut [u8]) -> bool {
     }
 }
 
+/// splitmix64: a small generator whose sequence is fixed by its seed, so fault runs repeat
+/// exactly (a crate's generator may change its sequence between versions).
+#[derive(Clone, Debug, Default)]
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// True with probability `p` (no draw when `p` is 0, so unused faults do not shift the
+    /// sequence of the others).
+    fn chance(&mut self, p: f64) -> bool {
+        if p <= 0.0 {
+            return false;
+        }
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    /// Uniform in `0..n` (`n` > 0).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
 /// One end of an in-memory Ethernet wire.
 pub struct QueueLink {
     rx: Queue,
@@ -68,6 +223,13 @@ pub struct QueueLink {
     pub mtu: usize,
     pub faults: Faults,
     pub flushes: u64,
+    /// At most this many frames on the wire from this end (`None`: no limit): like a UMEM
+    /// whose TX frames come back only once the peer took them. `transmit` has none to give
+    /// while the peer has not taken them, and a reply built on receipt is dropped (counted in
+    /// `tx_refused`), as the AF_XDP queue drops it.
+    pub tx_limit: Option<usize>,
+    /// Frames refused or dropped for `tx_limit`.
+    pub tx_refused: u64,
 }
 
 /// Two links joined back to back.
@@ -79,6 +241,8 @@ pub fn wire() -> (QueueLink, QueueLink) {
         mtu: 1500,
         faults: Faults::default(),
         flushes: 0,
+        tx_limit: None,
+        tx_refused: 0,
     };
     (link(&a, &b), link(&b, &a))
 }
@@ -97,6 +261,10 @@ impl QueueLink {
     pub fn sent_len(&self) -> usize {
         self.tx.borrow().len()
     }
+
+    fn tx_full(&self) -> bool {
+        self.tx_limit.is_some_and(|n| self.tx.borrow().len() >= n)
+    }
 }
 
 pub struct VecRx(Vec<u8>);
@@ -107,14 +275,15 @@ impl RxFrame for VecRx {
     }
 }
 
-pub struct QueueTx(Queue);
+/// A transmit slot; `None`: no frame was free (the frame is built, then dropped).
+pub struct QueueTx(Option<Queue>);
 
 impl TxFrame for QueueTx {
     fn consume<R>(self, len: usize, f: impl FnOnce(&mut [u8]) -> (R, bool)) -> R {
         let mut frame = vec![0u8; len];
         let (r, send) = f(&mut frame);
-        if send {
-            self.0.borrow_mut().push_back(frame);
+        if let (true, Some(q)) = (send, self.0) {
+            q.borrow_mut().push_back(frame);
         }
         r
     }
@@ -125,33 +294,23 @@ impl Link for QueueLink {
     type Tx<'a> = QueueTx;
 
     fn receive(&mut self) -> Option<(VecRx, QueueTx)> {
-        loop {
-            let mut frame = self.rx.borrow_mut().pop_front()?;
-            let f = &mut self.faults;
-            f.seen += 1;
-            if f.drop_every
-                .is_some_and(|n| f.seen.checked_rem(n) == Some(0))
-            {
-                f.dropped += 1;
-                continue;
-            }
-            if f.partial_checksums && make_partial(&mut frame) {
-                f.made_partial += 1;
-            }
-            if f.corrupt_every
-                .is_some_and(|n| f.seen.checked_rem(n) == Some(0))
-            {
-                if let Some(last) = frame.last_mut() {
-                    *last ^= 0x5a;
-                    f.corrupted += 1;
-                }
-            }
-            return Some((VecRx(frame), QueueTx(self.tx.clone())));
-        }
+        let rx = &self.rx;
+        let frame = self.faults.take(|| rx.borrow_mut().pop_front())?;
+        let tx = if self.tx_full() {
+            self.tx_refused += 1;
+            None
+        } else {
+            Some(self.tx.clone())
+        };
+        Some((VecRx(frame), QueueTx(tx)))
     }
 
     fn transmit(&mut self) -> Option<QueueTx> {
-        Some(QueueTx(self.tx.clone()))
+        if self.tx_full() {
+            self.tx_refused += 1;
+            return None;
+        }
+        Some(QueueTx(Some(self.tx.clone())))
     }
 
     fn mtu(&self) -> usize {
@@ -163,7 +322,7 @@ impl Link for QueueLink {
     }
 
     fn idle(&mut self) -> bool {
-        self.rx.borrow().is_empty()
+        self.rx.borrow().is_empty() && !self.faults.holding()
     }
 }
 
@@ -306,4 +465,131 @@ impl Default for Pair {
     fn default() -> Self {
         Pair::new()
     }
+}
+
+/// Fault runs: seeded, deterministic transfers over a faulty wire, in simulated time.
+impl Pair {
+    /// The same random faults in both directions (each direction with its own seed).
+    pub fn set_faults(&mut self, seed: u64, drop: f64, duplicate: f64, reorder: f64, corrupt: f64) {
+        self.b.link.faults = Faults::random(seed, drop, duplicate, reorder, corrupt);
+        self.a.link.faults = Faults::random(!seed, drop, duplicate, reorder, corrupt);
+    }
+
+    /// Connects A:`cport` to a listener on B:`port` and accepts: (client, server).
+    pub fn open(
+        &mut self,
+        listener: crate::SocketId,
+        port: u16,
+        cport: u16,
+        limit: smoltcp::time::Duration,
+    ) -> Result<(crate::SocketId, crate::SocketId), String> {
+        let c = self
+            .a
+            .stack
+            .tcp_connect(
+                core::net::SocketAddrV4::new(IP_A, cport),
+                core::net::SocketAddrV4::new(IP_B, port),
+            )
+            .map_err(|e| format!("connect: {e:?}"))?;
+        let mut accepted = None;
+        let started = self.now;
+        let done = self.run_until(limit, |p| {
+            if accepted.is_none() {
+                accepted = p.b.stack.tcp_accept(listener).ok().map(|(s, _)| s);
+            }
+            accepted.is_some() && p.a.stack.tcp_established_once(c)
+        });
+        match accepted {
+            Some(s) if done => Ok((c, s)),
+            _ => Err(format!(
+                "port {cport}: not connected after {}",
+                self.now - started
+            )),
+        }
+    }
+
+    /// Sends `a_to_b` from A to B and `b_to_a` from B to A over the connection (`c` on A, `s`
+    /// on B) at the same time, both directions checked byte for byte as they arrive; then A
+    /// closes and B sees the end of the stream and closes. Returns the simulated time taken.
+    pub fn exchange(
+        &mut self,
+        (c, s): (crate::SocketId, crate::SocketId),
+        a_to_b: &[u8],
+        b_to_a: &[u8],
+        limit: smoltcp::time::Duration,
+    ) -> Result<smoltcp::time::Duration, String> {
+        let started = self.now;
+        let (mut sent_ab, mut sent_ba) = (0usize, 0usize);
+        let (mut got_ab, mut got_ba) = (0usize, 0usize);
+        let mut closed = false;
+        let mut eof = false;
+        let mut error = None;
+        let mut buf = vec![0u8; 65536];
+        let done = self.run_until(limit, |p| {
+            for (host, id, data, sent) in [
+                (&mut p.a, c, a_to_b, &mut sent_ab),
+                (&mut p.b, s, b_to_a, &mut sent_ba),
+            ] {
+                while *sent < data.len() {
+                    match host.stack.tcp_send(id, &data[*sent..]) {
+                        Ok(n) => *sent += n,
+                        Err(_) => break,
+                    }
+                }
+            }
+            for (host, id, data, got, name) in [
+                (&mut p.b, s, a_to_b, &mut got_ab, "A->B"),
+                (&mut p.a, c, b_to_a, &mut got_ba, "B->A"),
+            ] {
+                while let Ok(n) = host.stack.tcp_recv(id, &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let want = data.get(*got..*got + n);
+                    if want != Some(&buf[..n]) {
+                        error = Some(format!("{name}: wrong bytes at offset {}", *got));
+                        return true;
+                    }
+                    *got += n;
+                }
+            }
+            if got_ab == a_to_b.len() && got_ba == b_to_a.len() && !closed {
+                p.a.stack.close(c);
+                closed = true;
+            }
+            if closed && !eof && p.b.stack.readiness(s).hangup {
+                eof = p.b.stack.tcp_recv(s, &mut buf) == Ok(0);
+                if eof {
+                    p.b.stack.close(s);
+                }
+            }
+            eof
+        });
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if !done {
+            return Err(format!(
+                "not done after {}: A->B {}/{} bytes, B->A {}/{} bytes, closed {closed}",
+                self.now - started,
+                got_ab,
+                a_to_b.len(),
+                got_ba,
+                b_to_a.len()
+            ));
+        }
+        Ok(self.now - started)
+    }
+}
+
+/// `len` bytes that differ from run to run of `seed` (so a misplaced segment cannot go
+/// unnoticed).
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = Rng(seed);
+    let mut data = Vec::with_capacity(len + 8);
+    while data.len() < len {
+        data.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    data.truncate(len);
+    data
 }

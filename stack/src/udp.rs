@@ -6,6 +6,7 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp::{self, PacketBuffer, PacketMetadata, SendError};
 use smoltcp::wire::IpListenEndpoint;
 
+use crate::budget;
 use crate::{endpoint, endpoint_v4, Entry, Error, Readiness, SocketId, Stack};
 
 /// IPv4 (20) + UDP (8) headers.
@@ -51,6 +52,12 @@ impl Stack {
             return Err(Error::AddrInUse);
         }
         let c = &self.config;
+        let need = c.udp_rx_buffer + c.udp_tx_buffer + 2 * c.udp_packets * budget::UDP_SLOT_BYTES;
+        if let Err(e) = self.make_room(need) {
+            self.counters.socket_refused_no_memory += 1;
+            return Err(e);
+        }
+        let c = &self.config;
         let buffer = |bytes: usize| {
             PacketBuffer::new(vec![PacketMetadata::EMPTY; c.udp_packets], vec![0u8; bytes])
         };
@@ -60,6 +67,7 @@ impl Stack {
             port: local.port(),
         };
         socket.bind(endpoint).map_err(|_| Error::InvalidState)?;
+        self.budget.add(budget::udp_bytes(&socket));
         let handle = self.sockets.add(socket);
         let id = self.insert(Entry::Udp(UdpSock { handle, local }));
         self.udp_ports.insert(local.port(), id.0);

@@ -320,6 +320,23 @@ impl App {
         {
             return l.clone();
         }
+        self.wait_for_next_until(needle, deadline, timeout)
+    }
+
+    /// Waits for the next line containing `needle` that no earlier wait has seen (a program
+    /// answering commands one by one may print the same kind of line many times).
+    #[track_caller]
+    pub fn wait_for_next(&mut self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_next_until(needle, Instant::now() + timeout, timeout)
+    }
+
+    #[track_caller]
+    fn wait_for_next_until(
+        &mut self,
+        needle: &str,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> String {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod echo;
 pub mod faults;
+pub mod memory;
 pub mod peer;
 pub mod soak;
 pub use libaccel::stats;

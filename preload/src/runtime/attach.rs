@@ -11,10 +11,11 @@ use stack::engine::Engine;
 use stack::Stack;
 
 use super::nic::Nic;
+use crate::config::{Buffers, MemMax};
 use crate::fd::internal;
 use crate::sys::kernel;
 
-pub(super) fn open_nic(name: &str) -> Result<Nic, String> {
+pub(super) fn open_nic(name: &str, buffers: &Buffers) -> Result<Nic, String> {
     let control = ControlPlane::open(name).map_err(|e| e.to_string())?;
     let info = control.interface().clone();
     let (addr, prefix_len) = *info
@@ -39,6 +40,17 @@ pub(super) fn open_nic(name: &str) -> Result<Nic, String> {
     config.random_seed = kernel::random_u64();
     // veth: frames from its kernel peer may carry partial checksums (stack Config docs).
     config.partial_checksums = info.software_link();
+    config.tcp_rx_buffer = buffers.tcp_rx.unwrap_or(config.tcp_rx_buffer);
+    config.tcp_tx_buffer = buffers.tcp_tx.unwrap_or(config.tcp_tx_buffer);
+    config.set_udp_buffers(
+        buffers.udp_rx.unwrap_or(config.udp_rx_buffer),
+        buffers.udp_tx.unwrap_or(config.udp_tx_buffer),
+    );
+    config.mem_max = match buffers.mem_max {
+        MemMax::HalfOfMemory => memory_limit().map(|m| m / 2),
+        MemMax::Bytes(b) => Some(b),
+        MemMax::Unlimited => None,
+    };
     config.gateway = att
         .control
         .route(Ipv4Addr::UNSPECIFIED)
@@ -47,4 +59,38 @@ pub(super) fn open_nic(name: &str) -> Result<Nic, String> {
     let t0 = stack::Instant::from_micros(0);
     let engine = Engine::new(Stack::new(config, t0), att, t0);
     Ok(Nic::new(name, addr, prefix_len, engine, epoch))
+}
+
+/// The memory this process may have, in bytes: the machine's (MemTotal), or its memory
+/// cgroup's limit when lower. `None` if /proc/meminfo cannot be read.
+fn memory_limit() -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: usize = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let total = kib.checked_mul(1024)?;
+    Some(cgroup_memory_limit().map_or(total, |c| c.min(total)))
+}
+
+/// The memory limit of this process's cgroup (v2 `memory.max`, or v1
+/// `memory.limit_in_bytes`), if it has one.
+fn cgroup_memory_limit() -> Option<usize> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let file = if controllers.is_empty() {
+            format!("/sys/fs/cgroup{path}/memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+        } else {
+            return None;
+        };
+        // "max" (v2) does not parse: no limit; v1 says so with a huge number, which min() drops.
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    })
 }

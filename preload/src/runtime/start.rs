@@ -59,7 +59,7 @@ pub(super) fn start(rows: Rows) -> Option<Runtime> {
     };
     let mut nics = Vec::new();
     for name in &names {
-        match open_nic(name) {
+        match open_nic(name, &config.buffers) {
             Ok(n) => nics.push(Arc::new(n)),
             Err(e) => warn(&format!(
                 "not accelerating {name}, its sockets use the kernel: {e}"
@@ -97,7 +97,7 @@ extern "C" fn after_fork_in_child() {
 
 /// The crate's unit tests build their interfaces in memory (`socket::tests`), never here.
 #[cfg(test)]
-fn open_nic(name: &str) -> Result<Nic, String> {
+fn open_nic(name: &str, _: &crate::config::Buffers) -> Result<Nic, String> {
     Err(format!(
         "{name}: the unit tests accelerate in-memory interfaces only"
     ))

@@ -12,6 +12,7 @@
 //! the queues for them (a sleeper kicks it if it was leaving them to a polling program).
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -193,9 +194,37 @@ pub fn wait<'a, T>(
             continue;
         }
         // Register, then attempt once more before sleeping (no lost wake-up).
-        waiting = Some(Waiting::register(&nics).ok_or(Errno::ENOMEM)?);
+        waiting = Waiting::register(&nics);
+        if waiting.is_none() {
+            // This thread has no eventfd (the process is at its fd limit): nothing can wake
+            // it, so it naps briefly and looks again. The call still blocks, as the kernel's
+            // would, with a coarser wake-up until an fd is free.
+            let deadline = timeout.zip(started).map(|(t, t0)| t0 + t);
+            blind_nap(&sleep, deadline);
+        }
         fresh_look = true;
     }
+}
+
+/// The longest nap of a wait that has no eventfd to be woken by.
+const BLIND_NAP: Duration = Duration::from_millis(1);
+
+/// A nap without this thread's eventfd: on the kernel fds `sleep` names (the program's epoll
+/// fd itself for epoll), at most [`BLIND_NAP`] or until the deadline.
+fn blind_nap(sleep: &Sleep<'_>, deadline: Option<Instant>) {
+    let left = deadline.map_or(BLIND_NAP, |d| d.saturating_duration_since(Instant::now()));
+    let ms = left.min(BLIND_NAP).as_millis() as i32;
+    let pfd = |fd: RawFd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut fds = match sleep {
+        Sleep::Nothing => Vec::new(),
+        Sleep::Fd(fd) | Sleep::Epoll(fd) => vec![pfd(*fd)],
+        Sleep::Fds(build) => build(),
+    };
+    let _ = kernel::poll(&mut fds, ms);
 }
 
 /// One nap of a registered wait: until the eventfd or what `sleep` names wakes us, the
@@ -224,7 +253,11 @@ fn nap(w: &Waiting, sleep: &Sleep<'_>, deadline: Option<Instant>, nics: &[Arc<Ni
         Sleep::Epoll(epfd) => {
             // This thread's private epoll holds its eventfd; the program's epoll fd is nested
             // in it for the nap: either wakes us, and the program's set is untouched.
-            let private = thread_epoll().ok_or(Errno::ENOMEM)?;
+            let Some(private) = thread_epoll() else {
+                // No fd for it (the fd limit): a short nap on the program's epoll fd.
+                blind_nap(sleep, deadline);
+                return Ok(());
+            };
             let nest = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: *epfd as u64,
@@ -251,20 +284,36 @@ pub fn should_spin(rt: &Runtime, started: Instant) -> bool {
 }
 
 /// The calling thread's eventfd for waits (created on first use, closed at thread exit).
+/// `None` while it cannot be made (the fd limit); a later call tries again.
 pub fn thread_eventfd() -> Option<RawFd> {
     thread_local! {
-        static EFD: Option<InternalFd> = kernel::eventfd().map(InternalFd::new);
+        static EFD: OnceCell<InternalFd> = const { OnceCell::new() };
     }
-    EFD.with(|e| e.as_ref().map(|fd| fd.raw()))
+    EFD.with(|e| made_once(e, || kernel::eventfd().map(InternalFd::new)))
 }
 
-/// This thread's private epoll instance, holding its eventfd (see [`Sleep::Epoll`]).
+/// This thread's private epoll instance, holding its eventfd (see [`Sleep::Epoll`]); like
+/// [`thread_eventfd`], tried again while it cannot be made.
 fn thread_epoll() -> Option<RawFd> {
     thread_local! {
-        static EP: Option<InternalFd> =
-            kernel::epoll_with(thread_eventfd()?).map(InternalFd::new);
+        static EP: OnceCell<InternalFd> = const { OnceCell::new() };
     }
-    EP.with(|e| e.as_ref().map(|fd| fd.raw()))
+    EP.with(|e| {
+        made_once(e, || {
+            kernel::epoll_with(thread_eventfd()?).map(InternalFd::new)
+        })
+    })
+}
+
+/// The fd in `cell`, made by `make` on the first call that succeeds.
+fn made_once(
+    cell: &OnceCell<InternalFd>,
+    make: impl FnOnce() -> Option<InternalFd>,
+) -> Option<RawFd> {
+    if cell.get().is_none() {
+        let _ = cell.set(make()?);
+    }
+    cell.get().map(|fd| fd.raw())
 }
 
 /// The calling thread registered as a sleeper on some interfaces; dropping it takes the

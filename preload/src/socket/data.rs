@@ -77,8 +77,10 @@ fn fresh_send(
                 let sa = SockAddrBuf::v4(SocketAddrV4::new(nic.addr, 0));
                 kernel::bind(fd, sa.as_bytes())?;
                 let local = parse_v4(kernel::getsockname(fd)?.as_bytes())?;
-                setup::udp_open(ep, fd, &nic, local, None)?;
-                return send(rt, ep, fd, bufs, flags, dst);
+                if setup::udp_open(ep, fd, &nic, local, None)? {
+                    return send(rt, ep, fd, bufs, flags, dst);
+                }
+                // No room on the stack: the kernel socket sends it (below), and the rest.
             }
         }
     }

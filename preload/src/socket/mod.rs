@@ -212,6 +212,21 @@ fn flow_key(proto: Proto, local: SocketAddrV4, remote: Option<SocketAddrV4>) -> 
     }
 }
 
+/// Whether the stack or the flow filter had no room for a socket: the stack's socket memory
+/// is used up (its limit, `ACCEL_MEM_MAX`), or the XDP flow map is full. Such a socket is left
+/// to the kernel, which serves it as if accel were not there (its kernel socket is already
+/// bound or listening).
+fn no_room<E: std::fmt::Display>(e: &stack::engine::OpenError<E>) -> bool {
+    match e {
+        stack::engine::OpenError::Stack(stack::Error::NoBufferSpace) => true,
+        stack::engine::OpenError::Stack(_) => false,
+        stack::engine::OpenError::Flow(e) => {
+            tracing::warn!(error = %e, "the XDP filter takes no more flows: the socket stays on the kernel");
+            true
+        }
+    }
+}
+
 /// The errno for a socket that could not be opened with its flow.
 fn open_error<E: std::fmt::Display>(e: stack::engine::OpenError<E>) -> Errno {
     match e {

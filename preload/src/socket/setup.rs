@@ -7,8 +7,8 @@ use std::sync::Arc;
 use stack::SocketId;
 
 use super::{
-    flow_key, kernel_nonblocking, lock, open_error, options, to_kernel, Endpoint, On, Proto, State,
-    SOCKETS,
+    flow_key, kernel_nonblocking, lock, no_room, open_error, options, to_kernel, Endpoint, On,
+    Proto, State, SOCKETS,
 };
 use crate::addr::{parse_v4, SockAddrBuf};
 use crate::errno::{Errno, Res};
@@ -46,19 +46,22 @@ pub fn bind(rt: &Runtime, ep: &Endpoint, fd: RawFd, addr: &[u8]) -> Res<()> {
     }
     match ep.proto {
         Proto::Tcp => *ep.state() = State::Bound { local },
-        Proto::Udp => udp_open(ep, fd, &nics[0], local, None)?,
+        Proto::Udp => {
+            udp_open(ep, fd, &nics[0], local, None)?;
+        }
     }
     Ok(())
 }
 
-/// Serves a UDP socket bound to `local` (maybe the wildcard) on `nic`.
+/// Serves a UDP socket bound to `local` (maybe the wildcard) on `nic`. Returns false when the
+/// stack had no room for it: the socket is then the kernel's for good (see `no_room`).
 pub(super) fn udp_open(
     ep: &Endpoint,
     fd: RawFd,
     nic: &Arc<Nic>,
     local: SocketAddrV4,
     peer: Option<SocketAddrV4>,
-) -> Res<()> {
+) -> Res<bool> {
     let ip = if local.ip().is_unspecified() {
         nic.addr
     } else {
@@ -66,11 +69,15 @@ pub(super) fn udp_open(
     };
     let bound = SocketAddrV4::new(ip, local.port());
     let flow = flow_key(Proto::Udp, local, None);
-    let id = nic
-        .lock()
-        .engine
-        .udp_open(bound, &flow)
-        .map_err(open_error)?;
+    let opened = nic.lock().engine.udp_open(bound, &flow);
+    let id = match opened {
+        Ok(id) => id,
+        Err(e) if no_room(&e) => {
+            to_kernel(fd);
+            return Ok(false);
+        }
+        Err(e) => return Err(open_error(e)),
+    };
     kernel_nonblocking(fd);
     *ep.state() = State::Udp {
         on: On {
@@ -81,7 +88,7 @@ pub(super) fn udp_open(
         local: bound,
         peer,
     };
-    Ok(())
+    Ok(true)
 }
 
 pub fn listen(rt: &Runtime, ep: &Endpoint, fd: RawFd, backlog: i32) -> Res<()> {
@@ -123,6 +130,11 @@ pub fn listen(rt: &Runtime, ep: &Endpoint, fd: RawFd, backlog: i32) -> Res<()> {
                 for o in &on {
                     o.nic.lock().engine.tcp_unlisten(o.id, flow);
                 }
+                if no_room(&e) {
+                    // The kernel socket listens already: it serves the port instead.
+                    to_kernel(fd);
+                    return Ok(());
+                }
                 return Err(open_error(e));
             }
         }
@@ -154,11 +166,29 @@ pub fn accept(rt: &Runtime, ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd,
         _ => return Err(Errno::EINVAL),
     };
     let nics: Vec<Arc<Nic>> = on.iter().map(|o| o.nic.clone()).collect();
-    let how = Wait::socket(&nics, ep.nonblocking(), ep.rcvtimeo()).or_fd(fd);
+    let nonblock = ep.nonblocking();
+    // The new connection's fd is taken before a connection leaves the queue, as the kernel's
+    // accept takes a descriptor first: at the fd limit accept fails with EMFILE and every
+    // connection stays queued for a later accept (none is reset). A blocking accept takes it
+    // before it waits (EMFILE at once, as in the kernel); a non-blocking one only once a
+    // connection is there (an empty queue costs no syscall).
+    let mut nfd: Option<RawFd> = if nonblock { None } else { Some(new_fd(flags)?) };
+    let how = Wait::socket(&nics, nonblock, ep.rcvtimeo()).or_fd(fd);
     let got = wait(rt, how, |round| {
         for o in &on {
             let mut g = o.nic.lock();
             o.nic.poll(&mut g);
+            if !g.stack().readiness(o.id).readable {
+                continue;
+            }
+            if nfd.is_none() {
+                drop(g);
+                match new_fd(flags) {
+                    Ok(f) => nfd = Some(f),
+                    Err(e) => return Some(Err(e)),
+                }
+                g = o.nic.lock();
+            }
             if let Ok((id, remote)) = g.stack_mut().tcp_accept(o.id) {
                 let local = g.stack().local_addr(id);
                 return Some(Ok(Accepted::Stack(o.nic.clone(), id, remote, local)));
@@ -172,25 +202,25 @@ pub fn accept(rt: &Runtime, ep: &Endpoint, fd: RawFd, flags: i32) -> Res<(RawFd,
             Err(e) if e == Errno::EAGAIN => None,
             Err(e) => Some(Err(e)),
         }
-    })?;
-    let (nic, id, remote, local) = match got {
-        Accepted::Kernel(kfd, addr) => return Ok((kfd, addr)),
-        Accepted::Stack(nic, id, remote, local) => (nic, id, remote, local),
+    });
+    let (nic, id, remote, local, nfd) = match (got, nfd) {
+        (Ok(Accepted::Stack(nic, id, remote, local)), Some(nfd)) => (nic, id, remote, local, nfd),
+        (got, nfd) => {
+            if let Some(unused) = nfd {
+                let _ = kernel::close(unused);
+            }
+            return match got? {
+                Accepted::Kernel(kfd, addr) => Ok((kfd, addr)),
+                // A stack connection is only taken with an fd in hand.
+                Accepted::Stack(..) => Err(Errno(libc::EIO)),
+            };
+        }
     };
     let local = local.unwrap_or(SocketAddrV4::new(nic.addr, 0));
     // The listener's flow carries the connection; holding it keeps it in the filter after the
     // listener closes (a connection outlives its listener, as in the kernel).
     let flow = flow_key(Proto::Tcp, listen_local, None);
     nic.lock().engine.hold_shared_flow(&flow);
-    let nfd = match new_fd(flags) {
-        Ok(f) => f,
-        Err(e) => {
-            nic.lock()
-                .engine
-                .tcp_close(id, flow, true, true, stack::Duration::ZERO);
-            return Err(e);
-        }
-    };
     let child = Endpoint::new(Proto::Tcp, flags & libc::SOCK_NONBLOCK != 0);
     // Options set on the listener carry over to the connections it accepts.
     *lock(&child.tcp_opts) = *lock(&ep.tcp_opts);
@@ -255,10 +285,16 @@ pub fn connect(rt: &Runtime, ep: &Endpoint, fd: RawFd, addr: &[u8]) -> Res<()> {
     let flow = flow_key(Proto::Tcp, local, Some(dst));
     let id = {
         let mut g = nic.lock();
-        let id = g
-            .engine
-            .tcp_connect(local, dst, &flow)
-            .map_err(open_error)?;
+        let id = match g.engine.tcp_connect(local, dst, &flow) {
+            Ok(id) => id,
+            Err(e) if no_room(&e) => {
+                // The kernel connects it instead, from the port it holds.
+                drop(g);
+                to_kernel(fd);
+                return kernel::connect(fd, addr);
+            }
+            Err(e) => return Err(open_error(e)),
+        };
         nic.poll(&mut g); // the SYN goes out now
         id
     };
@@ -352,7 +388,10 @@ fn udp_connect(rt: &Runtime, ep: &Endpoint, fd: RawFd, dst: SocketAddrV4, addr: 
         let sa = SockAddrBuf::v4(SocketAddrV4::new(nic.addr, 0));
         kernel::bind(fd, sa.as_bytes())?;
         let local = parse_v4(kernel::getsockname(fd)?.as_bytes())?;
-        return udp_open(ep, fd, &nic, local, Some(dst));
+        if !udp_open(ep, fd, &nic, local, Some(dst))? {
+            return kernel::connect(fd, addr);
+        }
+        return Ok(());
     }
     match &mut *ep.state() {
         State::Udp { peer, .. } => {

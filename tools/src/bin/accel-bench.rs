@@ -38,6 +38,9 @@ fn main() -> ExitCode {
         Some("__floor") => accel_tools::bench::floor::main(&argv[2..]),
         Some("soak") => soak(SoakArgs::parse_from(&argv[1..])),
         Some("lossy-transfer") => lossy(LossyArgs::parse_from(&argv[1..])),
+        Some("conn-memory") => conn_memory(ConnMemoryArgs::parse_from(&argv[1..])),
+        // The server conn-memory runs (on the kernel and under accel-run).
+        Some("__hold") => accel_tools::memory::hold_main(&argv[2..]),
         _ => run(Args::parse()),
     };
     match result {
@@ -83,10 +86,36 @@ struct LossyArgs {
     seed: u64,
 }
 
+/// `accel-bench conn-memory`: what holding N TCP connections costs a server, on the kernel
+/// and under accel-run: bytes per connection idle, busy (KIB KiB unread each way) and after
+/// the traffic, for each N. Every connection must be established, carry its bytes intact and
+/// close cleanly, or the command fails.
+#[derive(Parser)]
+#[command(name = "accel-bench conn-memory")]
+struct ConnMemoryArgs {
+    /// Connection counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
+    conns: Vec<usize>,
+    /// KiB each side sends and leaves unread in the busy phase.
+    #[arg(long, default_value_t = 32)]
+    kib: usize,
+}
+
 fn bin_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find accel-bench's own path")?;
     find_accel_run(&exe)?;
     Ok(exe.parent().map(PathBuf::from).unwrap_or_default())
+}
+
+fn conn_memory(args: ConnMemoryArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find accel-bench's own path")?;
+    let accel_run = find_accel_run(&exe)?;
+    if args.conns.is_empty() || args.conns.contains(&0) {
+        bail!("--conns takes positive counts, e.g. 10,1000,10000");
+    }
+    let runs = accel_tools::memory::conn_memory(&exe, &accel_run, &args.conns, args.kib, &[])?;
+    println!("{}", accel_tools::memory::report(&runs));
+    Ok(())
 }
 
 fn soak(args: SoakArgs) -> Result<()> {
