@@ -86,14 +86,37 @@ pub enum Error {
     },
     #[error("accel's helper is not installed where it was looked for ({looked}): set ACCEL_HELPER to the accel-helper binary, which comes with accel-run")]
     NoHelper { looked: String },
-    /// The helper could not be started or reached, or refused (its message says why).
-    #[error("{0}")]
-    Helper(String),
+    /// The helper could not be started or reached, or refused (its message says why; `errno`
+    /// is the kernel's for the same failure, e.g. ENOSPC when a listener's set is full).
+    #[error("{message}")]
+    Helper { message: String, errno: i32 },
 }
 
 impl Error {
     fn from_request(e: RequestError) -> Error {
-        Error::Helper(e.to_string())
+        Error::Helper {
+            errno: e.errno(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The errno the kernel would give for the same failure (what a socket call reports when
+    /// it cannot fall back to the kernel).
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Control(control::Error::NoSuchInterface { .. }) => libc::ENODEV,
+            Error::Control(control::Error::InterfaceDown { .. }) => libc::ENETDOWN,
+            Error::Control(control::Error::Netlink(e)) => e.raw_os_error().unwrap_or(libc::EIO),
+            Error::Control(_) => libc::EINVAL,
+            Error::Xdp(e) => e.errno(),
+            Error::Privileges { .. } => libc::EPERM,
+            Error::NoSuchQueue { .. } | Error::PeerMtu { .. } => libc::EINVAL,
+            Error::Socket { .. } => libc::EIO,
+            Error::QueueBusy { .. } => libc::EBUSY,
+            Error::LockedMemory { .. } => libc::ENOBUFS,
+            Error::NoHelper { .. } => libc::ENOENT,
+            Error::Helper { errno, .. } => *errno,
+        }
     }
 }
 
@@ -243,13 +266,18 @@ impl Attachment {
                     .unwrap_or_else(|_| "this program".into())
             ),
         })?;
-        let helper =
-            HelperConn::connect_or_spawn(&path).map_err(|e| Error::Helper(e.to_string()))?;
+        let helper = HelperConn::connect_or_spawn(&path).map_err(|e| Error::Helper {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+            message: e.to_string(),
+        })?;
         let (joined, fds) = helper
             .join(&info.name, opts.queues.clone(), opts.mode)
             .map_err(Error::from_request)?;
         let bad = |what: &str| {
-            Error::Helper(format!("accel's helper sent {what}; is it the same version as this program? (`accel-helper --version`)"))
+            Error::Helper {
+                message: format!("accel's helper sent {what}; is it the same version as this program? (`accel-helper --version`)"),
+                errno: libc::EPROTO,
+            }
         };
         if fds.len() != 3 + 2 * joined.queues.len() {
             return Err(bad("the wrong number of fds"));
@@ -492,6 +520,37 @@ mod tests {
             s.ends_with("(`ip link set dev veth-b mtu 1500` in veth-b's namespace)"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn errors_carry_the_kernels_errno_the_helpers_included() {
+        let full = Error::from_request(RequestError::Refused {
+            message: "8 processes already accept on TCP 198.18.0.1:80".into(),
+            errno: libc::ENOSPC,
+        });
+        assert_eq!(full.errno(), libc::ENOSPC);
+        assert_eq!(
+            full.to_string(),
+            "8 processes already accept on TCP 198.18.0.1:80"
+        );
+        let gone = Error::from_request(RequestError::Io(std::io::Error::from_raw_os_error(
+            libc::ECONNRESET,
+        )));
+        assert_eq!(gone.errno(), libc::ECONNRESET);
+        let privileges = Error::Privileges {
+            missing: "CAP_BPF".into(),
+        };
+        assert_eq!(privileges.errno(), libc::EPERM);
+        let busy = Error::QueueBusy {
+            ifname: "veth-a".into(),
+            queue: 0,
+        };
+        assert_eq!(busy.errno(), libc::EBUSY);
+        let table = Error::Xdp(xdp::Error::NoSuchInterface {
+            ifname: "veth-a".into(),
+            ifindex: 9,
+        });
+        assert_eq!(table.errno(), libc::ENODEV);
     }
 
     #[test]

@@ -106,25 +106,13 @@ impl Failure {
 
 impl From<crate::attach::Error> for Failure {
     fn from(e: crate::attach::Error) -> Self {
-        match e {
-            crate::attach::Error::Xdp(x) => x.into(),
-            other => Failure::new(other.to_string(), libc::EINVAL),
-        }
+        Failure::new(e.to_string(), e.errno())
     }
 }
 
 impl From<xdp::Error> for Failure {
     fn from(e: xdp::Error) -> Self {
-        let errno = match &e {
-            xdp::Error::Permission { .. } => libc::EPERM,
-            xdp::Error::NoSuchInterface { .. } => libc::ENODEV,
-            xdp::Error::FlowTableFull { .. } => libc::ENOSPC,
-            xdp::Error::Bpf { source, .. } | xdp::Error::Load { source } => {
-                source.raw_os_error().unwrap_or(libc::EIO)
-            }
-            _ => libc::EINVAL,
-        };
-        Failure::new(e.to_string(), errno)
+        Failure::new(e.to_string(), e.errno())
     }
 }
 

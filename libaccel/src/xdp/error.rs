@@ -138,6 +138,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// The errno the kernel would give for this (what a socket call reports).
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Permission { .. } => libc::EPERM,
+            Error::NoSuchInterface { .. } => libc::ENODEV,
+            Error::FlowTableFull { .. } => libc::ENOSPC,
+            Error::Bpf { source, .. } | Error::Load { source } => {
+                source.raw_os_error().unwrap_or(libc::EIO)
+            }
+            _ => libc::EINVAL,
+        }
+    }
+
     /// Classifies a failed BPF/netlink call: permissions and missing interfaces get their own
     /// variants (and fixes); anything else is unexpected.
     pub(crate) fn from_io(ifname: &str, action: &'static str, e: io::Error) -> Error {
