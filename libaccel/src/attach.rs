@@ -4,33 +4,65 @@
 //!
 //! # API (what the preload and accel-echo build on)
 //!
-//! - [`Attachment::open`]`(control, &`[`Options`]`)`: joins (a slot on the interface, the same
-//!   on every queue; one AF_XDP socket per queue over the queue's shared UMEM). Several
-//!   processes, related or not, may each hold one on the same interface and queues; one
-//!   process alone pays nothing more on the data path than before (its RX and TX rings are
-//!   its own; the shared fill and completion rings and free-frame stack are taken in batches,
-//!   one uncontended mutex per batch). Dropping it gives its frames back and leaves; so does
-//!   the process exiting or being killed (the helper watches). A forked child must not use or
-//!   drop its parent's attachment for the parent (it is inert there): it opens its own.
-//! - Frames: [`Attachment::queues`] is the [`Link`](stack::link::Link) (a [`QueueSet`]);
-//!   [`Attachment::queue_fds`] are the fds to sleep on (readable when frames arrive).
-//! - Flows:
-//!   - exact flows (connected sockets) are this process's own, written straight into the
-//!     XDP flow map: [`Attachment::add_exact_flow`], [`Attachment::remove_exact_flow`],
-//!     [`Attachment::pass_flow`] (the connection was handed to the kernel: its packets go
-//!     there), [`Attachment::remove_pinned`] (batch removal of the entries the XDP program
-//!     pinned at the SYNs of connections this process accepted, once they are closed);
-//!   - bound and listening flows may be shared by several processes and are changed through
-//!     the helper: [`Attachment::shared_flow`] with [`FlowOp`] `Add` (listen: the entry exists,
-//!     SYNs still go to the kernel listener), `Join` (accept: this process gets a share of the
-//!     new connections, each pinned to it at its SYN), `Leave`, `Remove`.
-//!   - [`Backend::add_flow`](stack::engine::Backend::add_flow) does `add_exact_flow` for an
-//!     exact flow and `Join` for a bound or listening one; `remove_flow` the reverse.
-//! - [`Attachment::describe`], [`Attachment::slot`], [`Attachment::xdp_mode`],
-//!   [`Attachment::zero_copy`], per-queue counters through `queues`, and
-//!   [`crate::share::status`] for what the helper serves (every process, every queue's frames).
+//! Types: [`Attachment`] (this process on one interface), [`Options`] (`queues`: `None` for
+//! every RX queue in use; `mode`: [`XdpMode`]; `helper`: the accel-helper to start if none runs,
+//! `None` for `$ACCEL_HELPER` ([`crate::share::HELPER_ENV`]) else the one beside this
+//! executable), [`Error`] (message names cause and fix; [`Error::errno`] the kernel's errno),
+//! [`FlowKey`] (`FlowKey::connected(proto, local, remote)` for a connected socket,
+//! `FlowKey::listening(proto, local)` for a bound or listening one), [`FlowOp`],
+//! [`QueueSet`] / [`crate::queue::Queue`] (the queues, their counters) and
+//! [`crate::share::Status`] (what the helper serves).
 //!
-//! Errors name the cause and the fix; the helper's refusals come back with its message.
+//! - Joining: [`Attachment::open`]`(control, &options)` gets a slot on the interface (0..16,
+//!   the same on every queue; [`Attachment::slot`]) and one AF_XDP socket per queue over the
+//!   queue's shared UMEM. Several processes, related or not, may each hold one on the same
+//!   interface and queues (at most [`crate::share::SLOTS`]). One process alone pays nothing
+//!   more on the data path than before: its RX and TX rings are its own; the shared fill and
+//!   completion rings and free-frame stack are taken in batches, at most one uncontended mutex
+//!   per batch. Dropping it gives its frames back and leaves; so does the process exiting,
+//!   being killed, or exec'ing (the helper connection is close-on-exec, and the helper watches
+//!   the pid): the helper then removes its sockets, its exact flows and pins, and its slot from
+//!   every shared set. A forked child must neither use nor drop-for-the-parent its parent's
+//!   attachment (it is inert in the child: dropping it there touches nothing shared); the
+//!   child calls `Attachment::open` itself and gets a slot of its own.
+//! - Frames: [`Attachment::queues`] is the [`Link`](stack::link::Link) (a [`QueueSet`];
+//!   `queues.queues()[i].counters`, `frames_accounted()`, `kernel_stats()`);
+//!   [`Attachment::queue_fds`] are the fds to sleep on (one per queue, readable when frames
+//!   arrive).
+//! - Exact flows (connected sockets) are this process's own, written straight into the XDP
+//!   flow map through its fd, no helper round trip:
+//!   - [`Attachment::add_exact_flow`] on connect (also what `Backend::add_flow` does for a key
+//!     with a remote); [`Attachment::remove_exact_flow`] once the connection is gone;
+//!   - connections a listener accepted need no call: the XDP program pinned each to this
+//!     process at its SYN (map `accel_pins`); once they are closed (after a grace, for late
+//!     segments: accel-echo waits 2 s), [`Attachment::remove_pinned`]`(&keys)` removes their
+//!     pins in batches (BPF_MAP_DELETE_BATCH; absent keys are skipped). Pins left behind are
+//!     not lost for good (an LRU of 131,072 entries makes room) and go with the process;
+//!   - [`Attachment::pass_flow`]: the connection was handed to the kernel (TCP_REPAIR); its
+//!     packets go to the kernel from now on, pinned or not (the flow map is looked at before
+//!     the pins). Remove it with `remove_exact_flow` when the kernel socket closes.
+//! - Shared flows (bound and listening), which several processes may hold, change only
+//!   through the helper (serialised read-modify-write of the slot set):
+//!   [`Attachment::shared_flow`]`(op, &FlowKey::listening(..))` with
+//!   - [`FlowOp::Add`] on listen(): the entry exists with no slot of this process, so SYNs
+//!     still reach the kernel listener every accelerated listener keeps (nginx's master);
+//!   - [`FlowOp::Join`] when the process first accepts or waits on the listener: it gets a
+//!     share of the new connections, each pinned to it at its SYN by a hash of its source (a
+//!     UDP socket: of the datagrams, by the same hash); ENOSPC (`Error::errno`) when
+//!     [`crate::xdp::SET_MAX`] processes already accept there (the listener stays on the
+//!     kernel in this process);
+//!   - [`FlowOp::Leave`] to stop getting new ones (draining; its pinned connections stay);
+//!   - [`FlowOp::Remove`] on close: out of the set and no longer a holder; the entry goes with
+//!     its last holder. `Backend::add_flow` / `remove_flow` do `Join` / `Remove` for a key
+//!     without a remote.
+//! - Facts and status: [`Attachment::describe`] (one line), [`Attachment::xdp_mode`],
+//!   [`Attachment::zero_copy`], [`Attachment::program_id`], [`Attachment::helper_pid`];
+//!   [`Attachment::helper`]`().status()` or [`crate::share::status`]`()` (no spawn; `None` when
+//!   no helper runs) for every process served (pid, slot, program), every queue's frames
+//!   (free, in rings, held, leaked by dead processes) and the shared flows' sets.
+//!
+//! Errors name the cause and the fix; the helper's refusals come back with its message and
+//! errno.
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd};
