@@ -2,15 +2,35 @@
 /*
  * accel's XDP flow filter.
  *
- * Redirects to the AF_XDP socket of the receiving queue only the IPv4 TCP/UDP packets of flows
+ * Redirects to an AF_XDP socket of the receiving queue only the IPv4 TCP/UDP packets of flows
  * that an accelerated socket owns; everything else (ARP, IPv6 and neighbour discovery, VLAN,
  * ICMP, fragments, every other port) goes to the kernel untouched, so the host keeps working.
  *
- * Flow lookup: first the exact 4-tuple (connected sockets), then the same key with the remote
- * address and port zeroed (bound and listening sockets). All fields are in network byte order.
+ * Several processes share a queue: each has its own AF_XDP socket on it, registered in
+ * accel_xsks at key queue * ACCEL_SLOTS + slot, where the slot (0..15) is the process's on this
+ * interface. A flow's value says which slot(s) get its packets:
  *
- * The layout of struct flow_key / flow_value is mirrored in libaccel/src/xdp/ (FlowKey::to_bytes);
- * change both together.
+ * - an exact 4-tuple entry (a connected socket, or a connection pinned at its SYN) has one
+ *   slot, or the PASS flag (a connection handed to the kernel);
+ * - a bound or listening entry (remote address and port zero; local address zero for a socket
+ *   bound to any address) has a set of up to ACCEL_SET_MAX slots: the processes that accept on
+ *   the listener, or share the UDP port.
+ *
+ * Lookup: the exact entry first, then the connection's pin, then the bound entry. A TCP SYN
+ * (no ACK) that reaches a listening entry with a non-empty set picks one slot by a hash of its
+ * source address and port and pins the connection to it (BPF_NOEXIST into accel_pins), so the
+ * connection stays with that process when the set changes later. Any other TCP packet with
+ * neither an exact entry nor a pin is the kernel's (a connection accepted while no process
+ * accepted: every accelerated listener keeps a kernel listener). UDP spreads by the same hash.
+ * An empty set, a missing socket, or an unknown flow: the kernel.
+ *
+ * Pins live in an LRU map of their own: the process that accepted a connection removes its pin
+ * once the connection is closed; one that does not (or dies) never fills the table that holds
+ * the processes' own flows, and when the pins fill theirs the least recently used one (a closed
+ * connection's, unless a connection idles through a whole table of newer ones) makes room.
+ *
+ * The layout of struct flow_key / flow_value is mirrored in libaccel/src/xdp/flow.rs
+ * (FlowKey::to_bytes, FlowValue); change both together.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -25,6 +45,18 @@
 #define ACCEL_IP_MF 0x2000
 #define ACCEL_IP_OFFSET 0x1fff
 
+#define ACCEL_SLOTS 16
+#define ACCEL_MAX_QUEUES 64
+#define ACCEL_SET_MAX 8
+
+/* flow_value.flags */
+#define ACCEL_FLOW_PASS 1   /* a connection handed to the kernel */
+#define ACCEL_FLOW_PINNED 2 /* inserted by this program at a SYN */
+
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
 struct flow_key {
 	__u32 local_ip;
 	__u32 remote_ip;
@@ -35,8 +67,10 @@ struct flow_key {
 };
 
 struct flow_value {
-	__u32 owner_pid;
 	__u32 flags;
+	__u8 nslots;
+	__u8 slots[ACCEL_SET_MAX];
+	__u8 pad[3];
 };
 
 struct {
@@ -47,32 +81,44 @@ struct {
 } accel_flows SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+} accel_pins SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, 64);
+	__uint(max_entries, ACCEL_MAX_QUEUES * ACCEL_SLOTS);
 	__type(key, __u32);
 	__type(value, __u32);
 } accel_xsks SEC(".maps");
 
-/*
- * rx queue -> pid of the process whose AF_XDP socket is registered on that queue. A flow is
- * redirected only when that process owns it: with several accel processes on one interface,
- * a packet of one process's flow that lands on a queue another process serves goes to the
- * kernel instead of to the wrong process.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 64);
-	__type(key, __u32);
-	__type(value, __u32);
-} accel_qowner SEC(".maps");
+/* One of the set's slots, by a hash of the source address and port (stable for a flow). */
+static __always_inline __u32 pick(const struct flow_value *v, __u32 saddr, __u16 sport)
+{
+	__u32 h = (saddr ^ ((__u32)sport << 16 | sport)) * 0x9e3779b1u;
+	__u32 n = v->nslots;
+	__u32 i;
 
-/* pid -> process start time (clock ticks since boot, /proc/PID/stat field 22). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, __u64);
-} accel_users SEC(".maps");
+	h ^= h >> 15;
+	if (n == 0 || n > ACCEL_SET_MAX)
+		return ACCEL_SLOTS; /* no slot */
+	i = h % n;
+	/* The compiler knows i < n <= 8 and would drop the check the verifier needs. */
+	barrier_var(i);
+	if (i >= ACCEL_SET_MAX)
+		return ACCEL_SLOTS;
+	return v->slots[i];
+}
+
+static __always_inline int redirect(__u32 queue, __u32 slot)
+{
+	if (slot >= ACCEL_SLOTS || queue >= ACCEL_MAX_QUEUES)
+		return XDP_PASS;
+	/* No socket of that slot on this queue: the default action XDP_PASS gives it to the kernel. */
+	return bpf_redirect_map(&accel_xsks, queue * ACCEL_SLOTS + slot, XDP_PASS);
+}
 
 SEC("xdp")
 int accel_xdp(struct xdp_md *ctx)
@@ -82,21 +128,12 @@ int accel_xdp(struct xdp_md *ctx)
 	struct flow_key key = {};
 	struct flow_value *flow;
 	__u32 queue = ctx->rx_queue_index;
-	__u32 *owner;
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
+	int syn_only = 0;
+	__u32 remote_ip;
+	__u16 remote_port;
 	__u32 l4_off;
-
-	/*
-	 * Never true (queue indexes are small), but it makes the program reference accel_users, so
-	 * the kernel lists that map among the program's maps: a process joining the program finds
-	 * all three maps from the program's info alone (bpffs pins may be invisible to it).
-	 */
-	if (ctx->rx_queue_index == 0xffffffff) {
-		__u32 pid = 0;
-
-		bpf_map_lookup_elem(&accel_users, &pid);
-	}
 
 	if ((void *)(eth + 1) > data_end)
 		return XDP_PASS;
@@ -135,6 +172,7 @@ int accel_xdp(struct xdp_md *ctx)
 		}
 		key.local_port = tcp.dest;
 		key.remote_port = tcp.source;
+		syn_only = tcp.syn && !tcp.ack;
 	} else if (ip->protocol == IPPROTO_UDP) {
 		struct udphdr udp;
 
@@ -155,25 +193,62 @@ int accel_xdp(struct xdp_md *ctx)
 	key.proto = ip->protocol;
 	key.local_ip = ip->daddr;
 	key.remote_ip = ip->saddr;
+	remote_ip = key.remote_ip;
+	remote_port = key.remote_port;
 
 	flow = bpf_map_lookup_elem(&accel_flows, &key);
-	if (!flow) {
-		key.remote_ip = 0;
-		key.remote_port = 0;
-		flow = bpf_map_lookup_elem(&accel_flows, &key);
-		if (!flow) {
-			/* A socket bound to 0.0.0.0 (any local address). */
-			key.local_ip = 0;
-			flow = bpf_map_lookup_elem(&accel_flows, &key);
-			if (!flow)
-				return XDP_PASS;
-		}
+	if (!flow && key.proto == IPPROTO_TCP)
+		flow = bpf_map_lookup_elem(&accel_pins, &key);
+	if (flow) {
+		if (flow->flags & ACCEL_FLOW_PASS || flow->nslots == 0)
+			return XDP_PASS;
+		return redirect(queue, flow->slots[0]);
 	}
-	owner = bpf_map_lookup_elem(&accel_qowner, &queue);
-	if (!owner || *owner != flow->owner_pid)
+
+	key.remote_ip = 0;
+	key.remote_port = 0;
+	flow = bpf_map_lookup_elem(&accel_flows, &key);
+	if (!flow) {
+		/* A socket bound to 0.0.0.0 (any local address). */
+		key.local_ip = 0;
+		flow = bpf_map_lookup_elem(&accel_flows, &key);
+		if (!flow)
+			return XDP_PASS;
+	}
+	if (flow->flags & ACCEL_FLOW_PASS || flow->nslots == 0)
 		return XDP_PASS;
-	/* No AF_XDP socket on this queue: the default action XDP_PASS gives it to the kernel. */
-	return bpf_redirect_map(&accel_xsks, queue, XDP_PASS);
+
+	if (key.proto == IPPROTO_TCP) {
+		struct flow_value pin = {};
+		__u32 slot;
+		long err;
+
+		/* Not a new connection and no exact entry: a connection of the kernel's. */
+		if (!syn_only)
+			return XDP_PASS;
+		slot = pick(flow, remote_ip, remote_port);
+		if (slot >= ACCEL_SLOTS)
+			return XDP_PASS;
+		pin.flags = ACCEL_FLOW_PINNED;
+		pin.nslots = 1;
+		pin.slots[0] = slot;
+		key.local_ip = ip->daddr;
+		key.remote_ip = remote_ip;
+		key.remote_port = remote_port;
+		err = bpf_map_update_elem(&accel_pins, &key, &pin, BPF_NOEXIST);
+		if (err == -EEXIST) {
+			/* Pinned meanwhile (a SYN retransmitted on another queue): follow the pin. */
+			flow = bpf_map_lookup_elem(&accel_pins, &key);
+			if (!flow || flow->flags & ACCEL_FLOW_PASS || flow->nslots == 0)
+				return XDP_PASS;
+			slot = flow->slots[0];
+		} else if (err) {
+			/* No room (an LRU map makes room, so hardly ever): the kernel listener takes it. */
+			return XDP_PASS;
+		}
+		return redirect(queue, slot);
+	}
+	return redirect(queue, pick(flow, remote_ip, remote_port));
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

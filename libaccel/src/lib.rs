@@ -1,6 +1,9 @@
 //! libaccel: everything in accel that touches the kernel.
 //!
-//! - [`queue`]: AF_XDP sockets on (interface, queue) with their UMEM and frame pool.
+//! - [`queue`]: this process's AF_XDP sockets on (interface, queue), over UMEMs shared with
+//!   other processes, as the stack's link.
+//! - [`share`]: sharing an interface's queues between processes: the accel-helper that owns
+//!   them, the protocol to join it, the control area that accounts for every frame.
 //! - [`xdp`]: our XDP flow filter (C source in `bpf/`), shared by every accelerating process on an
 //!   interface, and the map API that says which flows go to which queue.
 //! - [`control`]: a mirror of the kernel's view of an interface (index, MAC, MTU, addresses,
@@ -25,5 +28,7 @@ pub mod ports;
 pub mod queue;
 pub mod raw;
 pub mod repair;
+mod ring;
+pub mod share;
 pub mod stats;
 pub mod xdp;

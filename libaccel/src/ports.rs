@@ -5,6 +5,8 @@
 //! EADDRINUSE) and port 0 is chosen by the kernel, from its own ephemeral range, so accel's
 //! ephemeral ports never collide with the kernel's. No SO_REUSEADDR / SO_REUSEPORT: a port that is
 //! already in use gives the kernel's own EADDRINUSE, which the preload layer can return as is.
+//! [`reserve_shared`] is the exception: SO_REUSEPORT, for a port several processes serve
+//! together (their accelerated listeners share it through the XDP program's slot sets).
 //!
 //! TCP reservations are bound, not listening: how kernel-side connections reach an accelerated
 //! listener is decided elsewhere.
@@ -61,11 +63,24 @@ impl AsFd for Reservation {
 /// An address in use fails with the kernel's EADDRINUSE; an address not on this host with
 /// EADDRNOTAVAIL, and so on: the error is the kernel's own.
 pub fn reserve(proto: Proto, local: SocketAddrV4) -> io::Result<Reservation> {
+    reserve_with(proto, local, false)
+}
+
+/// Like [`reserve`], with SO_REUSEPORT: other sockets of the same user that set it too may
+/// hold the same port (processes that serve one port together).
+pub fn reserve_shared(proto: Proto, local: SocketAddrV4) -> io::Result<Reservation> {
+    reserve_with(proto, local, true)
+}
+
+fn reserve_with(proto: Proto, local: SocketAddrV4, shared: bool) -> io::Result<Reservation> {
     let ty = match proto {
         Proto::Tcp => SockType::Stream,
         Proto::Udp => SockType::Datagram,
     };
     let fd = socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)?;
+    if shared {
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReusePort, &true)?;
+    }
     bind(fd.as_raw_fd(), &SockaddrIn::from(local))?;
     let bound: SockaddrIn = getsockname(fd.as_raw_fd())?;
     let local = SocketAddrV4::from(bound);

@@ -1,17 +1,30 @@
 //! AF_XDP queues as links for the stack.
 //!
-//! [`Queue`] is one AF_XDP socket on (interface, queue) with its own UMEM; it implements
-//! [`stack::link::Link`]. [`QueueSet`] puts several queues of one interface behind one link, so a
+//! [`Queue`] is this process's AF_XDP socket on (interface, queue), over the queue's UMEM that
+//! other processes may share (see `crate::share`); it implements [`stack::link::Link`]. [`QueueSet`] puts several queues of one interface behind one link, so a
 //! single stack can serve every queue a multi-queue NIC spreads flows over (RSS picks the RX
 //! queue; any queue may transmit).
 
 use stack::link::Link;
 
-/// The shape of every queue's UMEM (RX descriptors are checked against it).
-pub use crate::sys::xsk::LAYOUT as UMEM_LAYOUT;
 pub use crate::sys::xsk::{
-    CopyMode, QueueCounters, XskError as QueueError, XskQueue as Queue, UMEM_BYTES,
+    CopyMode, QueueCounters, XdpStats, XskError as QueueError, XskQueue as Queue, CACHE_MAX,
+    XDP_PACKET_HEADROOM,
 };
+
+use crate::desc::UmemLayout;
+use crate::share::helper::SIZES;
+
+/// The shape of every queue's UMEM, as the helper makes them (RX descriptors are checked
+/// against it).
+pub const UMEM_LAYOUT: UmemLayout = UmemLayout {
+    frame_count: SIZES.frame_count,
+    frame_size: SIZES.frame_size,
+};
+
+/// The frame memory of one queue, which the kernel pins (and charges to the locked-memory
+/// limit of the helper's user when it lacks CAP_IPC_LOCK).
+pub const UMEM_BYTES: u64 = SIZES.frame_count as u64 * SIZES.frame_size as u64;
 
 /// Several queues of one interface behind one [`Link`].
 pub struct QueueSet {

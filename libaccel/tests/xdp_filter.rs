@@ -1,4 +1,4 @@
-//! The XDP flow filter on a real interface: attach, join, flows, stale users, detach.
+//! The XDP flow filter on a real interface: attach, join, flows, SYN pinning, detach.
 //!
 //! Privileged: needs root (CI runs as root). It builds its own topology (two network namespaces
 //! joined by veth, named with this process's pid, addresses from 198.18.0.0/15) and fails, never
@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use libaccel::xdp::{attached_program, AttachedMode, Error, Filter, FlowKey, Proto, XdpMode};
+use libaccel::xdp::{
+    attached_program, AttachedMode, Error, Filter, FlowKey, FlowValue, Proto, Verdict, XdpMode,
+    FLOW_PASS, FLOW_PINNED,
+};
 use nix::sched::{setns, CloneFlags};
 
 // ---------------------------------------------------------------------------------------------
@@ -159,7 +162,6 @@ fn attaches_natively_joins_and_detaches_when_the_last_filter_drops() {
     let _serial = serial();
     let topo = Topo::new("j", 1, None);
     let name = topo.if_a.clone();
-    let me = std::process::id();
     topo.in_a(|ifindex| {
         assert_eq!(
             attached_program(ifindex, &name).unwrap(),
@@ -199,27 +201,27 @@ fn attaches_natively_joins_and_detaches_when_the_last_filter_drops() {
 
         let listen = FlowKey::listening(Proto::Tcp, topo.local(80));
         let conn = FlowKey::connected(Proto::Udp, topo.local(5000), topo.remote(6000));
-        f1.add_flow(&listen).unwrap();
-        f2.add_flow(&conn).unwrap();
+        f1.set_flow(&listen, FlowValue::set(&[1, 4]).unwrap())
+            .unwrap();
+        f2.set_flow(&conn, FlowValue::exact(3)).unwrap();
         // Both handles see both flows: they share the maps.
-        assert_eq!(f2.flow_owner(&listen).unwrap(), Some(me));
-        assert_eq!(f1.flow_owner(&conn).unwrap(), Some(me));
+        assert_eq!(f2.flow(&listen).unwrap().unwrap().slots(), &[1, 4]);
+        assert_eq!(f1.flow(&conn).unwrap(), Some(FlowValue::exact(3)));
         let mut flows = f1.flows().unwrap();
         flows.sort_by_key(|(k, _)| k.local.port());
-        assert_eq!(flows, vec![(listen, me), (conn, me)]);
-        // Adding again is idempotent.
-        f1.add_flow(&listen).unwrap();
-
-        f1.remove_flow(&listen).unwrap();
-        assert_eq!(f2.flow_owner(&listen).unwrap(), None);
-        f1.remove_flow(&listen).unwrap();
         assert_eq!(
-            f1.users().unwrap().iter().filter(|(p, _)| *p == me).count(),
-            1
+            flows,
+            vec![
+                (listen, FlowValue::set(&[1, 4]).unwrap()),
+                (conn, FlowValue::exact(3))
+            ]
         );
+        assert!(f1.remove_flow(&listen).unwrap());
+        assert_eq!(f2.flow(&listen).unwrap(), None);
+        assert!(!f1.remove_flow(&listen).unwrap(), "gone already");
 
         assert!(matches!(
-            f1.register_socket(64, std::io::stdin().as_fd()),
+            f1.register_socket(64, 0, std::io::stdin().as_fd()),
             Err(Error::QueueOutOfRange {
                 queue: 64,
                 max: 64,
@@ -233,13 +235,9 @@ fn attaches_natively_joins_and_detaches_when_the_last_filter_drops() {
             Some(f2.program_id())
         );
         assert_eq!(
-            f2.flow_owner(&conn).unwrap(),
-            Some(me),
-            "f2's flow survives f1"
-        );
-        assert!(
-            f2.users().unwrap().iter().any(|(p, _)| *p == me),
-            "f2 still registered"
+            f2.flow(&conn).unwrap(),
+            Some(FlowValue::exact(3)),
+            "the maps survive f1"
         );
 
         drop(f2);
@@ -264,8 +262,11 @@ fn multiqueue_veth_attaches_natively() {
     topo.in_a(|ifindex| {
         let f = open(ifindex, &name, XdpMode::Auto);
         assert_eq!(f.attached_mode(), AttachedMode::Native);
-        f.add_flow(&FlowKey::listening(Proto::Udp, topo.local(9000)))
-            .unwrap();
+        f.set_flow(
+            &FlowKey::listening(Proto::Udp, topo.local(9000)),
+            FlowValue::set(&[0]).unwrap(),
+        )
+        .unwrap();
         drop(f);
         assert_eq!(attached_program(ifindex, &name).unwrap(), None);
     });
@@ -408,14 +409,153 @@ fn compile_foreign_program() -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Other processes: this test binary re-run as a helper that opens a Filter, adds a flow, says
-// READY and waits to be killed.
+// The program's decisions, run on crafted frames (BPF_PROG_TEST_RUN: no device, no socket, so a
+// redirect to a slot with no socket falls back to XDP_PASS; the entries it pins are real).
+
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// An Ethernet + IPv4 + TCP (flags) or UDP frame from `src` to `dst` (checksums are not the
+/// program's business).
+fn frame(tcp: Option<u8>, src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&MAC_A);
+    f.extend_from_slice(&MAC_B);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let l4_len = if tcp.is_some() { 20 } else { 8 };
+    let total = (20 + l4_len) as u16;
+    f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64]);
+    f.push(if tcp.is_some() { 6 } else { 17 });
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&src.ip().octets());
+    f.extend_from_slice(&dst.ip().octets());
+    f.extend_from_slice(&src.port().to_be_bytes());
+    f.extend_from_slice(&dst.port().to_be_bytes());
+    match tcp {
+        Some(flags) => {
+            f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        }
+        None => f.extend_from_slice(&[0, 8, 0, 0]),
+    }
+    f
+}
+
+#[test]
+fn a_syn_to_a_listening_set_is_pinned_to_one_of_its_slots() {
+    let _serial = serial();
+    let topo = Topo::new("p", 7, None);
+    let name = topo.if_a.clone();
+    topo.in_a(|ifindex| {
+        let f = open(ifindex, &name, XdpMode::Auto);
+        let local = topo.local(80);
+        let listen = FlowKey::listening(Proto::Tcp, local);
+        let client = |port: u16| topo.remote(port);
+        let exact = |port: u16| FlowKey::connected(Proto::Tcp, local, client(port));
+
+        // No entry: the kernel's, nothing pinned.
+        assert_eq!(
+            f.run_on(&frame(Some(SYN), client(1000), local)).unwrap(),
+            Verdict::Pass
+        );
+        assert_eq!(f.pin(&exact(1000)).unwrap(), None);
+        // A listener nobody accepts on (empty set): SYNs go to the kernel listener, unpinned.
+        f.set_flow(&listen, FlowValue::set(&[]).unwrap()).unwrap();
+        f.run_on(&frame(Some(SYN), client(1001), local)).unwrap();
+        assert_eq!(f.pin(&exact(1001)).unwrap(), None);
+
+        // Two processes accept (slots 2 and 5): each SYN is pinned to one of them.
+        f.set_flow(&listen, FlowValue::set(&[2, 5]).unwrap())
+            .unwrap();
+        let mut pinned = std::collections::BTreeMap::new();
+        for port in 2000..2064 {
+            f.run_on(&frame(Some(SYN), client(port), local)).unwrap();
+            let v = f
+                .pin(&exact(port))
+                .unwrap()
+                .expect("the SYN pinned its connection");
+            assert_eq!(v.flags, FLOW_PINNED);
+            assert_eq!(v.slots().len(), 1);
+            pinned.insert(port, v.slots()[0]);
+        }
+        let on2 = pinned.values().filter(|&&s| s == 2).count();
+        let on5 = pinned.values().filter(|&&s| s == 5).count();
+        assert_eq!(on2 + on5, 64, "only the set's slots: {pinned:?}");
+        assert!(on2 >= 16 && on5 >= 16, "spread over both: {on2} and {on5}");
+
+        // A third process joins: the pinned connections stay where they are (their SYN
+        // retransmitted, or any later segment, follows the pin); new ones may go to it.
+        f.set_flow(&listen, FlowValue::set(&[2, 5, 9]).unwrap())
+            .unwrap();
+        for port in 2000..2064 {
+            f.run_on(&frame(Some(SYN), client(port), local)).unwrap();
+            f.run_on(&frame(Some(ACK), client(port), local)).unwrap();
+            assert_eq!(
+                f.pin(&exact(port)).unwrap().unwrap().slots(),
+                &[pinned[&port]]
+            );
+        }
+        let mut on9 = 0;
+        for port in 3000..3064 {
+            f.run_on(&frame(Some(SYN), client(port), local)).unwrap();
+            on9 += usize::from(f.pin(&exact(port)).unwrap().unwrap().slots() == [9]);
+        }
+        assert!(on9 > 0, "the newcomer gets new connections");
+
+        // A segment that is not a SYN and has no entry is the kernel's: nothing pinned.
+        f.run_on(&frame(Some(ACK), client(4000), local)).unwrap();
+        f.run_on(&frame(Some(SYN | ACK), client(4001), local))
+            .unwrap();
+        assert_eq!(f.pin(&exact(4000)).unwrap(), None);
+        assert_eq!(f.pin(&exact(4001)).unwrap(), None);
+
+        // A connection handed to the kernel (PASS) stays the kernel's, even for a new SYN.
+        let mut pass = FlowValue::exact(2);
+        pass.flags |= FLOW_PASS;
+        f.set_flow(&exact(4002), pass).unwrap();
+        f.run_on(&frame(Some(SYN), client(4002), local)).unwrap();
+        assert_eq!(f.flow(&exact(4002)).unwrap(), Some(pass));
+        assert_eq!(f.pin(&exact(4002)).unwrap(), None, "its entry comes first");
+
+        // A client removes its closed connections' pins in one batch, skipping missing ones.
+        let table = f.table(2).unwrap();
+        let mut keys: Vec<FlowKey> = (2000..2064).map(exact).collect();
+        keys.insert(10, exact(9999));
+        assert_eq!(table.remove_pinned(&keys).unwrap(), 64);
+        assert!(f
+            .pins()
+            .unwrap()
+            .iter()
+            .all(|(k, _)| k.remote.unwrap().port() >= 3000));
+
+        // UDP to a shared port spreads by source too, without pinning anything.
+        let udp = FlowKey::listening(Proto::Udp, topo.local(53));
+        f.set_flow(&udp, FlowValue::set(&[1, 3]).unwrap()).unwrap();
+        f.run_on(&frame(None, client(5000), topo.local(53)))
+            .unwrap();
+        assert_eq!(
+            f.flow(&FlowKey::connected(
+                Proto::Udp,
+                topo.local(53),
+                client(5000)
+            ))
+            .unwrap(),
+            None
+        );
+        drop(f);
+        assert_eq!(attached_program(ifindex, &name).unwrap(), None);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other processes: this test binary re-run as a helper that opens a Filter, says READY and
+// waits to be killed.
 
 const HELPER_NS: &str = "ACCEL_XDP_TEST_HELPER_NS";
 const HELPER_IF: &str = "ACCEL_XDP_TEST_HELPER_IF";
-const HELPER_PORT: u16 = 7777;
 
-/// Only does something when run as the helper (see `spawn_helper`).
+/// Only does something when run as the helper (see `Helper::spawn`).
 #[test]
 fn helper_process() {
     let _serial = serial();
@@ -425,8 +565,6 @@ fn helper_process() {
     enter_netns(&ns);
     let ifindex = nix::net::if_::if_nametoindex(ifname.as_str()).unwrap();
     let f = open(ifindex, &ifname, XdpMode::Auto);
-    let local = SocketAddrV4::new(Ipv4Addr::new(198, 18, 6, 1), HELPER_PORT);
-    f.add_flow(&FlowKey::listening(Proto::Udp, local)).unwrap();
     println!("READY {}", f.program_id());
     // Block until killed (or until the parent goes away and closes our stdin).
     let mut line = String::new();
@@ -464,10 +602,6 @@ impl Helper {
         panic!("helper exited before it was ready");
     }
 
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
     /// SIGKILL (no cleanup at all) and reap.
     fn kill(mut self) {
         self.0.kill().unwrap();
@@ -483,46 +617,25 @@ impl Drop for Helper {
 }
 
 #[test]
-fn killed_users_are_cleaned_up_and_the_last_kill_detaches() {
+fn a_killed_process_holding_the_program_leaves_the_interface_as_it_was() {
     let _serial = serial();
     let topo = Topo::new("s", 6, None);
     let name = topo.if_a.clone();
-    let key = FlowKey::listening(
-        Proto::Udp,
-        SocketAddrV4::new(Ipv4Addr::new(198, 18, 6, 1), HELPER_PORT),
-    );
-
     topo.in_a(|ifindex| {
+        // Joined by another process: it stays while we hold it, goes with the last holder.
         let f = open(ifindex, &name, XdpMode::Auto);
         let (helper, prog_id) = Helper::spawn(&topo);
-        let child = helper.pid();
         assert_eq!(
             prog_id,
             f.program_id(),
             "the other process joined our program"
         );
-        assert!(f.users().unwrap().iter().any(|(p, _)| *p == child));
-        assert_eq!(f.flow_owner(&key).unwrap(), Some(child));
-        // Someone else's flow: neither ours to take nor to remove.
-        assert!(matches!(
-            f.remove_flow(&key),
-            Err(Error::FlowNotOwned { .. })
-        ));
-
         helper.kill();
-        // SIGKILL ran no cleanup: the entries are stale, and we still hold the program.
-        assert!(f.users().unwrap().iter().any(|(p, _)| *p == child));
-        assert_eq!(f.flow_owner(&key).unwrap(), Some(child));
-
-        // The next open drops the dead process's user entry and flows.
-        let f2 = open(ifindex, &name, XdpMode::Auto);
-        assert_eq!(f2.program_id(), f.program_id());
-        assert!(
-            !f.users().unwrap().iter().any(|(p, _)| *p == child),
-            "stale user dropped"
+        assert_eq!(
+            attached_program(ifindex, &name).unwrap().map(|p| p.id),
+            Some(prog_id)
         );
-        assert_eq!(f.flow_owner(&key).unwrap(), None, "stale flow dropped");
-        drop((f, f2));
+        drop(f);
         assert_eq!(attached_program(ifindex, &name).unwrap(), None);
 
         // A process that attached alone and is SIGKILLed leaves the interface as it was.

@@ -217,6 +217,56 @@ pub fn parse_counters(lines: &[String]) -> HashMap<String, u64> {
     map
 }
 
+/// The pids of the accel-helper processes that run in network namespace `ns`.
+pub fn helpers_in(ns: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(want) = std::fs::metadata(format!("/run/netns/{ns}")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "accel-helper" {
+            continue;
+        }
+        if let Ok(net) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
+            if (net.dev(), net.ino()) == (want.dev(), want.ino()) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Waits until no accel-helper runs in namespace `ns` (an on-demand helper exits once its last
+/// client is gone, after detaching everything); fails after `timeout` naming those left.
+#[track_caller]
+pub fn wait_helper_gone(ns: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = helpers_in(ns);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "accel-helper {left:?} still runs in {ns} {timeout:?} after its last client left"
+        );
+        std::thread::sleep(Duration::from_millis(5)); // polling for an exit, not a sync sleep
+    }
+}
+
+/// What the accel-helper of namespace `ns` serves (`None`: no helper runs there).
+#[track_caller]
+pub fn helper_status(ns: &str) -> Option<libaccel::share::Status> {
+    Topology::in_netns(ns, libaccel::share::status)
+        .expect("enter the namespace")
+        .unwrap_or_else(|e| panic!("helper status in {ns}: {e}"))
+}
+
 /// Whether an XDP program is attached to `ifname` in namespace `ns` (fails if it cannot look).
 pub fn xdp_attached(ns: &str, ifname: &str) -> bool {
     let out = Command::new("ip")

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use accel_tests::apps::{accelerated, need, App, Side};
-use accel_tests::{start_echo, xdp_attached, Topology};
+use accel_tests::{start_echo, wait_helper_gone, xdp_attached, Topology};
 use nix::sys::signal::Signal;
 
 const T: Duration = Duration::from_secs(30);
@@ -106,11 +106,32 @@ fn check_after_kill(
             })
             .unwrap();
         if let Ok((listener, _udp)) = bound {
-            let c = topo
-                .in_b(move || TcpStream::connect_timeout(&addr.into(), Duration::from_secs(1)))
-                .unwrap();
-            let (mut conn, _) = listener.accept().expect("accept from B");
-            let mut c = c.expect("B connects to the kernel listener");
+            // The port is free in the kernel as soon as the process is dead, but its flow
+            // steers to its (dead) AF_XDP socket until the accel-helper, woken by the death,
+            // removes it: a SYN sent in between is lost. So B tries fresh connections, each
+            // given 100 ms, until one reaches the kernel listener (within the 1 s below).
+            let mut c = loop {
+                let tried = topo
+                    .in_b(move || {
+                        TcpStream::connect_timeout(&addr.into(), Duration::from_millis(100))
+                    })
+                    .unwrap();
+                match tried {
+                    Ok(c) => break c,
+                    Err(e) => assert!(
+                        killed.elapsed() < Duration::from_secs(5),
+                        "B cannot reach the kernel listener on port {port} 5 s after the kill: {e}"
+                    ),
+                }
+            };
+            // The connection B made (an attempt that gave up may have completed meanwhile).
+            let me = c.local_addr().unwrap();
+            let mut conn = loop {
+                let (conn, from) = listener.accept().expect("accept from B");
+                if from == me {
+                    break conn;
+                }
+            };
             c.write_all(b"kernel").unwrap();
             let mut got = [0u8; 6];
             conn.read_exact(&mut got).unwrap();
@@ -142,6 +163,7 @@ fn check_after_kill(
         "the peer's transfer ended without a reset: {end:?}"
     );
     assert!(after < Duration::from_secs(3), "the reset took {after:?}");
+    wait_helper_gone(&topo.ns_a, Duration::from_secs(5));
     assert!(
         !xdp_attached(&topo.ns_a, &topo.if_a),
         "XDP program left on {}",

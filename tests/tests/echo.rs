@@ -4,7 +4,7 @@
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use accel_tests::{parse_counters, peer, start_echo, xdp_attached, Topology};
+use accel_tests::{parse_counters, peer, start_echo, wait_helper_gone, xdp_attached, Topology};
 use accel_tools::topology::Options;
 use nix::sys::signal::Signal;
 
@@ -133,6 +133,7 @@ fn check_served_by_accel(topo: &Topology, queues: u32, peer_offload_off: bool) {
     }
     // Every queue carried flows (the peer's flow hash spreads 1,100 connections over all).
     assert_eq!(busy_queues, queues, "queues with traffic: {c:?}");
+    wait_helper_gone(&topo.ns_a, Duration::from_secs(5));
     assert!(
         !xdp_attached(&topo.ns_a, &topo.if_a),
         "XDP program left on {} after exit",
@@ -288,6 +289,7 @@ fn port_returns_to_kernel(sig: Signal) {
         .expect("B reaches the kernel listener within a second");
     assert!(reached <= Duration::from_secs(1), "took {reached:?}");
     acceptor.join().expect("acceptor").expect("accept");
+    wait_helper_gone(&t.ns_a, Duration::from_secs(5));
     assert!(
         !xdp_attached(&t.ns_a, &t.if_a),
         "XDP program left behind after {sig:?}"
@@ -321,31 +323,24 @@ where
     .expect("namespace B")
 }
 
-/// Two processes accelerating on one interface share the XDP program and its maps, each on its
-/// own queue: each gets exactly its own flows (a flow landing on the other's queue goes to the
-/// kernel, never to the wrong process), each keeps serving while the other comes and goes, and
-/// the interface is left as it was when both are gone.
+/// Processes accelerating on one interface share the XDP program, each on the queues it asks
+/// for: a flow arriving on a queue its process does not serve goes to the kernel, never to
+/// another process; a third process on an already served queue shares it and is served too;
+/// each keeps serving while the others come and go; the interface is left as it was when all
+/// are gone, and the helper with them.
 #[test]
-fn two_processes_share_the_filter() {
+fn processes_share_the_filter_and_the_queues() {
     let t = topo(2);
     t.steer_b_tx_by_cpu().expect("XPS in B");
     let first = SocketAddrV4::new(t.addr_a, PORT);
     let second = SocketAddrV4::new(t.addr_a, PORT + 1);
+    let third = SocketAddrV4::new(t.addr_a, PORT + 2);
     let mut one = start_echo(&t, PORT, &["--queue", "0"]);
     let mut two = start_echo(&t, PORT + 1, &["--queue", "1"]);
-    // A third process cannot take a queue that is served already, and says so.
-    let mut three = accel_tests::Proc::spawn({
-        let mut c = t.command_a(accel_tests::tool("accel-echo").to_str().unwrap());
-        c.args(["--interface", &t.if_a, "--port", "7300", "--queue", "0"]);
-        c
-    });
-    let (status, _, err) = three.wait(T);
-    assert!(
-        !status.success() && err.contains("already served"),
-        "{status}: {err}"
-    );
+    // A third process on queue 0, which the first one serves already: it shares it.
+    let mut three = start_echo(&t, PORT + 2, &["--queue", "0"]);
 
-    for (cpu, server) in [(0, first), (1, second)] {
+    for (cpu, server) in [(0, first), (1, second), (0, third)] {
         let r = on_queue(&t, cpu, move || {
             peer::udp_echo(server, 200, 64, 8, Duration::from_secs(5))
         })
@@ -377,27 +372,29 @@ fn two_processes_share_the_filter() {
     );
     assert!(
         xdp_attached(&t.ns_a, &t.if_a),
-        "the program left while the second process still uses it"
+        "the program left while the other processes still use it"
     );
-    let r = on_queue(&t, 1, move || {
-        peer::udp_echo(second, 200, 64, 8, Duration::from_secs(5))
-    })
-    .expect("udp");
-    assert_eq!(
-        r.received, 200,
-        "second process after the first left: {r:?}"
-    );
-    let (status, lines, err) = two.stop(Signal::SIGTERM, T);
-    assert!(status.success(), "{err}");
-    let c = parse_counters(&lines);
-    assert_eq!(c.get("echo.udp_datagrams_echoed"), Some(&400), "{lines:?}");
-    assert_eq!(
-        c.get("stack.udp_rx_drop_no_socket"),
-        Some(&0),
-        "process two saw foreign datagrams: {lines:?}"
-    );
+    for (cpu, server) in [(1, second), (0, third)] {
+        let r = on_queue(&t, cpu, move || {
+            peer::udp_echo(server, 200, 64, 8, Duration::from_secs(5))
+        })
+        .expect("udp");
+        assert_eq!(r.received, 200, "{server} after the first left: {r:?}");
+    }
+    for (p, want) in [(&mut two, 400), (&mut three, 400)] {
+        let (status, lines, err) = p.stop(Signal::SIGTERM, T);
+        assert!(status.success(), "{err}");
+        let c = parse_counters(&lines);
+        assert_eq!(c.get("echo.udp_datagrams_echoed"), Some(&want), "{lines:?}");
+        assert_eq!(
+            c.get("stack.udp_rx_drop_no_socket"),
+            Some(&0),
+            "a process saw another's datagrams: {lines:?}"
+        );
+    }
+    wait_helper_gone(&t.ns_a, Duration::from_secs(5));
     assert!(
         !xdp_attached(&t.ns_a, &t.if_a),
-        "XDP program left behind after both exited"
+        "XDP program left behind after all exited"
     );
 }

@@ -15,7 +15,9 @@ use accel_tests::apps::{
     accel_stats_for, accelerated, assert_accelerated, assert_same_file, compile_c, kernel, need,
     nginx_conf, run_app, snmp_a, write_pattern_file, App, Finished, Side, TempDir,
 };
-use accel_tests::{peer, release_tool, start_echo, tool, xdp_attached, Snmp, Topology};
+use accel_tests::{
+    peer, release_tool, start_echo, tool, wait_helper_gone, xdp_attached, Snmp, Topology,
+};
 use accel_tools::stats;
 use accel_tools::topology::Options;
 use nix::sys::signal::Signal;
@@ -380,6 +382,7 @@ fn accel_run_in_a_container_serves_nginx_and_accel_stat_there_lists_it() {
     let fin = server.finish(STOP).success();
     assert_accelerated("nginx in a container", &t.if_a, &fin, &d, &["tcp_accepted"]);
     assert!(accel_lines(&fin).is_empty(), "{}", fin.describe());
+    wait_helper_gone(&t.ns_a, STOP);
     assert!(
         !xdp_attached(&t.ns_a, &t.if_a),
         "XDP program left on {} after the container exited",
@@ -448,29 +451,20 @@ fn a_veth_peer_whose_mtu_xdp_refuses_is_named_and_the_program_uses_the_kernel() 
         ],
     );
     assert_kernel_carried_udp(&d);
+    wait_helper_gone(&t.ns_a, STOP);
     assert!(!xdp_attached(&t.ns_a, &t.if_a), "XDP left on {}", t.if_a);
 }
 
-/// Another process (accel-echo) serves the interface's queue: the program's accel says so in
-/// one line and its sockets use the kernel; accel-echo keeps serving.
+/// Another process (accel-echo) serves the interface's only queue: the program shares it
+/// through the helper, both are accelerated, and accel says nothing at start.
 #[test]
-fn queues_another_process_serves_are_named_and_the_program_uses_the_kernel() {
+fn a_program_shares_the_queue_another_process_serves_and_both_are_accelerated() {
     let t = docker_veth();
     let echo_port = 7054;
     let mut echo = start_echo(&t, echo_port, &[]);
     let (fin, d) = udp_echo_through(&t, 7055, in_a(&t));
-    assert_one_line(
-        &fin,
-        &t.if_a,
-        &[
-            &format!(
-                "queue 0 of {} is already served by another AF_XDP socket",
-                t.if_a
-            ),
-            "accel-stat",
-        ],
-    );
-    assert_kernel_carried_udp(&d);
+    assert!(accel_lines(&fin).is_empty(), "{}", fin.describe());
+    assert_accelerated("udp_echo beside accel-echo", &t.if_a, &fin, &d, &[]);
     // accel-echo still has its queue and its flows.
     let before = snmp_a(&t);
     udp_echo_from_b(&t, SocketAddrV4::new(t.addr_a, echo_port));
@@ -481,6 +475,8 @@ fn queues_another_process_serves_are_named_and_the_program_uses_the_kernel() {
     );
     let (status, _, err) = echo.stop(Signal::SIGTERM, STOP);
     assert!(status.success(), "accel-echo: {err}");
+    wait_helper_gone(&t.ns_a, STOP);
+    assert!(!xdp_attached(&t.ns_a, &t.if_a), "XDP left on {}", t.if_a);
 }
 
 /// A container without CAP_IPC_LOCK and with 8 MiB of locked memory cannot pin a queue's

@@ -10,8 +10,8 @@ use std::net::SocketAddrV4;
 use stack::{Error, SocketId, Stack};
 
 /// Bytes a connection has read and not yet written back.
-#[derive(Default)]
 struct Conn {
+    peer: SocketAddrV4,
     backlog: Vec<u8>,
     sent: usize,
     eof: bool,
@@ -36,6 +36,8 @@ pub struct EchoService {
     /// A datagram read but not yet sent (the UDP send buffer was full).
     udp_pending: Option<(usize, SocketAddrV4)>,
     udp_buf: Vec<u8>,
+    /// Peers of connections that ended since [`EchoService::take_closed`] last ran.
+    closed: Vec<SocketAddrV4>,
     pub counters: EchoCounters,
 }
 
@@ -55,6 +57,7 @@ impl EchoService {
             buf: vec![0; 64 * 1024],
             udp_pending: None,
             udp_buf: vec![0; 65536],
+            closed: Vec::new(),
             counters: EchoCounters::default(),
         })
     }
@@ -63,15 +66,28 @@ impl EchoService {
         self.conns.len()
     }
 
+    /// The peers of the connections that ended since the last call (their flows can go).
+    pub fn take_closed(&mut self) -> Vec<SocketAddrV4> {
+        std::mem::take(&mut self.closed)
+    }
+
     /// Accepts what is pending, echoes what arrived, closes what the peer closed.
     /// Returns whether anything moved.
     pub fn serve(&mut self, stack: &mut Stack) -> bool {
         let mut busy = false;
         loop {
             match stack.tcp_accept(self.listener) {
-                Ok((s, _peer)) => {
+                Ok((s, peer)) => {
                     self.counters.connections_accepted += 1;
-                    self.conns.insert(s, Conn::default());
+                    self.conns.insert(
+                        s,
+                        Conn {
+                            peer,
+                            backlog: Vec::new(),
+                            sent: 0,
+                            eof: false,
+                        },
+                    );
                     busy = true;
                 }
                 Err(Error::WouldBlock) => break,
@@ -92,7 +108,9 @@ impl EchoService {
             }
         }
         for s in done {
-            self.conns.remove(&s);
+            if let Some(c) = self.conns.remove(&s) {
+                self.closed.push(c.peer);
+            }
         }
         busy |= self.echo_udp(stack);
         busy

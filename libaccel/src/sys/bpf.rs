@@ -21,8 +21,9 @@ use std::sync::Once;
 use libbpf_sys as sys;
 
 pub(crate) use sys::{
-    BPF_ANY, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_XSKMAP, BPF_NOEXIST,
-    XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE,
+    BPF_ANY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_XSKMAP, BPF_NOEXIST,
+    XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_PASS,
+    XDP_REDIRECT,
 };
 
 /// `Ok(ret)` for a non-negative libbpf return, else the errno it carries (`-ret`).
@@ -75,9 +76,10 @@ unsafe extern "C" fn libbpf_print(
     fmt: *const c_char,
     ap: *mut sys::__va_list_tag,
 ) -> c_int {
-    let mut buf = [0 as c_char; 1024];
+    // The verifier's log comes as one message, often many kilobytes.
+    let mut buf = vec![0 as c_char; 64 * 1024];
     // SAFETY: libbpf passes a valid format string and the matching va_list; vsnprintf writes at
-    // most `buf.len()` bytes including the terminating NUL into our stack buffer.
+    // most `buf.len()` bytes including the terminating NUL into our buffer.
     let n = unsafe { vsnprintf(buf.as_mut_ptr(), buf.len(), fmt, ap) };
     if n < 0 {
         return 0;
@@ -197,6 +199,26 @@ pub(crate) fn xdp_link_create(
     owned_fd(unsafe {
         sys::bpf_link_create(prog.as_raw_fd(), ifindex as c_int, sys::BPF_XDP, &opts)
     })
+}
+
+/// Runs the XDP program `prog` once on the frame `data` (BPF_PROG_TEST_RUN, which needs no
+/// device: `rx_queue_index` is 0) and returns its verdict (XDP_PASS, XDP_REDIRECT, ...).
+/// Map updates the program makes are real.
+pub(crate) fn prog_test_run(prog: BorrowedFd<'_>, data: &[u8]) -> io::Result<u32> {
+    let mut out = vec![0u8; data.len() + 256];
+    let mut opts = sys::bpf_test_run_opts {
+        sz: size_of::<sys::bpf_test_run_opts>() as _,
+        data_in: data.as_ptr().cast(),
+        data_size_in: data.len() as u32,
+        data_out: out.as_mut_ptr().cast(),
+        data_size_out: out.len() as u32,
+        repeat: 1,
+        ..Default::default()
+    };
+    // SAFETY: data_in/data_out point at buffers of the sizes given, alive across the call;
+    // the kernel writes at most data_size_out bytes to data_out.
+    check(unsafe { sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) })?;
+    Ok(opts.retval)
 }
 
 /// Attaches the tc (SCHED_CLS) program `prog` to `ifindex`'s ingress or egress through a new tcx
@@ -396,6 +418,10 @@ impl Map {
         &self.info
     }
 
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     fn check_key(&self, key: &[u8]) -> io::Result<()> {
         if key.len() == self.info.key_size as usize {
             Ok(())
@@ -491,6 +517,110 @@ impl Map {
                 return Ok(keys);
             }
             keys.push(next);
+        }
+    }
+
+    /// Every (key, value) of a hash map, a batch of lookups at a time (BPF_MAP_LOOKUP_BATCH),
+    /// or one by one where the kernel has no batches for the map. A snapshot: entries changing
+    /// meanwhile may be missed.
+    pub(crate) fn entries(&self) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        const CHUNK: usize = 1024;
+        let (ks, vs) = (self.info.key_size as usize, self.info.value_size as usize);
+        let mut keys = vec![0u8; ks * CHUNK];
+        let mut values = vec![0u8; vs * CHUNK];
+        // The position token: a bucket index (u32) for hash maps; room for more.
+        let mut token_in = [0u64; 2];
+        let mut token_out = [0u64; 2];
+        let mut first = true;
+        let mut out = Vec::new();
+        loop {
+            let mut count = CHUNK as u32;
+            let opts = sys::bpf_map_batch_opts {
+                sz: size_of::<sys::bpf_map_batch_opts>() as _,
+                ..Default::default()
+            };
+            let in_ptr = if first {
+                std::ptr::null_mut()
+            } else {
+                token_in.as_mut_ptr().cast()
+            };
+            // SAFETY: keys and values hold CHUNK entries of exactly key_size and value_size
+            // bytes, and count says CHUNK, so the kernel writes inside them; the tokens are 16
+            // bytes, more than the 4 a hash map's token takes.
+            let r = unsafe {
+                sys::bpf_map_lookup_batch(
+                    self.fd.as_raw_fd(),
+                    in_ptr,
+                    token_out.as_mut_ptr().cast(),
+                    keys.as_mut_ptr().cast(),
+                    values.as_mut_ptr().cast(),
+                    &mut count,
+                    &opts,
+                )
+            };
+            let n = (count as usize).min(CHUNK);
+            for i in 0..n {
+                out.push((
+                    keys[i * ks..(i + 1) * ks].to_vec(),
+                    values[i * vs..(i + 1) * vs].to_vec(),
+                ));
+            }
+            match check(r) {
+                Ok(_) => {
+                    token_in = token_out;
+                    first = false;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+                Err(e)
+                    if first
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+                        ) =>
+                {
+                    return self.entries_one_by_one();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn entries_one_by_one(&self) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for k in self.keys()? {
+            let mut v = vec![0u8; self.info.value_size as usize];
+            if self.lookup(&k, &mut v)? {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// BPF_MAP_DELETE_BATCH of the keys in `keys` (back to back, key_size bytes each). Returns
+    /// how many were deleted, and the error that stopped the batch (ENOENT: the key after them
+    /// was not in the map).
+    pub(crate) fn delete_batch(&self, keys: &[u8]) -> (usize, Option<io::Error>) {
+        let size = self.info.key_size as usize;
+        if size == 0 || !keys.len().is_multiple_of(size) {
+            return (0, Some(einval()));
+        }
+        let mut count = (keys.len() / size) as u32;
+        if count == 0 {
+            return (0, None);
+        }
+        let opts = sys::bpf_map_batch_opts {
+            sz: size_of::<sys::bpf_map_batch_opts>() as _,
+            ..Default::default()
+        };
+        // SAFETY: keys holds `count` keys of exactly key_size bytes (checked), which is all the
+        // kernel reads; count is an in/out u32 the kernel sets to the number deleted.
+        let r = unsafe {
+            sys::bpf_map_delete_batch(self.fd.as_raw_fd(), keys.as_ptr().cast(), &mut count, &opts)
+        };
+        let done = (count as usize).min(keys.len() / size);
+        match check(r) {
+            Ok(_) => (done, None),
+            Err(e) => (done, Some(e)),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The only place in libaccel with `unsafe` code: the FFI to libbpf (our XDP program and its
-//! maps, and other BPF programs the tools load), to xsk-rs (AF_XDP rings and UMEM), and AF_PACKET
+//! maps, and other BPF programs the tools load), AF_XDP sockets and their rings, shared memory
+//! (memfd mappings, robust mutexes), the helper's Unix sockets and daemon spawn, and AF_PACKET
 //! sockets.
 //!
 //! # Safety
@@ -12,4 +13,7 @@
 pub(crate) mod bpf;
 pub(crate) mod packet;
 pub(crate) mod repair;
+pub(crate) mod ring;
+pub(crate) mod shm;
+pub(crate) mod unix;
 pub(crate) mod xsk;

@@ -88,29 +88,14 @@ pub enum Error {
     FlowTableFull { ifname: String, max: u32 },
 
     #[error(
-        "too many accel processes share {ifname} (limit {max}): stop some of them, or run the \
-         extra ones without accel"
-    )]
-    TooManyUsers { ifname: String, max: u32 },
-
-    #[error(
-        "{flow} on {ifname} is already accelerated by process {owner}: stop that process or use \
-         another address or port"
+        "{flow} on {ifname} is already accelerated by another process (slot {owner}; \
+         `accel-stat` names it): stop that process or use another address or port"
     )]
     FlowTaken {
         ifname: String,
         flow: FlowKey,
-        owner: u32,
-    },
-
-    #[error(
-        "{flow} on {ifname} belongs to process {owner}, not this one: only the process that added \
-         a flow removes it (it is removed when that process exits)"
-    )]
-    FlowNotOwned {
-        ifname: String,
-        flow: FlowKey,
-        owner: u32,
+        /// The slot of the process that holds it.
+        owner: u8,
     },
 
     #[error(
@@ -159,6 +144,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// The errno the kernel would give for this (what a socket call reports).
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Permission { .. } => libc::EPERM,
+            Error::NoSuchInterface { .. } => libc::ENODEV,
+            Error::FlowTableFull { .. } => libc::ENOSPC,
+            Error::Bpf { source, .. } | Error::Load { source } => {
+                source.raw_os_error().unwrap_or(libc::EIO)
+            }
+            _ => libc::EINVAL,
+        }
+    }
+
     /// Classifies a failed BPF/netlink call: permissions and missing interfaces get their own
     /// variants (and fixes); anything else is unexpected.
     pub(crate) fn from_io(ifname: &str, action: &'static str, e: io::Error) -> Error {
@@ -281,11 +279,11 @@ mod tests {
                         Proto::Tcp,
                         SocketAddrV4::new([198, 18, 0, 1].into(), 80),
                     ),
-                    owner: 99,
+                    owner: 9,
                 },
                 &[
                     "TCP 198.18.0.1:80 (any remote) on eth0",
-                    "process 99",
+                    "another process (slot 9",
                     "another address or port",
                 ],
             ),

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Transport protocol of a flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
     Tcp,
     Udp,
@@ -40,7 +40,7 @@ impl fmt::Display for Proto {
 
 /// A flow the XDP filter redirects to accel: packets to `local` (from `remote`, or from anyone
 /// when `remote` is `None`, for bound and listening sockets).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     pub proto: Proto,
     pub local: SocketAddrV4,
@@ -109,28 +109,86 @@ impl fmt::Display for FlowKey {
     }
 }
 
-/// `struct flow_value`: which process owns the flow. Host byte order (the kernel never reads it
-/// as a number; only userspace does).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct FlowValue {
-    pub(crate) owner_pid: u32,
-    pub(crate) flags: u32,
+/// How many slots a bound or listening flow's set holds (`ACCEL_SET_MAX`).
+pub const SET_MAX: usize = 8;
+/// Slots per interface (`ACCEL_SLOTS`): a process's AF_XDP socket on queue `q` is at key
+/// `q * SLOTS + slot` of the XSKMAP.
+pub const SLOTS: usize = 16;
+/// Queues per interface the XSKMAP has room for (`ACCEL_MAX_QUEUES`).
+pub const MAX_QUEUES: usize = 64;
+
+/// `ACCEL_FLOW_PASS`: the connection was handed to the kernel; its packets go there.
+pub const FLOW_PASS: u32 = 1;
+/// `ACCEL_FLOW_PINNED`: the XDP program made this exact entry at the connection's SYN.
+pub const FLOW_PINNED: u32 = 2;
+
+/// `struct flow_value`: where a flow's packets go. Host byte order (only userspace reads the
+/// flags as a number; slots are bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct FlowValue {
+    pub flags: u32,
+    nslots: u8,
+    slots: [u8; SET_MAX],
 }
 
 impl FlowValue {
-    pub(crate) const SIZE: usize = 8;
+    pub const SIZE: usize = 16;
 
-    pub(crate) fn to_bytes(self) -> [u8; Self::SIZE] {
+    /// An exact flow of one slot.
+    pub fn exact(slot: u8) -> FlowValue {
+        let mut slots = [0u8; SET_MAX];
+        slots[0] = slot;
+        FlowValue {
+            flags: 0,
+            nslots: 1,
+            slots,
+        }
+    }
+
+    /// A bound or listening flow served by `slots` (at most [`SET_MAX`]; `None` if more, or
+    /// if a slot is out of range). An empty set sends everything to the kernel.
+    pub fn set(slots: &[u8]) -> Option<FlowValue> {
+        if slots.len() > SET_MAX || slots.iter().any(|&s| s as usize >= SLOTS) {
+            return None;
+        }
+        let mut set = [0u8; SET_MAX];
+        set[..slots.len()].copy_from_slice(slots);
+        Some(FlowValue {
+            flags: 0,
+            nslots: slots.len() as u8,
+            slots: set,
+        })
+    }
+
+    /// The slots that get the flow's packets.
+    pub fn slots(&self) -> &[u8] {
+        &self.slots[..(self.nslots as usize).min(SET_MAX)]
+    }
+
+    pub fn is_pass(&self) -> bool {
+        self.flags & FLOW_PASS != 0
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.flags & FLOW_PINNED != 0
+    }
+
+    pub fn to_bytes(self) -> [u8; Self::SIZE] {
         let mut b = [0u8; Self::SIZE];
-        b[0..4].copy_from_slice(&self.owner_pid.to_ne_bytes());
-        b[4..8].copy_from_slice(&self.flags.to_ne_bytes());
+        b[0..4].copy_from_slice(&self.flags.to_ne_bytes());
+        b[4] = self.nslots;
+        b[5..13].copy_from_slice(&self.slots);
         b
     }
 
-    pub(crate) fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+    /// Parses `struct flow_value` bytes (a slot count beyond [`SET_MAX`] is cut to it).
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        let mut slots = [0u8; SET_MAX];
+        slots.copy_from_slice(&b[5..13]);
         FlowValue {
-            owner_pid: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
-            flags: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+            flags: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            nslots: b[4].min(SET_MAX as u8),
+            slots,
         }
     }
 }
@@ -206,13 +264,21 @@ mod tests {
     }
 
     #[test]
-    fn value_round_trip() {
-        let v = FlowValue {
-            owner_pid: 4242,
-            flags: 1,
-        };
+    fn value_round_trip_and_layout() {
+        let mut v = FlowValue::set(&[3, 7, 1]).unwrap();
+        v.flags = FLOW_PINNED;
         assert_eq!(FlowValue::from_bytes(&v.to_bytes()), v);
-        assert_eq!(&v.to_bytes()[..4], &4242u32.to_ne_bytes());
+        let b = v.to_bytes();
+        assert_eq!(&b[..4], &FLOW_PINNED.to_ne_bytes());
+        assert_eq!(&b[4..9], &[3, 3, 7, 1, 0]);
+        assert_eq!(v.slots(), &[3, 7, 1]);
+        assert_eq!(FlowValue::exact(5).slots(), &[5]);
+        assert!(FlowValue::set(&[0; 9]).is_none(), "more than SET_MAX");
+        assert!(FlowValue::set(&[16]).is_none(), "slot out of range");
+        assert!(FlowValue::set(&[]).unwrap().slots().is_empty());
+        let mut junk = [0xffu8; FlowValue::SIZE];
+        junk[4] = 200;
+        assert_eq!(FlowValue::from_bytes(&junk).slots().len(), SET_MAX);
     }
 
     #[test]

@@ -13,31 +13,32 @@
 //! works across mount namespaces where bpffs pins are invisible. Anything else: a clear error. Two
 //! processes racing to attach: the loser sees EBUSY/EEXIST and joins the winner.
 //!
-//! `accel_users` records which processes (pid and start time) share the program; each open drops
-//! the entries, and the flows, of processes that died without cleaning up. The maps are also
-//! pinned under `/sys/fs/bpf/accel/<ifindex>/` for operators (bpftool), best effort.
+//! The accel-helper of the network namespace holds the program for its clients (`crate::share`);
+//! a [`Filter`] is its handle: it registers each client's AF_XDP socket per queue and slot in
+//! `accel_xsks` and edits bound and listening flows' slot sets. Clients write their exact flows
+//! themselves through the flow map's fd ([`FlowTable`]). The maps are also pinned under
+//! `/sys/fs/bpf/accel/<ifindex>/` for operators (bpftool), best effort.
 
 mod error;
 mod flow;
 
-use std::collections::{BTreeMap, HashSet};
+mod table;
+
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 
 pub use error::Error;
-pub use flow::{FlowKey, Proto};
+pub use flow::{FlowKey, FlowValue, Proto, FLOW_PASS, FLOW_PINNED, MAX_QUEUES, SET_MAX, SLOTS};
+pub use table::FlowTable;
 
 use crate::sys::bpf::{self as sys, Map};
-use flow::FlowValue;
 
 /// Name of the program, as the kernel reports it (prog info `name`).
 pub const PROGRAM_NAME: &str = "accel_xdp";
 const FLOWS: &str = "accel_flows";
 const XSKS: &str = "accel_xsks";
-const USERS: &str = "accel_users";
-const QOWNER: &str = "accel_qowner";
+const PINS: &str = "accel_pins";
 const PIN_ROOT: &str = "/sys/fs/bpf";
 const ARPHRD_ETHER: u16 = 1;
 /// How often open goes back between "attach" and "join" when other processes attach or detach
@@ -49,6 +50,16 @@ struct Aligned<B: ?Sized>(B);
 
 /// The compiled program (ELF), aligned for libelf.
 static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/accel_xdp.o")));
+
+/// What the XDP program did with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// To the kernel.
+    Pass,
+    /// To an AF_XDP socket.
+    Redirect,
+    Other(u32),
+}
 
 /// Which XDP mode to ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -117,29 +128,22 @@ fn iface_error(ifname: &str, ifindex: u32, action: &'static str, e: io::Error) -
     }
 }
 
-/// Filters opened by this process, per program id: the `accel_users` entry (keyed by pid) is
-/// removed only when the last of them is dropped.
-static OPEN_IN_PROCESS: Mutex<BTreeMap<u32, usize>> = Mutex::new(BTreeMap::new());
-
-/// This process's handle on the filter of one interface. Dropping it removes this process's
-/// flows, sockets and user entry, then closes its link fd (which detaches the program if it was
-/// the last one).
+/// A handle on the filter of one interface (the helper's): holds the program attached through
+/// its link fd and opens its maps. Dropping it closes the link fd, which detaches the program
+/// if no other process holds the link.
 #[derive(Debug)]
 pub struct Filter {
     ifindex: u32,
     ifname: String,
-    pid: u32,
     mode: AttachedMode,
     prog_id: u32,
     flows: Map,
     xsks: Map,
-    users: Map,
-    /// rx queue -> pid serving it; the program redirects a flow only to its owner's socket.
-    qowner: Map,
+    pins: Map,
     pin_dir: Option<PathBuf>,
-    own_flows: Mutex<HashSet<FlowKey>>,
-    own_queues: Mutex<HashSet<u32>>,
-    /// Declared last so it is closed after the maps' cleanup in `Drop`.
+    /// We attached the program (rather than joined it): our pins are ours to remove.
+    fresh: bool,
+    /// Declared last so it is closed after the maps.
     _link: OwnedFd,
 }
 
@@ -160,8 +164,8 @@ struct Attached {
 }
 
 impl Filter {
-    /// Attaches accel's XDP program to the interface, or joins the one another accel process
-    /// attached. `ifindex` and `ifname` name the same interface in the caller's network namespace.
+    /// Attaches accel's XDP program to the interface, or joins the one already attached.
+    /// `ifindex` and `ifname` name the same interface in the caller's network namespace.
     pub fn open(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Filter, Error> {
         check_interface(ifindex, ifname)?;
         let mut attached = None;
@@ -176,24 +180,19 @@ impl Filter {
                 ifname: ifname.to_owned(),
             });
         };
-        let (flows, xsks, users, qowner) = pick_maps(ifname, a.prog_id, a.maps)?;
+        let (flows, xsks, pins) = pick_maps(ifname, a.prog_id, a.maps)?;
         let mut filter = Filter {
             ifindex,
             ifname: ifname.to_owned(),
-            pid: std::process::id(),
             mode: a.mode,
             prog_id: a.prog_id,
             flows,
             xsks,
-            users,
-            qowner,
+            pins,
             pin_dir: None,
-            own_flows: Mutex::new(HashSet::new()),
-            own_queues: Mutex::new(HashSet::new()),
+            fresh: a.fresh,
             _link: a.link,
         };
-        filter.register_user()?;
-        filter.drop_stale_users()?;
         filter.pin_dir = pin_maps(&filter, a.fresh);
         tracing::debug!(
             ifname,
@@ -223,153 +222,119 @@ impl Filter {
         &self.ifname
     }
 
-    /// Redirects `key`'s packets to this interface's AF_XDP sockets, owned by this process.
-    pub fn add_flow(&self, key: &FlowKey) -> Result<(), Error> {
-        let k = key.to_bytes();
-        let v = FlowValue {
-            owner_pid: self.pid,
-            flags: 0,
-        }
-        .to_bytes();
-        match self.flows.update(&k, &v, sys::BPF_NOEXIST) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                let owner = self.flow_owner(key)?;
-                match owner {
-                    Some(o) if o == self.pid => {}
-                    Some(o) if !process_alive(o, self.user_start(o)) => {
-                        // Its owner died and was not cleaned up yet: take it over.
-                        self.flows
-                            .update(&k, &v, sys::BPF_ANY)
-                            .map_err(|e| self.flow_error(e))?;
-                    }
-                    Some(o) => {
-                        return Err(Error::FlowTaken {
-                            ifname: self.ifname.clone(),
-                            flow: *key,
-                            owner: o,
-                        })
-                    }
-                    // Removed meanwhile: try once more.
-                    None => self
-                        .flows
-                        .update(&k, &v, sys::BPF_NOEXIST)
-                        .map_err(|e| self.flow_error(e))?,
-                }
-            }
-            Err(e) => return Err(self.flow_error(e)),
-        }
-        lock(&self.own_flows).insert(*key);
-        Ok(())
+    /// The flow map's fd (what the helper passes to its clients).
+    pub fn flows_fd(&self) -> BorrowedFd<'_> {
+        self.flows.fd()
     }
 
-    /// Stops redirecting `key` (a flow this process added); nothing to do if it is not there.
-    pub fn remove_flow(&self, key: &FlowKey) -> Result<(), Error> {
-        match self.flow_owner(key)? {
-            None => {}
-            Some(o) if o == self.pid => {
-                self.flows
-                    .delete(&key.to_bytes())
-                    .map_err(|e| self.err("removing a flow", e))?;
-            }
-            Some(o) => {
-                return Err(Error::FlowNotOwned {
-                    ifname: self.ifname.clone(),
-                    flow: *key,
-                    owner: o,
-                })
-            }
-        }
-        lock(&self.own_flows).remove(key);
-        Ok(())
+    /// The pin map's fd (what the helper passes to its clients).
+    pub fn pins_fd(&self) -> BorrowedFd<'_> {
+        self.pins.fd()
     }
 
-    /// The pid owning `key`, if it is in the flow table.
-    pub fn flow_owner(&self, key: &FlowKey) -> Result<Option<u32>, Error> {
+    /// A flow table over this filter's maps, writing exact flows for `slot`.
+    pub fn table(&self, slot: u8) -> Result<FlowTable, Error> {
+        let dup = |m: &Map| {
+            m.fd()
+                .try_clone_to_owned()
+                .map_err(|e| self.err("opening the flow map", e))
+        };
+        FlowTable::from_fds(dup(&self.flows)?, dup(&self.pins)?, slot, &self.ifname)
+    }
+
+    /// The connection `key`'s pin, if the program pinned it at its SYN.
+    pub fn pin(&self, key: &FlowKey) -> Result<Option<FlowValue>, Error> {
+        let mut v = [0u8; FlowValue::SIZE];
+        let found = self
+            .pins
+            .lookup(&key.to_bytes(), &mut v)
+            .map_err(|e| self.err("reading the pin table", e))?;
+        Ok(found.then(|| FlowValue::from_bytes(&v)))
+    }
+
+    /// Every pin (a snapshot).
+    pub fn pins(&self) -> Result<Vec<(FlowKey, FlowValue)>, Error> {
+        table::all_flows(&self.pins).map_err(|e| self.err("reading the pin table", e))
+    }
+
+    /// Removes the pin of connection `key`; `false` if there was none.
+    pub fn remove_pin(&self, key: &FlowKey) -> Result<bool, Error> {
+        self.pins
+            .delete(&key.to_bytes())
+            .map_err(|e| self.err("removing a pin", e))
+    }
+
+    /// Sets `key`'s value (creating or replacing the entry).
+    pub fn set_flow(&self, key: &FlowKey, value: FlowValue) -> Result<(), Error> {
+        self.flows
+            .update(&key.to_bytes(), &value.to_bytes(), sys::BPF_ANY)
+            .map_err(|e| table::flow_error(&self.ifname, &self.flows, e))
+    }
+
+    /// `key`'s value, if it is in the table.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, Error> {
         let mut v = [0u8; FlowValue::SIZE];
         let found = self
             .flows
             .lookup(&key.to_bytes(), &mut v)
             .map_err(|e| self.err("reading the flow table", e))?;
-        Ok(found.then(|| FlowValue::from_bytes(&v).owner_pid))
+        Ok(found.then(|| FlowValue::from_bytes(&v)))
     }
 
-    /// Every flow in the table (of every process sharing the interface) with its owner's pid.
-    pub fn flows(&self) -> Result<Vec<(FlowKey, u32)>, Error> {
-        let keys = self
-            .flows
-            .keys()
-            .map_err(|e| self.err("reading the flow table", e))?;
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            let mut v = [0u8; FlowValue::SIZE];
-            let found = self
-                .flows
-                .lookup(&k, &mut v)
-                .map_err(|e| self.err("reading the flow table", e))?;
-            if let (true, Some(key)) = (found, FlowKey::from_bytes(&k)) {
-                out.push((key, FlowValue::from_bytes(&v).owner_pid));
-            }
-        }
-        Ok(out)
+    /// Removes `key`; `false` if it was not there.
+    pub fn remove_flow(&self, key: &FlowKey) -> Result<bool, Error> {
+        self.flows
+            .delete(&key.to_bytes())
+            .map_err(|e| self.err("removing a flow", e))
     }
 
-    /// The processes sharing the program: (pid, start time in clock ticks since boot).
-    pub fn users(&self) -> Result<Vec<(u32, u64)>, Error> {
-        let keys = self
-            .users
-            .keys()
-            .map_err(|e| self.err("reading the users table", e))?;
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            let mut v = [0u8; 8];
-            if self
-                .users
-                .lookup(&k, &mut v)
-                .map_err(|e| self.err("reading the users table", e))?
-            {
-                out.push((
-                    u32::from_ne_bytes(k[..4].try_into().unwrap_or_default()),
-                    u64::from_ne_bytes(v),
-                ));
-            }
-        }
-        Ok(out)
+    /// Every flow in the table with its value (a snapshot; entries changing meanwhile may be
+    /// missed).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, Error> {
+        table::all_flows(&self.flows).map_err(|e| self.err("reading the flow table", e))
     }
 
-    /// Makes packets of owned flows arriving on rx `queue` go to the AF_XDP socket `xsk_fd`
+    /// Makes packets of `slot`'s flows arriving on rx `queue` go to the AF_XDP socket `xsk_fd`
     /// (bound to this interface and queue).
-    pub fn register_socket(&self, queue: u32, xsk_fd: BorrowedFd<'_>) -> Result<(), Error> {
-        self.check_queue(queue)?;
+    pub fn register_socket(
+        &self,
+        queue: u32,
+        slot: u8,
+        xsk_fd: BorrowedFd<'_>,
+    ) -> Result<(), Error> {
+        let key = self.xsk_key(queue, slot)?;
         let fd = xsk_fd.as_raw_fd() as u32;
-        // Owner first: until the socket is in the XSKMAP the owner entry has no effect.
-        self.qowner
-            .update(&queue.to_ne_bytes(), &self.pid.to_ne_bytes(), sys::BPF_ANY)
-            .map_err(|e| self.err("registering an AF_XDP socket", e))?;
         self.xsks
-            .update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), sys::BPF_ANY)
-            .map_err(|e| self.err("registering an AF_XDP socket", e))?;
-        lock(&self.own_queues).insert(queue);
-        Ok(())
+            .update(&key.to_ne_bytes(), &fd.to_ne_bytes(), sys::BPF_ANY)
+            .map_err(|e| self.err("registering an AF_XDP socket", e))
     }
 
-    /// Undoes [`Filter::register_socket`]: packets on `queue` go to the kernel again.
-    pub fn unregister_socket(&self, queue: u32) -> Result<(), Error> {
-        self.check_queue(queue)?;
-        if !self.owns_queue(queue) {
-            lock(&self.own_queues).remove(&queue);
-            return Ok(());
-        }
+    /// Undoes [`Filter::register_socket`]: `slot`'s packets on `queue` go to the kernel.
+    pub fn unregister_socket(&self, queue: u32, slot: u8) -> Result<(), Error> {
+        let key = self.xsk_key(queue, slot)?;
         self.xsks
-            .delete(&queue.to_ne_bytes())
-            .map_err(|e| self.err("unregistering an AF_XDP socket", e))?;
-        self.clear_queue_owner(queue);
-        lock(&self.own_queues).remove(&queue);
-        Ok(())
+            .delete(&key.to_ne_bytes())
+            .map(drop)
+            .map_err(|e| self.err("unregistering an AF_XDP socket", e))
     }
 
-    fn check_queue(&self, queue: u32) -> Result<(), Error> {
-        let max = self.xsks.info().max_entries;
+    /// Runs the attached program once on `frame` as if it arrived on queue 0, without a device
+    /// (BPF_PROG_TEST_RUN): its verdict, and any entry it pins, are real. For tests and
+    /// diagnosis: which flows go where.
+    pub fn run_on(&self, frame: &[u8]) -> Result<Verdict, Error> {
+        let prog = sys::prog_fd_by_id(self.prog_id)
+            .map_err(|e| self.err("opening accel's XDP program", e))?;
+        let v = sys::prog_test_run(prog.as_fd(), frame)
+            .map_err(|e| self.err("running accel's XDP program", e))?;
+        Ok(match v {
+            sys::XDP_PASS => Verdict::Pass,
+            sys::XDP_REDIRECT => Verdict::Redirect,
+            other => Verdict::Other(other),
+        })
+    }
+
+    fn xsk_key(&self, queue: u32, slot: u8) -> Result<u32, Error> {
+        let max = self.xsks.info().max_entries / SLOTS as u32;
         if queue >= max {
             return Err(Error::QueueOutOfRange {
                 ifname: self.ifname.clone(),
@@ -377,156 +342,30 @@ impl Filter {
                 max,
             });
         }
-        Ok(())
+        if slot as usize >= SLOTS {
+            return Err(self.err(
+                "registering an AF_XDP socket",
+                io::Error::from_raw_os_error(libc::ERANGE),
+            ));
+        }
+        Ok(queue * SLOTS as u32 + u32::from(slot))
     }
 
     fn err(&self, action: &'static str, e: io::Error) -> Error {
         Error::from_io(&self.ifname, action, e)
     }
-
-    fn flow_error(&self, e: io::Error) -> Error {
-        match e.raw_os_error() {
-            Some(libc::E2BIG) | Some(libc::ENOSPC) => Error::FlowTableFull {
-                ifname: self.ifname.clone(),
-                max: self.flows.info().max_entries,
-            },
-            _ => self.err("adding a flow", e),
-        }
-    }
-
-    fn user_start(&self, pid: u32) -> Option<u64> {
-        let mut v = [0u8; 8];
-        match self.users.lookup(&pid.to_ne_bytes(), &mut v) {
-            Ok(true) => Some(u64::from_ne_bytes(v)),
-            _ => None,
-        }
-    }
-
-    fn register_user(&self) -> Result<(), Error> {
-        let start = start_time(self.pid).map_err(|e| self.err("reading /proc/self/stat", e))?;
-        match self
-            .users
-            .update(&self.pid.to_ne_bytes(), &start.to_ne_bytes(), sys::BPF_ANY)
-        {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
-                return Err(Error::TooManyUsers {
-                    ifname: self.ifname.clone(),
-                    max: self.users.info().max_entries,
-                })
-            }
-            Err(e) => return Err(self.err("registering this process", e)),
-        }
-        *lock(&OPEN_IN_PROCESS).entry(self.prog_id).or_insert(0) += 1;
-        Ok(())
-    }
-
-    /// Removes the users entries of processes that are gone (or whose pid was recycled), then
-    /// every flow whose owner is not a user.
-    /// Whether `pid` has a users entry now and is that process.
-    fn user_is_live(&self, pid: u32) -> bool {
-        let mut start = [0u8; 8];
-        match self.users.lookup(&pid.to_ne_bytes(), &mut start) {
-            Ok(true) => process_alive(pid, Some(u64::from_ne_bytes(start))),
-            _ => false,
-        }
-    }
-
-    fn drop_stale_users(&self) -> Result<(), Error> {
-        let mut live = HashSet::new();
-        for (pid, start) in self.users()? {
-            if pid == self.pid || process_alive(pid, Some(start)) {
-                live.insert(pid);
-            } else {
-                tracing::info!(ifname = %self.ifname, pid, "dropping the XDP flows of a dead accel process");
-                self.users
-                    .delete(&pid.to_ne_bytes())
-                    .map_err(|e| self.err("cleaning the users table", e))?;
-            }
-        }
-        for (key, owner) in self.flows()? {
-            // A process may have registered (and added this flow) after the users snapshot:
-            // look again at its entry before deleting anything of it.
-            if !live.contains(&owner) && !self.user_is_live(owner) {
-                self.flows
-                    .delete(&key.to_bytes())
-                    .map_err(|e| self.err("cleaning the flow table", e))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Filter {
-    /// Whether this process is recorded as serving `queue`.
-    fn owns_queue(&self, queue: u32) -> bool {
-        let mut v = [0u8; 4];
-        matches!(self.qowner.lookup(&queue.to_ne_bytes(), &mut v), Ok(true))
-            && v == self.pid.to_ne_bytes()
-    }
-
-    /// Clears the owner of `queue` if it is still this process (another may have taken it).
-    fn clear_queue_owner(&self, queue: u32) {
-        if self.owns_queue(queue) {
-            let _ = self
-                .qowner
-                .update(&queue.to_ne_bytes(), &0u32.to_ne_bytes(), sys::BPF_ANY);
-        }
-    }
 }
 
 impl Drop for Filter {
     fn drop(&mut self) {
-        let own_flows: Vec<FlowKey> = lock(&self.own_flows).drain().collect();
-        for key in own_flows {
-            if let Err(e) = self.remove_flow(&key) {
-                tracing::debug!(%e, "removing a flow on drop");
-            }
-        }
-        let own_queues: Vec<u32> = lock(&self.own_queues).drain().collect();
-        for q in own_queues {
-            // Closing our socket removes it from the XSKMAP by itself; deleting the entry here
-            // could remove another process's socket registered on the queue meanwhile.
-            if self.owns_queue(q) {
-                if let Err(e) = self.xsks.delete(&q.to_ne_bytes()) {
-                    tracing::debug!(%e, queue = q, "unregistering an AF_XDP socket on drop");
-                }
-            }
-            self.clear_queue_owner(q);
-        }
-        let last_in_process = {
-            let mut open = lock(&OPEN_IN_PROCESS);
-            let n = open.entry(self.prog_id).or_insert(1);
-            *n -= 1;
-            let last = *n == 0;
-            if last {
-                open.remove(&self.prog_id);
-            }
-            last
-        };
-        if last_in_process {
-            // Whatever this process still owns (flows added through another handle).
-            if let Ok(flows) = self.flows() {
-                for (key, owner) in flows {
-                    if owner == self.pid {
-                        let _ = self.flows.delete(&key.to_bytes());
-                    }
-                }
-            }
-            let _ = self.users.delete(&self.pid.to_ne_bytes());
-            if matches!(self.users(), Ok(u) if u.is_empty()) {
-                if let Some(dir) = &self.pin_dir {
-                    unpin_maps(dir, [&self.flows, &self.xsks, &self.users, &self.qowner]);
-                }
+        if self.fresh {
+            if let Some(dir) = &self.pin_dir {
+                unpin_maps(dir, [&self.flows, &self.xsks, &self.pins]);
             }
         }
         // `_link` is closed when the fields drop, after this: the program stays attached while
-        // another process (or Filter) holds the link.
+        // another process holds the link.
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn check_interface(ifindex: u32, ifname: &str) -> Result<(), Error> {
@@ -712,7 +551,7 @@ fn attach(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Round, Error> {
         .map_err(|e| Error::from_io(ifname, "reading accel's XDP program", e))?
         .id;
     let mut maps = Vec::new();
-    for name in [FLOWS, XSKS, USERS, QOWNER] {
+    for name in [FLOWS, XSKS, PINS] {
         let fd = obj
             .map_fd(name)
             .and_then(|fd| fd.try_clone_to_owned())
@@ -731,13 +570,13 @@ fn attach(ifindex: u32, ifname: &str, mode: XdpMode) -> Result<Round, Error> {
 }
 
 /// Sorts the program's maps by name and checks they are the ones this version expects.
-fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map, Map, Map), Error> {
+fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map, Map), Error> {
     let incompatible = |reason: String| Error::IncompatibleProgram {
         ifname: ifname.to_owned(),
         prog_id,
         reason,
     };
-    let (mut flows, mut xsks, mut users, mut qowner) = (None, None, None, None);
+    let (mut flows, mut xsks, mut pins) = (None, None, None);
     for m in maps {
         let i = m.info();
         let (slot, want) = match i.name.as_str() {
@@ -750,8 +589,14 @@ fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map, Ma
                 ),
             ),
             XSKS => (&mut xsks, (sys::BPF_MAP_TYPE_XSKMAP, 4, 4)),
-            USERS => (&mut users, (sys::BPF_MAP_TYPE_HASH, 4, 8)),
-            QOWNER => (&mut qowner, (sys::BPF_MAP_TYPE_ARRAY, 4, 4)),
+            PINS => (
+                &mut pins,
+                (
+                    sys::BPF_MAP_TYPE_LRU_HASH,
+                    FlowKey::SIZE as u32,
+                    FlowValue::SIZE as u32,
+                ),
+            ),
             _ => continue,
         };
         if (i.map_type, i.key_size, i.value_size) != want {
@@ -760,42 +605,21 @@ fn pick_maps(ifname: &str, prog_id: u32, maps: Vec<Map>) -> Result<(Map, Map, Ma
                 i.name, i.map_type, i.key_size, i.value_size
             )));
         }
+        if i.name == XSKS && i.max_entries != (MAX_QUEUES * SLOTS) as u32 {
+            return Err(incompatible(format!(
+                "map {} has {} entries, not {}",
+                i.name,
+                i.max_entries,
+                MAX_QUEUES * SLOTS
+            )));
+        }
         *slot = Some(m);
     }
-    match (flows, xsks, users, qowner) {
-        (Some(f), Some(x), Some(u), Some(q)) => Ok((f, x, u, q)),
+    match (flows, xsks, pins) {
+        (Some(f), Some(x), Some(p)) => Ok((f, x, p)),
         _ => Err(incompatible(format!(
-            "it lacks one of the maps {FLOWS}, {XSKS}, {USERS}, {QOWNER}"
+            "it lacks one of the maps {FLOWS}, {XSKS}, {PINS}"
         ))),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes.
-
-/// Start time of `pid` in clock ticks since boot (/proc/PID/stat field 22).
-fn start_time(pid: u32) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_start_time(&stat)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc/PID/stat"))
-}
-
-/// Field 22 of /proc/PID/stat. The command (field 2) may contain spaces and parentheses, so count
-/// from the last ')'.
-fn parse_start_time(stat: &str) -> Option<u64> {
-    let after = &stat[stat.rfind(')')? + 1..];
-    // Fields 3.. follow; field 22 is the 20th of them.
-    after.split_ascii_whitespace().nth(19)?.parse().ok()
-}
-
-/// Whether `pid` is the process that registered with `start` (a recycled pid is not). When its
-/// start time is unknown, any process with that pid counts as alive.
-fn process_alive(pid: u32, start: Option<u64>) -> bool {
-    match start_time(pid) {
-        Ok(now) => start.is_none_or(|s| s == now),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        // Unreadable /proc (hidepid): assume alive rather than steal its flows.
-        Err(_) => true,
     }
 }
 
@@ -826,12 +650,7 @@ fn pin_maps(f: &Filter, fresh: bool) -> Option<PathBuf> {
         tracing::debug!(%e, dir = %dir.display(), "creating the pin directory");
         return None;
     }
-    for (name, map) in [
-        (FLOWS, &f.flows),
-        (XSKS, &f.xsks),
-        (USERS, &f.users),
-        (QOWNER, &f.qowner),
-    ] {
+    for (name, map) in [(FLOWS, &f.flows), (XSKS, &f.xsks), (PINS, &f.pins)] {
         let path = dir.join(name);
         if fresh {
             // Pins left by a program that is gone (its last user was killed).
@@ -866,24 +685,6 @@ fn unpin_maps<'a>(dir: &Path, maps: impl IntoIterator<Item = &'a Map>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn start_time_is_field_22_even_with_odd_command_names() {
-        let stat =
-            "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(parse_start_time(stat), Some(987654));
-        assert_eq!(parse_start_time("1 (x) S 1"), None);
-        assert_eq!(parse_start_time("garbage"), None);
-    }
-
-    #[test]
-    fn own_process_is_alive_and_a_recycled_pid_is_not() {
-        let me = std::process::id();
-        let start = start_time(me).expect("own /proc/PID/stat");
-        assert!(process_alive(me, Some(start)));
-        assert!(process_alive(me, None));
-        assert!(!process_alive(me, Some(start + 1)));
-    }
 
     #[test]
     fn embedded_object_is_a_bpf_elf() {

@@ -27,6 +27,7 @@ pub(super) fn open_nic(name: &str, buffers: &Buffers) -> Result<Nic, String> {
         &Options {
             queues: None,
             mode: XdpMode::Auto,
+            helper: None,
         },
     )
     .map_err(|e| e.to_string())?;

@@ -60,7 +60,7 @@ impl Serves for libaccel::attach::Attachment {
         };
         (
             queues.iter().map(|q| q.queue_id()).collect(),
-            format!("{:?}", self.filter.attached_mode()).to_lowercase(),
+            format!("{:?}", self.xdp_mode()).to_lowercase(),
             copy.into(),
         )
     }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use libaccel::attach::{Attachment, Options};
 use libaccel::control::ControlPlane;
+use libaccel::share::FlowOp;
 use libaccel::xdp::{FlowKey, Proto, XdpMode};
 use stack::link::{Link, RxFrame, TxFrame};
 
@@ -30,11 +31,11 @@ fn attach(ifname: &str, local: SocketAddrV4) -> Result<Attachment> {
         &Options {
             queues: None,
             mode: XdpMode::Auto,
+            helper: None,
         },
     )
     .with_context(|| format!("cannot open AF_XDP on {ifname}"))?;
-    att.filter
-        .add_flow(&FlowKey::listening(Proto::Udp, local))
+    att.shared_flow(FlowOp::Join, &FlowKey::listening(Proto::Udp, local))
         .context("cannot steer the UDP port to AF_XDP")?;
     Ok(att)
 }

@@ -14,10 +14,14 @@ use clap::{Parser, ValueEnum};
 use libaccel::attach::{Attachment, Options};
 use libaccel::control::ControlPlane;
 use libaccel::ports::{self, Proto as PortProto};
+use libaccel::share::FlowOp;
 use libaccel::xdp::{FlowKey, Proto, XdpMode};
 
 use accel_tools::echo::{EchoCounters, EchoService};
 use stack::engine::Engine;
+
+/// How long a closed connection's pin stays (its last ACKs and retransmitted FINs).
+const PIN_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
@@ -48,6 +52,10 @@ struct Args {
     /// Local address to serve on (default: the interface's first IPv4 address).
     #[arg(long)]
     address: Option<Ipv4Addr>,
+    /// Share the port with other accel-echo processes started with this option (SO_REUSEPORT):
+    /// the XDP program spreads new connections and UDP peers over them.
+    #[arg(long)]
+    reuse_port: bool,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +84,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
+    // SIGUSR1: drain. Stop taking new connections and UDP peers (other processes on the port
+    // get them), keep serving the ones there are.
+    let drain = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&drain))?;
 
     let control = ControlPlane::open(&args.interface)?;
     let info = control.interface().clone();
@@ -98,10 +110,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let local = SocketAddrV4::new(addr, args.port);
 
     // Hold the port in the kernel first: if it is taken we stop before touching the interface.
-    let _tcp_port =
-        ports::reserve(PortProto::Tcp, local).map_err(|e| port_error(e, "TCP", local))?;
-    let _udp_port =
-        ports::reserve(PortProto::Udp, local).map_err(|e| port_error(e, "UDP", local))?;
+    let reserve = if args.reuse_port {
+        ports::reserve_shared
+    } else {
+        ports::reserve
+    };
+    let _tcp_port = reserve(PortProto::Tcp, local).map_err(|e| port_error(e, "TCP", local))?;
+    let _udp_port = reserve(PortProto::Udp, local).map_err(|e| port_error(e, "UDP", local))?;
 
     let mode = match args.xdp_mode {
         Mode::Auto => XdpMode::Auto,
@@ -111,6 +126,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let opts = Options {
         queues: args.queue.map(|q| vec![q]),
         mode,
+        helper: None,
     };
     let att = Attachment::open(control, &opts)?;
 
@@ -137,15 +153,47 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for f in &flows {
         engine.add_flow(f)?;
     }
+    // Closed connections whose pins go when their time comes, oldest first.
+    let mut closed: std::collections::VecDeque<(Instant, FlowKey)> = Default::default();
     println!("accel-echo: serving TCP and UDP echo on {local} ({described})");
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
     while !stop.load(Ordering::Relaxed) {
+        if drain.swap(false, Ordering::Relaxed) {
+            for f in &flows {
+                if let Err(e) = engine.backend().shared_flow(FlowOp::Leave, f) {
+                    eprintln!("accel-echo: cannot leave {f}: {e}");
+                }
+            }
+            println!(
+                "accel-echo: draining: no new connections (accepted {} so far)",
+                echo.counters.connections_accepted
+            );
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
         engine.poll(now());
         if echo.serve(engine.stack_mut()) {
             // Replies were queued: push them out now rather than on the next turn.
             engine.poll(now());
+            // The XDP program pinned each accepted connection to this process at its SYN;
+            // the pin goes once the connection's last packets are surely through.
+            let until = Instant::now() + PIN_GRACE;
+            closed.extend(
+                echo.take_closed()
+                    .into_iter()
+                    .map(|peer| (until, FlowKey::connected(Proto::Tcp, local, peer))),
+            );
+        }
+        if closed.front().is_some_and(|(t, _)| *t <= Instant::now()) {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while closed.front().is_some_and(|(t, _)| *t <= now) {
+                due.extend(closed.pop_front().map(|(_, k)| k));
+            }
+            if let Err(e) = engine.backend().remove_pinned(&due) {
+                tracing::warn!(error = %e, "removing closed connections' pins");
+            }
         }
     }
 
@@ -213,9 +261,9 @@ fn print_counters(
     for q in att.queues.queues() {
         let c = &q.counters;
         out.push_str(&format!(
-            "  queue {}: rx_frames {} tx_frames {} rx_bytes {} tx_bytes {} tx_no_frame {} tx_kicks {} frames_accounted {}",
+            "  queue {}: rx_frames {} tx_frames {} rx_bytes {} tx_bytes {} tx_no_frame {} tx_kicks {} locks {} lock_timeouts {} slot {} frames_held {} frames_accounted {}",
             q.queue_id(), c.rx_frames, c.tx_frames, c.rx_bytes, c.tx_bytes, c.tx_no_frame, c.tx_kicks,
-            u8::from(q.frames_accounted())
+            c.locks, c.lock_timeouts, q.slot(), q.frames_held(), u8::from(q.frames_accounted())
         ));
         if let Some((dropped, ring_full, fill_empty)) = q.kernel_stats() {
             out.push_str(&format!(" kernel_rx_dropped {dropped} kernel_rx_ring_full {ring_full} kernel_fill_empty {fill_empty}"));

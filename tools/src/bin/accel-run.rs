@@ -27,7 +27,9 @@ when the environment has not set it (a variable set to the empty string counts a
 
 accel-run always exports ACCEL_PROFILE and ACCEL_SPIN_US (what it chose), so the program's
 environment shows the settings in force. LD_PRELOAD gets the preload library first and keeps
-whatever was in it.
+whatever was in it. ACCEL_HELPER, unless set, names the accel-helper beside accel-run: the
+program starts it when no helper serves the network namespace yet (it shares the interfaces'
+queues between every accelerated process there).
 
 Examples:
   accel-run nginx -g 'daemon off;'
@@ -153,6 +155,7 @@ fn plan(
     env: &dyn Fn(&str) -> Option<String>,
     known: &dyn Fn() -> Result<Vec<String>, String>,
     preload: &Path,
+    helper: Option<&Path>,
 ) -> Result<Plan, String> {
     let env = |k: &str| env(k).filter(|v| !v.is_empty());
     let mut vars = Vec::new();
@@ -225,6 +228,14 @@ fn plan(
         }
     }
 
+    if env(libaccel::share::HELPER_ENV).is_none() {
+        if let Some(h) = helper {
+            vars.push((
+                libaccel::share::HELPER_ENV,
+                h.to_string_lossy().into_owned(),
+            ));
+        }
+    }
     vars.push((
         "LD_PRELOAD",
         compose_ld_preload(preload, env("LD_PRELOAD").as_deref()),
@@ -294,7 +305,12 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string())
     };
     let env = |k: &str| std::env::var(k).ok();
-    let plan = match plan(&args, &env, &known, &lib) {
+    let helper = exe
+        .parent()
+        .map(|d| d.join("accel-helper"))
+        .filter(|h| h.is_file())
+        .map(|h| h.canonicalize().unwrap_or(h));
+    let plan = match plan(&args, &env, &known, &lib, helper.as_deref()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("accel-run: {e}");
@@ -344,8 +360,22 @@ mod tests {
             .collect();
         let get = move |k: &str| env.get(k).cloned();
         let known = || Ok(vec!["lo".to_owned(), "eth1".to_owned()]);
-        plan(&args(a), &get, &known, Path::new("/x/libaccel_preload.so"))
-            .map(|p| p.vars.into_iter().collect())
+        plan(
+            &args(a),
+            &get,
+            &known,
+            Path::new("/x/libaccel_preload.so"),
+            Some(Path::new("/x/accel-helper")),
+        )
+        .map(|p| p.vars.into_iter().collect())
+    }
+
+    #[test]
+    fn the_helper_beside_accel_run_unless_the_environment_names_one() {
+        let v = plan_with(&["p"], &[]).unwrap();
+        assert_eq!(v["ACCEL_HELPER"], "/x/accel-helper");
+        let v = plan_with(&["p"], &[("ACCEL_HELPER", "/opt/accel-helper")]).unwrap();
+        assert!(!v.contains_key("ACCEL_HELPER"), "the environment's stays");
     }
 
     #[test]

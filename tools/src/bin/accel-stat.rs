@@ -2,7 +2,9 @@
 //!
 //! Reads the snapshots accelerated processes publish (see `accel_tools::stats` for the
 //! contract and schema) and prints, per process and interface, the queues, the sockets and the
-//! counters; `--json` prints the snapshots themselves.
+//! counters; `--json` prints the snapshots themselves. Then what the accel-helper of this
+//! network namespace serves: every process it serves (whether it publishes snapshots or not)
+//! with its slot, and where each queue's frames are; `--helper` shows only that.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use accel_tools::stats::{self, Snapshot};
 use clap::Parser;
+use libaccel::share::Status;
 
 /// A snapshot older than this, from a process that still runs, is flagged (it should be
 /// rewritten every ~100 ms; the pid may have been reused, or the process is stuck).
@@ -27,6 +30,11 @@ struct Args {
     /// Where the snapshots are [default: $ACCEL_STAT_DIR, else /run/accel].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+
+    /// Show only what the accel-helper of this network namespace serves (with --json: its
+    /// status as JSON).
+    #[arg(long)]
+    helper: bool,
 }
 
 /// The live processes' snapshots (by pid), and a warning line for each file that could not be
@@ -163,8 +171,96 @@ fn render(snaps: &[Snapshot], now_ms: u64) -> String {
     out
 }
 
+/// The helper's status as text: its processes, each queue's frames, the shared flows.
+fn render_helper(s: &Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "accel-helper pid {}", s.pid);
+    if s.interfaces.is_empty() {
+        out.push_str("  no interface served\n");
+    }
+    for i in &s.interfaces {
+        let _ = writeln!(
+            out,
+            "  {} (program {}, {} XDP, {}): {} exact flows, {} pins",
+            i.ifname,
+            i.prog_id,
+            if i.native { "native" } else { "generic" },
+            if i.zero_copy { "zero-copy" } else { "copy" },
+            i.exact_flows,
+            i.pins
+        );
+        for c in &i.clients {
+            let q: Vec<String> = c.queues.iter().map(|q| q.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "    slot {:>2}: pid {} {} queues [{}]",
+                c.slot,
+                c.pid,
+                c.program,
+                q.join(",")
+            );
+        }
+        for q in &i.queues {
+            let _ = writeln!(
+                out,
+                "    queue {} frames {}: free {} fill {} kernel-rx {} rx-rings {} held {} tx-rings {} kernel-tx {} completion {} leaked {} (recovered {}, repairs {}){}",
+                q.queue,
+                q.frames,
+                q.free,
+                q.fill,
+                q.kernel_rx,
+                q.rx_rings,
+                q.private,
+                q.tx_rings,
+                q.kernel_tx,
+                q.completion,
+                q.leaked,
+                q.recovered,
+                q.repairs,
+                if q.accounted { "" } else { " (moving: not all counted)" }
+            );
+        }
+        for f in &i.shared_flows {
+            let _ = writeln!(
+                out,
+                "    {}: slots {:?}, held by {:?}",
+                f.flow, f.slots, f.holders
+            );
+        }
+    }
+    out
+}
+
+fn helper_status() -> Option<Status> {
+    match libaccel::share::status() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("accel-stat: warning: the accel-helper did not answer: {e}");
+            None
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.helper {
+        let Some(s) = helper_status() else {
+            println!("no accel-helper runs in this network namespace");
+            return ExitCode::SUCCESS;
+        };
+        if args.json {
+            match serde_json::to_string_pretty(&s) {
+                Ok(j) => println!("{j}"),
+                Err(e) => {
+                    eprintln!("accel-stat: cannot encode JSON: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        } else {
+            print!("{}", render_helper(&s));
+        }
+        return ExitCode::SUCCESS;
+    }
     let dir = args.dir.clone().unwrap_or_else(stats::dir);
     let root = nix::unistd::Uid::effective().is_root();
     let (snaps, warnings) = load(&dir, root);
@@ -181,7 +277,8 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    if snaps.is_empty() {
+    let helper = helper_status().filter(|s| !s.interfaces.is_empty());
+    if snaps.is_empty() && helper.is_none() {
         println!("no process is running under accel");
         return ExitCode::SUCCESS;
     }
@@ -190,6 +287,9 @@ fn main() -> ExitCode {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     print!("{}", render(&snaps, now));
+    if let Some(h) = helper {
+        print!("{}", render_helper(&h));
+    }
     ExitCode::SUCCESS
 }
 
@@ -235,6 +335,63 @@ mod tests {
         assert!(t.contains(" 2000"), "{t}");
         assert!(t.contains("counters: rx_frames 12 tx_frames 3"), "{t}");
         assert!(!t.contains("old"), "{t}");
+    }
+
+    #[test]
+    fn the_helper_block_shows_processes_frames_and_sets() {
+        use libaccel::share::proto::{
+            ClientStatus, InterfaceStatus, QueueStatus, SharedFlowStatus,
+        };
+        let s = Status {
+            pid: 9,
+            interfaces: vec![InterfaceStatus {
+                ifname: "veth-a".into(),
+                ifindex: 2,
+                prog_id: 77,
+                native: true,
+                zero_copy: false,
+                clients: vec![ClientStatus {
+                    pid: 100,
+                    slot: 3,
+                    program: "nginx".into(),
+                    queues: vec![0],
+                }],
+                queues: vec![QueueStatus {
+                    queue: 0,
+                    frames: 4096,
+                    free: 2000,
+                    fill: 2048,
+                    private: 16,
+                    leaked: 32,
+                    accounted: true,
+                    ..Default::default()
+                }],
+                shared_flows: vec![SharedFlowStatus {
+                    flow: "TCP 198.18.0.1:80 (any remote)".into(),
+                    slots: vec![3],
+                    holders: vec![3],
+                }],
+                exact_flows: 1,
+                pins: 5,
+            }],
+        };
+        let t = render_helper(&s);
+        assert!(t.starts_with("accel-helper pid 9\n"), "{t}");
+        assert!(
+            t.contains("veth-a (program 77, native XDP, copy): 1 exact flows, 5 pins"),
+            "{t}"
+        );
+        assert!(t.contains("slot  3: pid 100 nginx queues [0]"), "{t}");
+        assert!(
+            t.contains("queue 0 frames 4096: free 2000 fill 2048"),
+            "{t}"
+        );
+        assert!(t.contains("held 16") && t.contains("leaked 32"), "{t}");
+        assert!(!t.contains("moving"), "{t}");
+        assert!(
+            t.contains("TCP 198.18.0.1:80 (any remote): slots [3]"),
+            "{t}"
+        );
     }
 
     #[test]
