@@ -52,6 +52,7 @@
 /* flow_value.flags */
 #define ACCEL_FLOW_PASS 1   /* a connection handed to the kernel */
 #define ACCEL_FLOW_PINNED 2 /* inserted by this program at a SYN */
+#define ACCEL_FLOW_DROP 4   /* a connection moving to the kernel: the peer retransmits */
 
 #ifndef EEXIST
 #define EEXIST 17
@@ -200,6 +201,8 @@ int accel_xdp(struct xdp_md *ctx)
 	if (!flow && key.proto == IPPROTO_TCP)
 		flow = bpf_map_lookup_elem(&accel_pins, &key);
 	if (flow) {
+		if (flow->flags & ACCEL_FLOW_DROP)
+			return XDP_DROP;
 		if (flow->flags & ACCEL_FLOW_PASS || flow->nslots == 0)
 			return XDP_PASS;
 		return redirect(queue, flow->slots[0]);

@@ -529,20 +529,17 @@ impl stack::engine::Backend for Attachment {
         }
     }
 
-    fn steer(&mut self, flow: &xdp::FlowKey, to: stack::engine::Steer) -> Result<(), xdp::Error> {
+    fn steer(&mut self, flow: &xdp::FlowKey, to: stack::engine::Steer) -> Result<(), Error> {
         match to {
-            stack::engine::Steer::Stack => self.filter.add_flow(flow),
-            // This filter knows no drop or pass-to-kernel entries yet.
-            _ => Err(xdp::Error::Unsupported {
-                ifname: self.control.interface().name.clone(),
-                what: "steering one connection to the kernel",
-            }),
+            stack::engine::Steer::Drop => Ok(self.flows.hold(flow)?),
+            stack::engine::Steer::Stack => Ok(self.flows.release(flow)?),
+            stack::engine::Steer::Kernel => self.pass_flow(flow),
         }
     }
 
-    fn serve_flow(&mut self, _flow: &xdp::FlowKey, _serve: bool) -> Result<(), xdp::Error> {
-        // One process per interface: it serves every flow it holds.
-        Ok(())
+    fn serve_flow(&mut self, flow: &xdp::FlowKey, serve: bool) -> Result<(), Error> {
+        let op = if serve { FlowOp::Join } else { FlowOp::Leave };
+        self.shared_flow(op, flow)
     }
 }
 

@@ -518,6 +518,38 @@ fn a_syn_to_a_listening_set_is_pinned_to_one_of_its_slots() {
         assert_eq!(f.flow(&exact(4002)).unwrap(), Some(pass));
         assert_eq!(f.pin(&exact(4002)).unwrap(), None, "its entry comes first");
 
+        // A connection moving to the kernel: its packets are dropped meanwhile (a pinned one
+        // gets an entry of its own for the time), then it stays (entry gone, the pin leads
+        // again) or goes to the kernel (PASS).
+        let table = f.table(pinned[&2000]).unwrap();
+        table.hold(&exact(2000)).unwrap();
+        assert_eq!(
+            f.run_on(&frame(Some(ACK), client(2000), local)).unwrap(),
+            Verdict::Drop
+        );
+        table.release(&exact(2000)).unwrap();
+        assert_eq!(f.flow(&exact(2000)).unwrap(), None, "the held entry went");
+        table.hold(&exact(2000)).unwrap();
+        table.pass(&exact(2000)).unwrap();
+        assert_eq!(
+            f.run_on(&frame(Some(ACK), client(2000), local)).unwrap(),
+            Verdict::Pass
+        );
+        assert!(f.flow(&exact(2000)).unwrap().unwrap().is_pass());
+        f.remove_flow(&exact(2000)).unwrap();
+        // A connection of the process's own (its exact entry) keeps its entry on release.
+        let own = FlowKey::connected(Proto::Tcp, topo.local(81), client(1));
+        table.add_exact(&own).unwrap();
+        table.hold(&own).unwrap();
+        assert_eq!(
+            f.run_on(&frame(Some(ACK), client(1), topo.local(81)))
+                .unwrap(),
+            Verdict::Drop
+        );
+        table.release(&own).unwrap();
+        assert_eq!(f.flow(&own).unwrap(), Some(FlowValue::exact(pinned[&2000])));
+        f.remove_flow(&own).unwrap();
+
         // A client removes its closed connections' pins in one batch, skipping missing ones.
         let table = f.table(2).unwrap();
         let mut keys: Vec<FlowKey> = (2000..2064).map(exact).collect();

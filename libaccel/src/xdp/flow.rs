@@ -121,6 +121,12 @@ pub const MAX_QUEUES: usize = 64;
 pub const FLOW_PASS: u32 = 1;
 /// `ACCEL_FLOW_PINNED`: the XDP program made this exact entry at the connection's SYN.
 pub const FLOW_PINNED: u32 = 2;
+/// `ACCEL_FLOW_DROP`: the connection is moving to the kernel; its packets are dropped
+/// meanwhile (the peer retransmits them).
+pub const FLOW_DROP: u32 = 4;
+/// The entry was made only to drop a pinned connection's packets while it moves; it goes
+/// when the connection stays (only userspace reads it).
+pub const FLOW_HELD: u32 = 8;
 
 /// `struct flow_value`: where a flow's packets go. Host byte order (only userspace reads the
 /// flags as a number; slots are bytes).
@@ -167,6 +173,10 @@ impl FlowValue {
 
     pub fn is_pass(&self) -> bool {
         self.flags & FLOW_PASS != 0
+    }
+
+    pub fn is_drop(&self) -> bool {
+        self.flags & FLOW_DROP != 0
     }
 
     pub fn is_pinned(&self) -> bool {

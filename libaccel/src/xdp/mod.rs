@@ -29,7 +29,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 pub use error::Error;
-pub use flow::{FlowKey, FlowValue, Proto, FLOW_PASS, FLOW_PINNED, MAX_QUEUES, SET_MAX, SLOTS};
+pub use flow::{
+    FlowKey, FlowValue, Proto, FLOW_DROP, FLOW_HELD, FLOW_PASS, FLOW_PINNED, MAX_QUEUES, SET_MAX,
+    SLOTS,
+};
 pub use table::FlowTable;
 
 use crate::sys::bpf::{self as sys, Map};
@@ -58,6 +61,8 @@ pub enum Verdict {
     Pass,
     /// To an AF_XDP socket.
     Redirect,
+    /// Nowhere.
+    Drop,
     Other(u32),
 }
 
@@ -329,6 +334,7 @@ impl Filter {
         Ok(match v {
             sys::XDP_PASS => Verdict::Pass,
             sys::XDP_REDIRECT => Verdict::Redirect,
+            sys::XDP_DROP => Verdict::Drop,
             other => Verdict::Other(other),
         })
     }

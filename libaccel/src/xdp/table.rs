@@ -9,7 +9,7 @@
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
-use super::{Error, FlowKey, FlowValue, FLOW_PASS, SLOTS};
+use super::{Error, FlowKey, FlowValue, FLOW_DROP, FLOW_HELD, FLOW_PASS, SLOTS};
 use crate::sys::bpf::{self as sys, Map};
 
 /// The flow map, as one slot's process writes it, and the pin map (connections the XDP program
@@ -173,6 +173,43 @@ impl FlowTable {
         self.map
             .update(&key.to_bytes(), &v.to_bytes(), sys::BPF_ANY)
             .map_err(|e| flow_error(&self.ifname, &self.map, e))
+    }
+
+    /// Drops the exact flow `key`'s packets until [`FlowTable::release`] or
+    /// [`FlowTable::pass`]: its connection is moving to the kernel and must not change
+    /// meanwhile (the peer retransmits what was dropped). A connection pinned at its SYN gets
+    /// an entry of its own for the time (the flow map is looked at before the pins).
+    pub fn hold(&self, key: &FlowKey) -> Result<(), Error> {
+        let mut v = match self.lookup(key)? {
+            Some(cur) if cur.slots() == [self.slot] && !cur.is_pass() => cur,
+            _ => {
+                let mut v = FlowValue::exact(self.slot);
+                v.flags |= FLOW_HELD;
+                v
+            }
+        };
+        v.flags |= FLOW_DROP;
+        self.map
+            .update(&key.to_bytes(), &v.to_bytes(), sys::BPF_ANY)
+            .map_err(|e| flow_error(&self.ifname, &self.map, e))
+    }
+
+    /// Undoes [`FlowTable::hold`]: the connection stays with this process.
+    pub fn release(&self, key: &FlowKey) -> Result<(), Error> {
+        match self.lookup(key)? {
+            Some(cur) if cur.is_drop() && cur.flags & FLOW_HELD != 0 => self
+                .map
+                .delete(&key.to_bytes())
+                .map(drop)
+                .map_err(|e| self.err("removing a flow", e)),
+            Some(mut cur) if cur.is_drop() => {
+                cur.flags &= !FLOW_DROP;
+                self.map
+                    .update(&key.to_bytes(), &cur.to_bytes(), sys::BPF_ANY)
+                    .map_err(|e| flow_error(&self.ifname, &self.map, e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Removes many pins at once (the connections this process's listeners accepted, pinned
