@@ -101,7 +101,17 @@ impl Region {
         }
         let ptr = NonNull::new(p.cast::<u8>())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
-        Ok(Region { ptr, len })
+        let region = Region { ptr, len };
+        // A forked child does not get the mapping: it joins with mappings of its own, and an
+        // inherited mapping of an AF_XDP ring keeps the socket alive (a mapping holds its
+        // file) after every fd is closed, and with it the queue: nginx's master, a daemon's
+        // child of the process that first joined, would keep the queue busy for good.
+        // SAFETY: advice on the whole mapping just made (owned by `region`, unmapped on drop
+        // on any error path); MADV_DONTFORK changes no content.
+        if unsafe { libc::madvise(p, len, libc::MADV_DONTFORK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(region)
     }
 
     pub(crate) fn len(&self) -> usize {
