@@ -96,10 +96,6 @@ fn bad_size(key: &str, v: &str) -> String {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Config, String> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
         let interfaces = get("ACCEL_INTERFACES")
             .map(|v| {

@@ -24,10 +24,11 @@ pub(super) fn warn(msg: &str) {
 pub(super) fn start(hooks: Hooks) -> Option<Runtime> {
     // Only a program started with the library in LD_PRELOAD (accel-run) accelerates: a test or
     // bench binary that links the crate gets plain pass-through interposers.
-    if !std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("libaccel_preload")) {
+    if !crate::sys::env::var("LD_PRELOAD").is_some_and(|v| v.contains("libaccel_preload")) {
         return None;
     }
-    let config = match Config::from_env() {
+    // As accel-run set them, even if the program cleared its environment since (sys::env).
+    let config = match Config::from_lookup(crate::sys::env::var) {
         Ok(c) => c,
         Err(e) => {
             warn(&format!("not accelerating: {e}"));

@@ -1,7 +1,8 @@
 //! The kernel below the preload: the real libc functions (found with `dlsym(RTLD_NEXT)`, so
 //! accel's own calls bypass its interposers) and safe wrappers of them for the rest of the
 //! crate, plus the flags that make interposers pass straight through to them, and the
-//! allocator of accel's own Rust code ([`alloc`]: large blocks as fresh mappings).
+//! allocator of accel's own Rust code ([`alloc`]: large blocks as fresh mappings), and accel's
+//! environment variables as they were at load ([`env`]: a constructor).
 //!
 //! # Safety
 //!
@@ -15,6 +16,7 @@
 #![allow(unsafe_code)]
 
 pub mod alloc;
+pub mod env;
 pub mod guard;
 pub mod kernel;
 pub mod leak;
