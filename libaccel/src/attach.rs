@@ -276,6 +276,16 @@ impl fmt::Debug for Attachment {
 impl Attachment {
     /// Joins accel on the interface `control` mirrors (see the module header).
     pub fn open(control: ControlPlane, opts: &Options) -> Result<Attachment, Error> {
+        Self::open_with(control, opts, None)
+    }
+
+    /// [`Attachment::open`] over a connection to the helper this process already has (one a
+    /// parent made for it with [`HelperConn::spare`]), instead of connecting.
+    pub fn open_with(
+        control: ControlPlane,
+        opts: &Options,
+        conn: Option<HelperConn>,
+    ) -> Result<Attachment, Error> {
         let info: InterfaceInfo = control.interface().clone();
         let count = rx_queues_in_use(&info);
         if let Some(qs) = &opts.queues {
@@ -289,19 +299,24 @@ impl Attachment {
                 }
             }
         }
-        let path = helper_path(opts.helper.as_deref()).ok_or_else(|| Error::NoHelper {
-            looked: format!(
-                "${}, and next to {}",
-                crate::share::HELPER_ENV,
-                std::env::current_exe()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|_| "this program".into())
-            ),
-        })?;
-        let helper = HelperConn::connect_or_spawn(&path).map_err(|e| Error::Helper {
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-            message: e.to_string(),
-        })?;
+        let helper = match conn {
+            Some(c) => c,
+            None => {
+                let path = helper_path(opts.helper.as_deref()).ok_or_else(|| Error::NoHelper {
+                    looked: format!(
+                        "${}, and next to {}",
+                        crate::share::HELPER_ENV,
+                        std::env::current_exe()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|_| "this program".into())
+                    ),
+                })?;
+                HelperConn::connect_or_spawn(&path).map_err(|e| Error::Helper {
+                    errno: e.raw_os_error().unwrap_or(libc::EIO),
+                    message: e.to_string(),
+                })?
+            }
+        };
         let (joined, fds) = helper
             .join(&info.name, opts.queues.clone(), opts.mode)
             .map_err(Error::from_request)?;
@@ -417,6 +432,19 @@ impl Attachment {
     /// The fds that become readable when frames arrive (one per queue).
     pub fn queue_fds(&self) -> Vec<BorrowedFd<'_>> {
         self.queues.queues().iter().map(|q| q.fd()).collect()
+    }
+
+    /// Every fd the attachment keeps open (helper connection, flow maps, AF_XDP sockets): a
+    /// forked child must not keep copies of them.
+    pub fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let mut v = vec![
+            self.helper.fd().as_raw_fd(),
+            self.flows.fd().as_raw_fd(),
+            self.flows.pins_fd().as_raw_fd(),
+        ];
+        v.extend(self.queue_fds().iter().map(|f| f.as_raw_fd()));
+        v
     }
 
     /// The flow map as this process writes it.

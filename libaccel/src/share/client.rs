@@ -138,6 +138,28 @@ impl HelperConn {
         self.fd.as_fd()
     }
 
+    /// The connection's fd, to hand to a child.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    /// A connection made by [`HelperConn::spare`] in another process (a forked child's).
+    pub fn from_fd(fd: OwnedFd) -> HelperConn {
+        HelperConn { fd }
+    }
+
+    /// A new connection the helper serves as it serves this one, for a child this process is
+    /// about to fork (see `Request::Spare`).
+    pub fn spare(&self) -> Result<HelperConn, RequestError> {
+        let (reply, mut fds) = self.request(&Request::Spare)?;
+        match reply {
+            Reply::Spare if fds.len() == 1 => Ok(HelperConn {
+                fd: fds.pop().expect("one"),
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     fn request(&self, req: &Request) -> Result<(Reply, Vec<OwnedFd>), RequestError> {
         let bytes = serde_json::to_vec(req).map_err(|e| RequestError::Io(io::Error::other(e)))?;
         unix::send(self.fd.as_fd(), &bytes, &[]).map_err(RequestError::Io)?;
@@ -175,6 +197,7 @@ impl HelperConn {
             ifname: ifname.to_owned(),
             queues,
             mode: WireMode::from(mode),
+            pid: std::process::id(),
         })?;
         match reply {
             Reply::Joined(j) => Ok((j, fds)),

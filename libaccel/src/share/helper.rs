@@ -169,6 +169,9 @@ struct Client {
     joined: Option<(String, u8)>,
 }
 
+/// How long a queue another socket just left may stay busy (see the owner's bind).
+const QUEUE_RELEASE_WAIT: Duration = Duration::from_secs(1);
+
 /// The helper's state.
 pub struct Helper {
     listener: OwnedFd,
@@ -351,7 +354,11 @@ impl Helper {
                 ifname,
                 queues,
                 mode,
-            }) => match self.join(client, &ifname, queues, mode) {
+                pid,
+            }) => match self
+                .learn_pid(client, pid)
+                .and_then(|()| self.join(client, &ifname, queues, mode))
+            {
                 Ok((j, fds)) => (Reply::Joined(j), fds),
                 Err(f) => (fail(f), Vec::new()),
             },
@@ -360,6 +367,10 @@ impl Helper {
                 Err(f) => (fail(f), Vec::new()),
             },
             Ok(Request::Status) => (Reply::Status(self.status()), Vec::new()),
+            Ok(Request::Spare) => match self.spare() {
+                Ok(fd) => (Reply::Spare, vec![fd]),
+                Err(f) => (fail(f), Vec::new()),
+            },
             Err(e) => (
                 fail(Failure::new(
                     format!("malformed request: {e}"),
@@ -383,6 +394,55 @@ impl Helper {
 
     // -----------------------------------------------------------------------------------------
     // Joining.
+
+    /// A connection for a child of `client`'s process: served as `client` is (see
+    /// `Request::Spare`); its process is known when it joins.
+    fn spare(&mut self) -> Result<OwnedFd, Failure> {
+        let (ours, theirs) = unix::seqpacket_pair().map_err(|e| {
+            Failure::new(
+                format!("cannot make a connection: {e}"),
+                e.raw_os_error().unwrap_or(libc::EIO),
+            )
+        })?;
+        unix::set_nonblocking(ours.as_fd(), true).map_err(|e| {
+            Failure::new(
+                format!("cannot make a connection: {e}"),
+                e.raw_os_error().unwrap_or(libc::EIO),
+            )
+        })?;
+        let c = Client {
+            conn: ours,
+            pidfd: None,
+            pid: 0,
+            program: String::new(),
+            joined: None,
+        };
+        match self.clients.iter().position(Option::is_none) {
+            Some(i) => self.clients[i] = Some(c),
+            None => self.clients.push(Some(c)),
+        }
+        Ok(theirs)
+    }
+
+    /// A spare connection learns its process when it joins (the connection's own credentials
+    /// are the helper's, which made it): from then on the helper watches that process.
+    fn learn_pid(&mut self, client: usize, pid: u32) -> Result<(), Failure> {
+        let Some(c) = self.clients[client].as_mut() else {
+            return Ok(());
+        };
+        if c.pid != 0 {
+            return Ok(());
+        }
+        let pidfd = unix::pidfd_open(pid)
+            .map_err(|e| Failure::new(format!("no process {pid} to serve: {e}"), libc::ESRCH))?;
+        c.pidfd = Some(pidfd);
+        c.pid = pid;
+        c.program = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
+        tracing::debug!(pid, program = %c.program, "a spare connection's process joins");
+        Ok(())
+    }
 
     fn join(
         &mut self,
@@ -857,8 +917,23 @@ impl Queue {
                     s.set_ring_size(kind, size)
                         .map_err(|e| io("sizing its rings", e))?;
                 }
-                s.bind(ifindex, q, flag | XDP_USE_NEED_WAKEUP, None)
-                    .map_err(|e| io("binding it", e))?;
+                // The kernel frees a queue a little after its last AF_XDP socket closes (the
+                // UMEM's deferred cleanup): binding again at once, as when a program's last
+                // process left and another arrives, sees EBUSY for a few milliseconds. Nothing
+                // signals the release, so the bind is retried for up to a second.
+                let deadline = Instant::now() + QUEUE_RELEASE_WAIT;
+                loop {
+                    match s.bind(ifindex, q, flag | XDP_USE_NEED_WAKEUP, None) {
+                        Ok(()) => break,
+                        Err(e)
+                            if e.raw_os_error() == Some(libc::EBUSY)
+                                && Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        Err(e) => return Err(io("binding it", e)),
+                    }
+                }
                 Ok(s)
             })();
             match attempt {

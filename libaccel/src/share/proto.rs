@@ -20,11 +20,18 @@ pub(crate) enum Request {
         ifname: String,
         queues: Option<Vec<u32>>,
         mode: WireMode,
+        /// The joining process (a connection made by [`Request::Spare`] learns it here).
+        pid: u32,
     },
     /// Changes a bound or listening flow's slot set for this connection's slot.
     Flow { op: FlowOp, flow: WireFlow },
     /// What the helper serves (for accel-stat and the tests).
     Status,
+    /// A new connection, for a process this one forks: the reply carries its end. The helper
+    /// serves it as it serves this one, whatever the child's uid (an nginx worker that runs as
+    /// `nobody`): acceleration passes down from a process the helper accepted to its children,
+    /// and to nobody else.
+    Spare,
 }
 
 /// What to do with a shared flow.
@@ -120,6 +127,8 @@ pub(crate) struct Joined {
 pub(crate) enum Reply {
     Joined(Joined),
     Done,
+    /// A spare connection's end is attached.
+    Spare,
     Status(Status),
     /// The request failed: the message names the cause and the fix; `errno` is the kernel's
     /// when one applies.

@@ -101,6 +101,17 @@ pub(crate) fn peer_pidfd(fd: BorrowedFd<'_>, pid: u32) -> io::Result<OwnedFd> {
     }
 }
 
+/// A connected pair of SOCK_SEQPACKET Unix sockets, close-on-exec.
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socket::socketpair(
+        socket::AddressFamily::Unix,
+        socket::SockType::SeqPacket,
+        None,
+        socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)
+}
+
 /// pidfd_open(2).
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments; a non-negative result is a new fd.

@@ -104,6 +104,11 @@ impl FlowTable {
         self.map.fd()
     }
 
+    /// The pin table's fd.
+    pub fn pins_fd(&self) -> BorrowedFd<'_> {
+        self.pins.fd()
+    }
+
     fn err(&self, action: &'static str, e: io::Error) -> Error {
         Error::from_io(&self.ifname, action, e)
     }
