@@ -15,24 +15,32 @@ use crate::config::{Buffers, MemMax};
 use crate::fd::internal;
 use crate::sys::kernel;
 
-pub(super) fn open_nic(name: &str, buffers: &Buffers) -> Result<Nic, String> {
+/// Opens `name` for this process; `conn`: a connection to accel's helper its parent made for
+/// it (else it connects, starting the helper if needed).
+pub(super) fn open_nic(
+    name: &str,
+    buffers: &Buffers,
+    conn: Option<std::os::fd::OwnedFd>,
+) -> Result<Nic, String> {
     let control = ControlPlane::open(name).map_err(|e| e.to_string())?;
     let info = control.interface().clone();
     let (addr, prefix_len) = *info
         .addrs
         .first()
         .ok_or_else(|| format!("{name} has no IPv4 address"))?;
-    let att = Attachment::open(
+    let att = Attachment::open_with(
         control,
         &Options {
             queues: None,
             mode: XdpMode::Auto,
             helper: None,
         },
+        conn.map(libaccel::share::HelperConn::from_fd),
     )
     .map_err(|e| e.to_string())?;
-    // The mirror's netlink sockets are accel's own (hidden from the program's close()).
-    for fd in att.control.raw_fds() {
+    // The mirror's netlink sockets, the helper connection, the flow maps and the AF_XDP
+    // sockets are accel's own (hidden from the program's close(), closed in a forked child).
+    for fd in att.control.raw_fds().into_iter().chain(att.raw_fds()) {
         internal::mark(fd);
     }
     let mut config = stack::Config::new(info.mac, addr, prefix_len);

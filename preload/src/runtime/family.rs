@@ -22,6 +22,13 @@ static FORKS: AtomicU64 = AtomicU64::new(0);
 static PENDING: [AtomicI32; 2] = [AtomicI32::new(-1), AtomicI32::new(-1)];
 /// In a child: its end of the channel to its parent.
 static TO_PARENT: AtomicI32 = AtomicI32::new(-1);
+/// The connection to accel's helper made for the child to come (prepare -> child).
+static PENDING_SPARE: AtomicI32 = AtomicI32::new(-1);
+/// This process's connection to the helper, made by its parent, until its runtime takes it.
+static INHERITED_CONN: AtomicI32 = AtomicI32::new(-1);
+/// One spare at a time from `INHERITED_CONN` (forks in several threads); never held across
+/// fork.
+static SPARE_FROM_INHERITED: Mutex<()> = Mutex::new(());
 
 /// A child's channel, as its parent keeps it.
 struct Child {
@@ -41,12 +48,58 @@ pub fn forks() -> u64 {
     FORKS.load(Ordering::Acquire)
 }
 
-/// Before fork(), in the parent: the channel for the child to come.
+/// Before fork(), in the parent: the channel for the child to come, and its connection to
+/// accel's helper.
 pub(super) extern "C" fn prepare() {
     if let Ok((p, c)) = kernel::seqpacket_pair() {
         PENDING[0].store(p, Ordering::Release);
         PENDING[1].store(c, Ordering::Release);
     }
+    if let Some(fd) = spare() {
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        internal::mark(fd);
+        PENDING_SPARE.store(fd, Ordering::Release);
+    }
+}
+
+/// A connection to the helper for a child, asked for through this process's own: the helper
+/// serves a child as it serves its parent, whatever uid the child takes (nginx's workers run
+/// as `nobody`). `None` when this process has no helper connection (it then connects itself).
+fn spare() -> Option<std::os::fd::OwnedFd> {
+    if let Some(rt) = super::current() {
+        if let Some(nic) = rt.nics.first() {
+            use super::nic::Serves;
+            return nic.lock().engine.backend().spare_conn();
+        }
+    }
+    let _one = SPARE_FROM_INHERITED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let fd = INHERITED_CONN.load(Ordering::Acquire);
+    if fd < 0 {
+        return None;
+    }
+    // Borrowed: the connection stays this process's (ManuallyDrop: not closed here).
+    let conn =
+        std::mem::ManuallyDrop::new(libaccel::share::HelperConn::from_fd(kernel::own_raw(fd)?));
+    match conn.spare() {
+        Ok(c) => Some(c.into_fd()),
+        Err(e) => {
+            tracing::warn!(error = %e, "asking accel's helper for a forked child's connection");
+            None
+        }
+    }
+}
+
+/// The connection to the helper this process's parent made for it, if any (its runtime
+/// joins through it).
+pub fn take_inherited_conn() -> Option<std::os::fd::OwnedFd> {
+    let fd = INHERITED_CONN.swap(-1, Ordering::AcqRel);
+    if fd < 0 {
+        return None;
+    }
+    internal::unmark(fd);
+    kernel::own_raw(fd)
 }
 
 /// After fork(), in the parent.
@@ -55,6 +108,11 @@ pub(super) extern "C" fn in_parent() {
     let c = PENDING[1].swap(-1, Ordering::AcqRel);
     if c >= 0 {
         let _ = kernel::close(c);
+    }
+    let spare = PENDING_SPARE.swap(-1, Ordering::AcqRel);
+    if spare >= 0 {
+        let _ = kernel::close(spare);
+        internal::unmark(spare);
     }
     let fork = FORKS.fetch_add(1, Ordering::AcqRel) + 1;
     if let Some(fd) = kernel::own_raw(p) {
@@ -70,14 +128,27 @@ pub(super) extern "C" fn in_parent() {
 }
 
 /// After fork(), in the child (called by `process`, before the sweep of inherited fds, which
-/// keeps the fd this returns).
-pub(super) fn in_child() -> RawFd {
+/// keeps the fds this returns: the channel to the parent, the connection to the helper).
+pub(super) fn in_child() -> [RawFd; 2] {
+    // The parent's own helper connection is the parent's; the one made for this child is
+    // this process's.
+    let spare = PENDING_SPARE.swap(-1, Ordering::AcqRel);
+    let old = INHERITED_CONN.swap(spare, Ordering::AcqRel);
+    if old >= 0 {
+        let _ = kernel::close(old);
+        internal::unmark(old);
+    }
     let p = PENDING[0].swap(-1, Ordering::AcqRel);
     if p >= 0 {
         let _ = kernel::close(p);
     }
     let c = PENDING[1].swap(-1, Ordering::AcqRel);
-    TO_PARENT.store(c, Ordering::Release);
+    // The parent's own channel to its parent is the parent's.
+    let grandparent = TO_PARENT.swap(c, Ordering::AcqRel);
+    if grandparent >= 0 {
+        let _ = kernel::close(grandparent);
+        internal::unmark(grandparent);
+    }
     FORKS.store(0, Ordering::Release);
     if c >= 0 {
         internal::mark(c);
@@ -85,7 +156,7 @@ pub(super) fn in_child() -> RawFd {
     // The parent's channels to its other children are copies the sweep closes; the list
     // (the parent's memory) is forgotten without closing anything twice.
     std::mem::forget(std::mem::take(&mut *children()));
-    c
+    [c, spare]
 }
 
 /// Whether a child made after fork `since` still lives (it may hold what existed then).

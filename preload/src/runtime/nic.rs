@@ -35,6 +35,9 @@ pub trait Serves {
     fn wake_fds(&self) -> Vec<RawFd>;
     /// Queue ids, XDP mode and copy mode, for accel-stat.
     fn stats_info(&self) -> (Vec<u32>, String, String);
+    /// A new connection to the helper for a child about to be forked (see
+    /// `family::prepare`), if this backend has a helper.
+    fn spare_conn(&self) -> Option<std::os::fd::OwnedFd>;
 }
 
 impl Serves for libaccel::attach::Attachment {
@@ -64,6 +67,16 @@ impl Serves for libaccel::attach::Attachment {
             copy.into(),
         )
     }
+
+    fn spare_conn(&self) -> Option<std::os::fd::OwnedFd> {
+        match self.helper().spare() {
+            Ok(c) => Some(c.into_fd()),
+            Err(e) => {
+                tracing::warn!(error = %e, "asking accel's helper for a forked child's connection");
+                None
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -78,6 +91,10 @@ impl Serves for stack::memory::MemoryBackend<FlowKey> {
 
     fn stats_info(&self) -> (Vec<u32>, String, String) {
         (vec![0], "memory".into(), "copy".into())
+    }
+
+    fn spare_conn(&self) -> Option<std::os::fd::OwnedFd> {
+        None
     }
 }
 

@@ -75,9 +75,9 @@ fn watch_forks() {
 /// In the child, right after fork(), before anything else runs (async-signal-safe work only).
 extern "C" fn after_fork_in_child() {
     super::lineage::next();
-    let to_parent = family::in_child();
+    let keep = family::in_child();
     if STATE.load(Ordering::Relaxed) == RUNNING {
-        internal::close_inherited(&[to_parent]);
+        internal::close_inherited(&keep);
     }
     // The parent's runtime is forgotten, not dropped.
     RUNTIME.forget();

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 #[cfg(not(test))]
 use super::attach::open_nic;
-#[cfg(test)]
 use super::nic::Nic;
 use super::{exit, progress, Hooks, Runtime};
 use crate::config::Config;
@@ -57,9 +56,21 @@ pub(super) fn start(hooks: Hooks) -> Option<Runtime> {
     } else {
         config.interfaces.clone()
     };
-    let mut nics = Vec::new();
+    let mut nics: Vec<Arc<Nic>> = Vec::new();
+    // A forked child joins through the connection its parent made for it (it may lack the
+    // privileges to connect itself), and asks for more through it.
+    let mut inherited = super::family::take_inherited_conn();
+    let delegated = inherited.is_some();
     for name in &names {
-        match open_nic(name, &config.buffers) {
+        let conn = match (inherited.take(), nics.first()) {
+            (Some(c), _) => Some(c),
+            (None, Some(first)) if delegated => {
+                use super::nic::Serves;
+                first.lock().engine.backend().spare_conn()
+            }
+            _ => None,
+        };
+        match open_nic(name, &config.buffers, conn) {
             Ok(n) => nics.push(Arc::new(n)),
             Err(e) => warn(&format!(
                 "not accelerating {name}, its sockets use the kernel: {e}"
@@ -92,7 +103,11 @@ pub(super) fn start(hooks: Hooks) -> Option<Runtime> {
 
 /// The crate's unit tests build their interfaces in memory (`socket::tests`), never here.
 #[cfg(test)]
-fn open_nic(name: &str, _: &crate::config::Buffers) -> Result<Nic, String> {
+fn open_nic(
+    name: &str,
+    _: &crate::config::Buffers,
+    _: Option<std::os::fd::OwnedFd>,
+) -> Result<Nic, String> {
     Err(format!(
         "{name}: the unit tests accelerate in-memory interfaces only"
     ))

@@ -430,8 +430,9 @@ pub fn seqpacket_pair() -> Res<(RawFd, RawFd)> {
     Ok((sv[0], sv[1]))
 }
 
-/// Takes ownership of `fd`, one this process made for accel (a [`seqpacket_pair`] end) and
-/// nothing else owns. `None` for a negative number.
+/// Takes ownership of `fd`, one this process made or received for accel (a
+/// [`seqpacket_pair`] end, a connection to accel's helper) and nothing else owns. `None` for a
+/// negative number.
 pub fn own_raw(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: by the contract above, `fd` is open and owned by no other object.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
