@@ -112,10 +112,37 @@ pub fn parse_list(text: &str) -> Result<Vec<Snapshot>, serde_json::Error> {
 
 /// The snapshot directory: `$ACCEL_STAT_DIR`, else [`DEFAULT_DIR`].
 pub fn dir() -> PathBuf {
-    std::env::var_os(DIR_ENV)
+    dir_from(std::env::var_os(DIR_ENV))
+}
+
+/// The snapshot directory for this value of `$ACCEL_STAT_DIR`.
+pub fn dir_from(value: Option<impl Into<std::ffi::OsString>>) -> PathBuf {
+    value
+        .map(Into::into)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
+}
+
+/// Makes the snapshot directory if it is missing, writable by every user with the sticky bit
+/// (as /tmp): the processes of one program may run as different users (nginx's workers as
+/// `nobody`), each writes its own file and none can remove another's. An existing directory
+/// is left as it is.
+pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o1777).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    // The umask took bits off.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))
 }
 
 /// The file process `pid` writes in `dir`.

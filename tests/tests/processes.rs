@@ -83,8 +83,8 @@ struct Nginx {
 impl Nginx {
     fn start(t: &Topology, listen: SocketAddrV4) -> Nginx {
         let dir = TempDir::new("nginx-workers");
+        // accel makes it, writable by the workers (they run as nobody).
         let stat_dir = dir.join("stat");
-        std::fs::create_dir_all(&stat_dir).unwrap();
         let d = dir.path().display();
         let conf = format!(
             "daemon on;\n\

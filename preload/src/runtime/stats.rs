@@ -60,8 +60,8 @@ pub fn publish(nics: &[Arc<Nic>], rows: Rows) {
         let line = counters_line(nic, &nic.lock());
         *LAST_STATS.lock().unwrap_or_else(|p| p.into_inner()) = Some(line);
     }
-    let dir = libaccel::stats::dir();
-    if std::fs::create_dir_all(&dir).is_err() {
+    let dir = dir();
+    if libaccel::stats::ensure_dir(&dir).is_err() {
         return;
     }
     let snap = snapshot(nics, rows);
@@ -74,9 +74,15 @@ pub fn publish(nics: &[Arc<Nic>], rows: Rows) {
     }
 }
 
+/// The snapshot directory, as accel-run set it (the program may have cleared its
+/// environment since).
+fn dir() -> std::path::PathBuf {
+    libaccel::stats::dir_from(crate::sys::env::var(libaccel::stats::DIR_ENV))
+}
+
 /// Removes this process's snapshot (at exit).
 pub fn unpublish() {
-    let dir = libaccel::stats::dir();
+    let dir = dir();
     let _ = std::fs::remove_file(libaccel::stats::path_for(&dir, std::process::id()));
 }
 
