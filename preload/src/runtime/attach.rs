@@ -2,6 +2,7 @@
 //! (libaccel), and an engine over them.
 
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use libaccel::attach::{Attachment, Options};
@@ -31,10 +32,12 @@ pub(super) fn open_nic(name: &str, buffers: &Buffers) -> Result<Nic, String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    // The mirror's netlink sockets are accel's own (hidden from the program's close()).
+    // The mirror's netlink sockets are accel's own (hidden from the program's close()), and
+    // so is the helper connection: closing it would end this process's membership.
     for fd in att.control.raw_fds() {
         internal::mark(fd);
     }
+    internal::mark(att.helper().fd().as_raw_fd());
     let mut config = stack::Config::new(info.mac, addr, prefix_len);
     config.mtu = info.mtu as usize;
     config.random_seed = kernel::random_u64();
