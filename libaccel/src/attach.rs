@@ -61,6 +61,11 @@
 //!   no helper runs) for every process served (pid, slot, program), every queue's frames
 //!   (free, in rings, held, leaked by dead processes) and the shared flows' sets.
 //!
+//! - fds: the attachment's fds are accel's own, not the program's: its AF_XDP sockets and BPF
+//!   maps, the mirror's netlink sockets (`control.raw_fds()`) and the helper connection
+//!   ([`Attachment::helper`]`().fd()`, close-on-exec; closing it ends the membership, as an
+//!   exit does).
+//!
 //! Errors name the cause and the fix; the helper's refusals come back with its message and
 //! errno.
 

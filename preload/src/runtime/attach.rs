@@ -38,8 +38,9 @@ pub(super) fn open_nic(
         conn.map(libaccel::share::HelperConn::from_fd),
     )
     .map_err(|e| e.to_string())?;
-    // The mirror's netlink sockets, the helper connection, the flow maps and the AF_XDP
-    // sockets are accel's own (hidden from the program's close(), closed in a forked child).
+    // The mirror's netlink sockets, the helper connection (closing it would end this
+    // process's membership), the flow maps and the AF_XDP sockets are accel's own (hidden
+    // from the program's close(), closed in a forked child).
     for fd in att.control.raw_fds().into_iter().chain(att.raw_fds()) {
         internal::mark(fd);
     }
