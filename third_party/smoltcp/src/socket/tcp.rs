@@ -19,8 +19,10 @@ use crate::wire::{
 };
 
 mod congestion;
+mod driven;
 mod recovery;
 
+pub use self::driven::TimeWaitState;
 pub use self::recovery::RecoveryStats;
 
 /// Loss recovery's state (its scoreboard tables, most of all) is large and rarely touched
