@@ -5,8 +5,10 @@
 //! reads no clock: [`Stack::poll`] is driven with the current time and [`Stack::poll_at`] says
 //! when the next timer is due.
 //!
-//! Where a packet goes: `device` (Ethernet in/out) -> `ingress` (pre-parse, per-packet
-//! decisions) -> smoltcp -> `tcp` / `listen` / `udp` (socket API).
+//! Where a packet goes: `device` (Ethernet in/out) -> `ingress` (parse, find the one socket by
+//! 4-tuple or port in `sockets`, or `time_wait`) -> smoltcp's TCP/UDP for that socket alone ->
+//! `tcp_api` / `listen` / `udp` (socket API). Egress and timers visit only the sockets that
+//! need it (`sockets`).
 
 use rustc_hash::FxHashMap as HashMap;
 
