@@ -335,8 +335,9 @@ impl Stack {
         link: &mut L,
         resolver: &mut R,
     ) -> bool {
-        self.sockets.queue_due(now);
-        let mut active = false;
+        // A timer that ran may have changed a socket's state without sending (smoltcp's own
+        // close timer): report it, so waiters look again.
+        let mut active = self.sockets.queue_due(now);
         while let Some(h) = self.sockets.next_ready() {
             let (sent, starved) = self.dispatch(h, now, link, resolver);
             active |= sent > 0;

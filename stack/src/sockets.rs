@@ -211,13 +211,15 @@ impl Sockets {
         !self.ready.is_empty()
     }
 
-    /// Queues every socket whose timer is due at `now`.
-    pub fn queue_due(&mut self, now: Instant) {
+    /// Queues every socket whose timer is due at `now`; returns whether there was one.
+    pub fn queue_due(&mut self, now: Instant) -> bool {
+        let mut any = false;
         while let Some(&(t, h)) = self.timers.first() {
             if t > now {
                 break;
             }
             self.timers.pop_first();
+            any = true;
             let slot = self.slot_mut(h);
             slot.timer = None;
             if !slot.queued {
@@ -225,6 +227,7 @@ impl Sockets {
                 self.ready.push_back(h);
             }
         }
+        any
     }
 
     /// Sets socket `h`'s next poll: queued when `at` is not after `now`, a timer when it is,
