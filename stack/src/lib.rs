@@ -461,6 +461,13 @@ impl Stack {
 
     /// Removes closed TCP socket `h`, keeping it as a spare if there is room.
     fn reap(&mut self, h: SocketHandle) {
+        self.discard(h);
+        self.counters.tcp_closed += 1;
+    }
+
+    /// Removes TCP socket `h`, keeping it as a spare if there is room, without counting it
+    /// as a closed connection (a listener's idle socket never was one).
+    fn discard(&mut self, h: SocketHandle) {
         let socket = self.sockets.remove(h);
         if let smoltcp::socket::Socket::Tcp(t) = &socket {
             count_recovery(&mut self.counters, t);
@@ -471,7 +478,6 @@ impl Stack {
             }
             other => self.budget.sub(budget::socket_bytes(&other)),
         }
-        self.counters.tcp_closed += 1;
     }
 
     /// The next deadline of the stack's own (not a socket's): UDP sends left at close, the
@@ -681,13 +687,20 @@ impl Stack {
                 // Nothing will be piggybacked any more: acknowledge at once, so the ACK of
                 // the peer's FIN is out before the socket is reaped in TIME-WAIT.
                 socket.set_ack_delay(None);
-                self.close_socket(conn.handle, deadline, now);
+                self.close_socket(conn.handle, deadline);
             }
             Entry::Listener(l) => {
                 self.listeners.remove(&l.local.port());
                 for handle in l.into_handles() {
-                    self.sockets.get_mut::<tcp::Socket>(handle).abort();
-                    self.close_socket(handle, deadline, now);
+                    let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+                    let listening = socket.state() == tcp::State::Listen;
+                    socket.abort();
+                    if listening {
+                        // The idle listening socket: never a connection, nothing to send.
+                        self.discard(handle);
+                    } else {
+                        self.close_socket(handle, deadline);
+                    }
                 }
             }
             Entry::Udp(u) => {
@@ -714,7 +727,7 @@ impl Stack {
     /// TCP socket `h`, closed or aborted by the application: reaped now if it has nothing left
     /// to do, otherwise its FIN (or RST) goes in the next poll's egress and it is reaped when
     /// done, or aborted at `deadline`.
-    fn close_socket(&mut self, h: SocketHandle, deadline: Instant, now: Instant) {
+    fn close_socket(&mut self, h: SocketHandle, deadline: Instant) {
         let socket = self.sockets.get::<tcp::Socket>(h);
         if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
             self.reap(h);
@@ -722,7 +735,6 @@ impl Stack {
         }
         self.sockets.set_closing(h, deadline);
         self.sockets.queue(h);
-        let _ = now;
     }
 
     pub fn local_addr(&self, s: SocketId) -> Option<SocketAddrV4> {

@@ -591,6 +591,39 @@ fn listener_close_resets_unaccepted_connections() {
     assert_eq!(p.b.stack.socket_count(), 0);
 }
 
+/// Regression (10,000 connections end to end counted 20,001 closes for 20,000): closing a
+/// listener lets its idle listening socket go without counting it as a closed connection (it
+/// never was one), and that socket, kept as a spare, serves the next listener.
+#[test]
+fn closing_a_listener_counts_no_close_for_its_idle_socket() {
+    let mut p = Pair::new();
+    let (c, s, l) = connected(&mut p, 80, 40000);
+    p.b.stack.close(l);
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(
+        p.b.stack.counters().tcp_closed,
+        0,
+        "no connection closed yet"
+    );
+    assert_eq!(p.b.stack.socket_count(), 1, "the accepted connection alone");
+    // The accepted connection outlives its listener and closes once.
+    p.b.stack.close(s);
+    assert!(p.run_until(secs(1), |p| p.a.stack.readiness(c).hangup));
+    p.a.stack.close(c);
+    p.settle_and_advance(Duration::from_millis(0));
+    assert_eq!(p.b.stack.counters().tcp_closed, 1);
+    // A new listener on the port (from the spare) takes a connection.
+    let l =
+        p.b.stack
+            .tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 16)
+            .unwrap();
+    let (c, s) = connect_to(&mut p, l, 80, 40001);
+    p.a.stack.tcp_send(c, b"again").unwrap();
+    assert!(p.run_until(secs(1), |p| p.b.stack.readiness(s).readable));
+    let mut buf = [0u8; 8];
+    assert_eq!(p.b.stack.tcp_recv(s, &mut buf), Ok(5));
+}
+
 /// Regression (conn-rate benchmark at 0.06x the kernel): smoltcp keeps a socket 10 s in
 /// TIME-WAIT and scans every socket for every packet, so a server that closed ~1000
 /// connections a second spent its time scanning. The socket goes as soon as the close
