@@ -71,8 +71,8 @@ pub(crate) fn readiness(conn: &TcpConn, socket: &tcp::Socket) -> Readiness {
 }
 
 impl Stack {
-    /// The connection `s`, for a call that may change what goes on the wire (the next poll
-    /// looks at every socket).
+    /// The connection `s`, for a call that may change what goes on the wire (the next poll's
+    /// egress visits it).
     fn tcp_conn(
         &mut self,
         s: SocketId,
