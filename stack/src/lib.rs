@@ -583,6 +583,19 @@ impl Stack {
         &self.counters
     }
 
+    /// The counters, with what loss recovery did on connections still open added (the
+    /// stack adds a connection's to [`Stack::counters`] when it reaps it): what accel-stat and
+    /// the exit line report.
+    pub fn counters_now(&self) -> Counters {
+        let mut c = self.counters.clone();
+        let r = self.tcp_recovery();
+        c.tcp_retransmits = r.retransmitted;
+        c.tcp_timeouts = r.timeouts;
+        c.tcp_recoveries = r.recoveries;
+        c.tcp_loss_probes = r.loss_probes;
+        c
+    }
+
     /// What TCP loss recovery did on every connection of this stack, open and reaped.
     pub fn tcp_recovery(&self) -> tcp::RecoveryStats {
         let c = &self.counters;
