@@ -10,7 +10,7 @@
 //! room for. Without a limit, a server with many busy connections grows until the system's
 //! OOM killer ends it.
 
-use smoltcp::iface::{SocketHandle, SocketSet};
+use crate::sockets::{Handle as SocketHandle, Sockets};
 use smoltcp::socket::{tcp, udp, Socket};
 
 /// Bytes a UDP socket's metadata ring takes per datagram slot (smoltcp's packet metadata: the
@@ -64,7 +64,7 @@ pub(crate) fn socket_bytes(s: &Socket) -> usize {
 
 /// Removes socket `h` from `sockets` and gives its buffers back to `budget`.
 pub(crate) fn remove(
-    sockets: &mut SocketSet<'static>,
+    sockets: &mut Sockets,
     h: SocketHandle,
     budget: &mut Budget,
 ) -> Socket<'static> {

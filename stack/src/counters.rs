@@ -63,6 +63,12 @@ counters! {
     tcp_connected,
     /// TCP sockets reaped after a close.
     tcp_closed,
+    /// Connections that closed first and entered TIME-WAIT (kept without their socket).
+    tcp_time_wait,
+    /// ACKs sent for connections in TIME-WAIT (a retransmitted FIN, late data, an old SYN).
+    tcp_time_wait_acks,
+    /// SYNs that ended a TIME-WAIT and opened a new connection on the same 4-tuple.
+    tcp_time_wait_reopened,
     /// Connections reset by the peer or refused.
     tcp_reset,
     /// RST segments received.

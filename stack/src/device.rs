@@ -6,11 +6,12 @@
 
 use core::net::Ipv4Addr;
 
-use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use smoltcp::wire::{IpRepr, TcpPacket, TcpRepr, UdpPacket, UdpRepr};
 
 use crate::counters::Counters;
-use crate::link::{Link, Mac, NextHop, Resolver, TxFrame};
+use crate::link::{Mac, NextHop, Resolver, TxFrame};
 use crate::unresolved::Unresolved;
 
 /// Length of an Ethernet II header (no VLAN tag).
@@ -75,7 +76,7 @@ pub(crate) struct TxPath<'a, R> {
 }
 
 impl<R> TxPath<'_, R> {
-    fn reborrow(&mut self) -> TxPath<'_, R> {
+    pub(crate) fn reborrow(&mut self) -> TxPath<'_, R> {
         TxPath {
             resolver: &mut *self.resolver,
             counters: &mut *self.counters,
@@ -115,6 +116,49 @@ fn frame_ip_packet<R: Resolver>(frame: &mut [u8], path: &mut TxPath<'_, R>) -> b
     }
 }
 
+/// Sends the IP packet of `len` bytes that `emit` writes, in link TX frame `tx` (with its
+/// Ethernet header; held if its next hop is being resolved).
+pub(crate) fn send<T: TxFrame, R: Resolver>(
+    tx: T,
+    path: TxPath<'_, R>,
+    len: usize,
+    emit: impl FnOnce(&mut [u8]),
+) {
+    phy::TxToken::consume(EthTxToken { tx, path }, len, emit)
+}
+
+/// Writes a TCP segment with its IP header into `buf` (`ip.buffer_len()` bytes).
+pub(crate) fn emit_tcp(ip: &IpRepr, tcp: &TcpRepr, caps: &ChecksumCapabilities, buf: &mut [u8]) {
+    ip.emit(&mut *buf, caps);
+    let payload = &mut buf[ip.header_len()..];
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(payload),
+        &ip.src_addr(),
+        &ip.dst_addr(),
+        caps,
+    );
+}
+
+/// Writes a UDP datagram with its IP header into `buf` (`ip.buffer_len()` bytes).
+pub(crate) fn emit_udp(
+    ip: &IpRepr,
+    udp: &UdpRepr,
+    data: &[u8],
+    caps: &ChecksumCapabilities,
+    buf: &mut [u8],
+) {
+    ip.emit(&mut *buf, caps);
+    let payload = &mut buf[ip.header_len()..];
+    udp.emit(
+        &mut UdpPacket::new_unchecked(payload),
+        &ip.src_addr(),
+        &ip.dst_addr(),
+        data.len(),
+        |b| b.copy_from_slice(data),
+        caps,
+    );
+}
+
 /// A smoltcp TX token over a link TX frame.
 pub(crate) struct EthTxToken<'a, T, R> {
     tx: T,
@@ -144,45 +188,6 @@ impl phy::RxToken for SliceRx<'_> {
         F: FnOnce(&[u8]) -> Out,
     {
         f(self.0)
-    }
-}
-
-/// The device smoltcp transmits through: every TX token is a link frame. Never receives.
-pub(crate) struct EgressDevice<'a, L, R> {
-    pub link: &'a mut L,
-    pub path: TxPath<'a, R>,
-    pub caps: &'a DeviceCapabilities,
-}
-
-impl<L: Link, R: Resolver> phy::Device for EgressDevice<'_, L, R> {
-    type RxToken<'x>
-        = SliceRx<'x>
-    where
-        Self: 'x;
-    type TxToken<'x>
-        = EthTxToken<'x, L::Tx<'x>, R>
-    where
-        Self: 'x;
-
-    fn receive(&mut self, _: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        None
-    }
-
-    fn transmit(&mut self, _: Instant) -> Option<Self::TxToken<'_>> {
-        match self.link.transmit() {
-            Some(tx) => Some(EthTxToken {
-                tx,
-                path: self.path.reborrow(),
-            }),
-            None => {
-                self.path.counters.tx_drop_no_tx_frame += 1;
-                None
-            }
-        }
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        self.caps.clone()
     }
 }
 

@@ -5,14 +5,16 @@
 //! reads no clock: [`Stack::poll`] is driven with the current time and [`Stack::poll_at`] says
 //! when the next timer is due.
 //!
-//! Where a packet goes: `device` (Ethernet in/out) -> `ingress` (pre-parse, per-packet
-//! decisions) -> smoltcp -> `tcp` / `listen` / `udp` (socket API).
+//! Where a packet goes: `device` (Ethernet in/out) -> `ingress` (parse, find the one socket by
+//! 4-tuple or port in `sockets`, or `time_wait`) -> smoltcp's TCP/UDP for that socket alone ->
+//! `tcp_api` / `listen` / `udp` (socket API). Egress and timers visit only the sockets that
+//! need it (`sockets`).
 
 use rustc_hash::FxHashMap as HashMap;
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 
-use smoltcp::iface::{Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::phy::DeviceCapabilities;
 use smoltcp::socket::tcp;
 
@@ -30,7 +32,9 @@ mod error;
 mod ingress;
 pub mod link;
 mod listen;
+mod sockets;
 mod tcp_api;
+mod time_wait;
 mod udp;
 mod unresolved;
 
@@ -40,6 +44,8 @@ mod fault_runs;
 mod limits_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
+#[cfg(test)]
+mod scale_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
@@ -50,8 +56,10 @@ pub use error::{errno, Error};
 /// A connection as a kernel needs it to take over (see [`Stack::tcp_snapshot`]).
 pub use smoltcp::socket::tcp::RepairState as TcpSnapshot;
 pub use tcp_api::TcpOption;
+pub use time_wait::TIME_WAIT;
 
 use listen::Listener;
+use sockets::{Handle as SocketHandle, Sockets};
 use tcp_api::TcpConn;
 use udp::UdpSock;
 
@@ -183,7 +191,7 @@ pub(crate) enum Entry {
     Udp(UdpSock),
 }
 
-/// A closed socket that smoltcp still needs (FIN handshake, TIME-WAIT, an RST to send).
+/// A closed UDP socket whose accepted datagrams are still queued for sending.
 struct Closing {
     handle: SocketHandle,
     deadline: Instant,
@@ -192,7 +200,11 @@ struct Closing {
 /// One userspace TCP/UDP stack.
 pub struct Stack {
     iface: Interface,
-    sockets: SocketSet<'static>,
+    /// Every TCP and UDP socket, with the 4-tuple map, the timers and the egress queue that
+    /// drive them one by one (see `sockets`).
+    sockets: Sockets,
+    /// Given to smoltcp with packets of other protocols (ICMP): it answers them itself.
+    no_sockets: SocketSet<'static>,
     caps: DeviceCapabilities,
     config: Config,
     counters: Counters,
@@ -204,9 +216,10 @@ pub struct Stack {
     udp_ports: HashMap<u16, u64>,
     /// Active opens not yet established or refused, with the time each started.
     connecting: Vec<(u64, Instant)>,
-    closing: Vec<Closing>,
     /// Closed UDP sockets whose accepted datagrams are still queued for sending.
     udp_closing: Vec<Closing>,
+    /// Connections in TIME-WAIT, without their sockets.
+    time_wait: time_wait::TimeWaits,
     /// Time of the last poll (or creation): when a close started, for the orphan timeout.
     now: Instant,
     /// Packets waiting for the kernel to resolve their next hop.
@@ -216,28 +229,6 @@ pub struct Stack {
     spare_tcp: Vec<tcp::Socket<'static>>,
     /// Bytes of socket buffers held, against `config.mem_max`.
     budget: budget::Budget,
-    /// An API call changed socket state since the last full poll (it may have output).
-    dirty: bool,
-    /// The sockets calls and arrived packets changed since the last poll, when that is all
-    /// that changed (`touched_all`: not known, or too many): with no timer due, the poll then
-    /// only needs their output, not a walk of every socket (see [`Stack::egress_touched`]).
-    touched: Vec<Alone>,
-    touched_all: bool,
-    /// Where a socket is polled alone: one placeholder TCP and one UDP socket, swapped with
-    /// the real one for the time of the poll (see [`Stack::swap_alone`]).
-    scratch: SocketSet<'static>,
-    scratch_tcp: SocketHandle,
-    scratch_udp: SocketHandle,
-    /// Application TCP connections by (local port, remote): a packet for one of them is
-    /// delivered to it alone, not to smoltcp's search of every socket.
-    conns: HashMap<(u16, SocketAddrV4), u64>,
-    /// Sockets swapped in alone so far (tests: the targeted paths were taken).
-    #[cfg(test)]
-    pub(crate) alone_swaps: u64,
-    /// When the stack next needs a poll if nothing arrives (inner `None`: never): worked out
-    /// (a walk of every socket) at the end of a full poll, and brought forward by the timers
-    /// of sockets polled alone since; `None` only before the first poll.
-    idle_until: Option<Option<Instant>>,
 }
 
 impl Stack {
@@ -255,19 +246,11 @@ impl Stack {
         let _ = iface
             .routes_mut()
             .add_default_ipv4_route(config.gateway.unwrap_or(config.addr));
-        let mut scratch = SocketSet::new(Vec::new());
-        let scratch_tcp = scratch.add(tcp::Socket::new(
-            tcp::SocketBuffer::new(Vec::new()),
-            tcp::SocketBuffer::new(Vec::new()),
-        ));
-        let scratch_udp = scratch.add(smoltcp::socket::udp::Socket::new(
-            smoltcp::socket::udp::PacketBuffer::new(Vec::new(), Vec::new()),
-            smoltcp::socket::udp::PacketBuffer::new(Vec::new(), Vec::new()),
-        ));
         let mem_max = config.mem_max;
         Stack {
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            sockets: Sockets::default(),
+            no_sockets: SocketSet::new(Vec::new()),
             caps,
             config,
             counters: Counters::default(),
@@ -276,8 +259,8 @@ impl Stack {
             listeners: HashMap::default(),
             udp_ports: HashMap::default(),
             connecting: Vec::new(),
-            closing: Vec::new(),
             udp_closing: Vec::new(),
+            time_wait: Default::default(),
             now,
             unresolved: Default::default(),
             spare_tcp: Vec::new(),
@@ -285,16 +268,6 @@ impl Stack {
                 used: 0,
                 max: mem_max,
             },
-            dirty: true,
-            touched: Vec::new(),
-            touched_all: true,
-            scratch,
-            scratch_tcp,
-            scratch_udp,
-            conns: HashMap::default(),
-            #[cfg(test)]
-            alone_swaps: 0,
-            idle_until: None,
         }
     }
 
@@ -311,22 +284,16 @@ impl Stack {
         resolver: &mut R,
     ) -> bool {
         self.now = now;
-        // Nothing arrived, no call changed anything, no timer is due: nothing to do. This is
-        // what a spinning wait sees between packets, so it costs a ring peek, not a walk of
-        // every socket.
+        // Nothing arrived, no call queued anything, no timer is due: nothing to do. This is
+        // what a spinning wait sees between packets, so it costs a ring peek.
         if self.nothing_to_do(Some(now), link) {
             return false;
         }
-        let mut active = false;
         // What calls queued leaves first, ahead of the frames that arrived meanwhile: a reply,
         // and the FIN after it, must not wait behind a batch of new requests (a client that
         // has the reply long before the FIN closes first, and keeps the TIME-WAIT that the
         // closing server should keep).
-        if !self.touched.is_empty() {
-            if let Some(sent) = self.egress_touched(now, link, resolver) {
-                active |= sent;
-            }
-        }
+        let mut active = self.egress(now, link, resolver);
         // A budget, so a sustained inflow cannot keep egress (ACKs, replies) and the TX kick
         // waiting: what is left is taken on the next poll (we report activity).
         let mut budget = RX_BUDGET;
@@ -343,178 +310,199 @@ impl Stack {
                 self.unresolved
                     .flush(now, link, resolver, &self.config.mac, &mut self.counters);
         }
-        let full = match self.egress_touched(now, link, resolver) {
-            Some(sent) => {
-                active |= sent;
-                false
-            }
-            None => {
-                active |= self.egress(now, link, resolver);
-                true
-            }
-        };
-        // Walks only the sockets being opened or closed: a connection closed and polled
-        // alone is reaped here too.
+        active |= self.egress(now, link, resolver);
         self.after_poll(now);
-        if full {
-            // Worked out now, before calls touch sockets: a touched socket's own 'poll now'
-            // must not read as a timer due (the poll that follows only needs its output, and
-            // adds its new timers).
-            self.idle_until = Some(self.poll_at(now));
-        }
-        self.dirty = false;
-        self.touched.clear();
-        self.touched_all = false;
         link.flush();
         active
-    }
-
-    /// Where socket `s` sits in the main set (tests: a poll of its own may move it).
-    #[cfg(test)]
-    pub(crate) fn handle_of(&self, s: SocketId) -> Option<SocketHandle> {
-        match self.table.get(&s.0)? {
-            Entry::Tcp(c) => Some(c.handle),
-            Entry::Udp(u) => Some(u.handle),
-            Entry::Listener(_) => None,
-        }
     }
 
     /// A call changed application socket `s` (and nothing else): the next poll must send its
     /// output.
     pub(crate) fn touch(&mut self, s: SocketId) {
         match self.table.get(&s.0) {
-            Some(Entry::Tcp(c)) => self.touch_alone(Alone::Tcp(c.handle)),
-            Some(Entry::Udp(u)) => self.touch_alone(Alone::Udp(u.handle)),
-            _ => self.touch_all(),
+            Some(Entry::Tcp(c)) => self.sockets.queue(c.handle),
+            Some(Entry::Udp(u)) => self.sockets.queue(u.handle),
+            _ => {}
         }
     }
 
-    /// Socket `a` changed (and nothing else). It must stay in the main set until the next
-    /// poll: whatever removes a socket outside a poll calls [`Stack::touch_all`] (then the
-    /// touched list is not used).
-    pub(crate) fn touch_alone(&mut self, a: Alone) {
-        self.dirty = true;
-        // Repeats are removed when the poll sends (a request read and answered touches its
-        // connection three times).
-        if !self.touched_all {
-            if self.touched.len() < TOUCHED_MAX {
-                self.touched.push(a);
-            } else {
-                self.touched_all = true;
-            }
-        }
-    }
-
-    /// A call changed something beyond one socket's output: the next poll is a full one.
-    pub(crate) fn touch_all(&mut self) {
-        self.dirty = true;
-        self.touched_all = true;
-    }
-
-    /// Sends the output of the sockets calls and arrived packets touched, each polled alone
-    /// (see [`Stack::swap_alone`]), when nothing else needs a poll: no other change, nothing
-    /// waiting for a neighbour, no active open to follow, no timer due. A server with many
-    /// connections then does not walk all of them (twice: smoltcp sends one segment per socket
-    /// per walk, and a walk that sent anything is followed by another) for each reply.
-    /// `None` when the full egress is needed.
-    fn egress_touched<L: link::Link, R: link::Resolver>(
+    /// Sends what the queued sockets have to send, and what the sockets whose timer is due
+    /// have (a retransmission, a delayed ACK, a keep-alive, an orphan's abort), visiting only
+    /// those: each is dispatched until it has nothing more to send now, then its next timer is
+    /// set (or it is reaped). Stops when the link runs out of TX frames (the socket keeps its
+    /// turn for the next poll).
+    fn egress<L: link::Link, R: link::Resolver>(
         &mut self,
         now: Instant,
         link: &mut L,
         resolver: &mut R,
-    ) -> Option<bool> {
-        if self.touched_all || !self.unresolved.is_empty() || !self.connecting.is_empty() {
-            return None;
-        }
-        let until = self.next_deadline(now);
-        if until.is_some_and(|t| t <= now) {
-            return None;
-        }
-        let mut next = until;
-        let mut active = false;
-        let mut touched = std::mem::take(&mut self.touched);
-        touched.sort_unstable();
-        touched.dedup();
-        for &alone in &touched {
-            self.swap(alone);
-            active |= egress_set(
-                &mut self.iface,
-                &mut self.scratch,
-                &mut self.counters,
-                &mut self.unresolved,
-                &self.caps,
-                self.config.mac,
-                now,
-                &mut *link,
-                &mut *resolver,
-            );
-            // The socket's own next timer (a retransmission armed by what it just sent).
-            next = earliest(next, self.iface.poll_at(now, &self.scratch));
-            self.swap(alone);
-        }
-        touched.clear();
-        self.touched = touched;
-        // Still valid for every other socket: nothing happened to them.
-        self.idle_until = Some(next);
-        Some(active)
-    }
-
-    /// Swaps application socket `id` with the placeholder of its kind in `scratch`, so that a
-    /// poll of `scratch` sees it alone; its slot in the main set keeps the placeholder (and its
-    /// handle) until [`Stack::swap`] puts it back. `None` if `id` is no TCP connection or UDP
-    /// socket.
-    fn swap_alone(&mut self, id: u64) -> Option<Alone> {
-        let alone = match self.table.get(&id)? {
-            Entry::Tcp(c) => Alone::Tcp(c.handle),
-            Entry::Udp(u) => Alone::Udp(u.handle),
-            Entry::Listener(_) => return None,
-        };
-        self.swap(alone);
-        Some(alone)
-    }
-
-    /// Swaps socket `alone` with its placeholder in `scratch`: twice is a no-op.
-    pub(crate) fn swap(&mut self, alone: Alone) {
-        #[cfg(test)]
-        {
-            self.alone_swaps += 1;
-        }
-        match alone {
-            Alone::Tcp(h) => std::mem::swap(
-                self.sockets.get_mut::<tcp::Socket>(h),
-                self.scratch.get_mut::<tcp::Socket>(self.scratch_tcp),
-            ),
-            Alone::Udp(h) => std::mem::swap(
-                self.sockets.get_mut::<smoltcp::socket::udp::Socket>(h),
-                self.scratch
-                    .get_mut::<smoltcp::socket::udp::Socket>(self.scratch_udp),
-            ),
-        }
-    }
-
-    /// The stack's next deadline (see `idle_until`); worked out here (a walk of every socket)
-    /// only before the first poll.
-    fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
-        match self.idle_until {
-            Some(u) => u,
-            None => {
-                let u = self.poll_at(now);
-                self.idle_until = Some(u);
-                u
+    ) -> bool {
+        // A timer that ran may have changed a socket's state without sending (smoltcp's own
+        // close timer): report it, so waiters look again.
+        let mut active = self.sockets.queue_due(now);
+        while let Some(h) = self.sockets.next_ready() {
+            let (sent, starved) = self.dispatch(h, now, link, resolver);
+            active |= sent > 0;
+            if starved {
+                self.sockets.requeue_first(h);
+                break;
             }
+            self.settle(h, now);
+        }
+        active
+    }
+
+    /// Dispatches socket `h` until it has nothing to send (or [`DISPATCH_BURST`] segments
+    /// went: it is queued again behind the others). Returns the packets sent and whether the
+    /// link ran out of TX frames.
+    fn dispatch<L: link::Link, R: link::Resolver>(
+        &mut self,
+        h: SocketHandle,
+        now: Instant,
+        link: &mut L,
+        resolver: &mut R,
+    ) -> (usize, bool) {
+        struct NoFrame;
+        let cx = self.iface.context_at(now);
+        let mut path = device::TxPath {
+            resolver,
+            counters: &mut self.counters,
+            unresolved: &mut self.unresolved,
+            mac: self.config.mac,
+            now,
+        };
+        let caps = &self.caps.checksum;
+        let mut sent = 0;
+        let socket = self.sockets.socket_mut(h);
+        while sent < DISPATCH_BURST {
+            let mut emitted = false;
+            let r = match &mut *socket {
+                smoltcp::socket::Socket::Tcp(t) => t.stack_dispatch(cx, |_, _, (ip, tcp)| {
+                    let tx = link.transmit().ok_or(NoFrame)?;
+                    device::send(tx, path.reborrow(), ip.buffer_len(), |buf| {
+                        device::emit_tcp(&ip, &tcp, caps, buf)
+                    });
+                    emitted = true;
+                    Ok::<(), NoFrame>(())
+                }),
+                smoltcp::socket::Socket::Udp(u) => u.stack_dispatch(cx, |_, _, (ip, udp, data)| {
+                    let tx = link.transmit().ok_or(NoFrame)?;
+                    device::send(tx, path.reborrow(), ip.buffer_len(), |buf| {
+                        device::emit_udp(&ip, &udp, data, caps, buf)
+                    });
+                    emitted = true;
+                    Ok(())
+                }),
+                #[allow(unreachable_patterns)]
+                _ => Ok(()),
+            };
+            if r.is_err() {
+                path.counters.tx_drop_no_tx_frame += 1;
+                return (sent, true);
+            }
+            if !emitted {
+                return (sent, false);
+            }
+            sent += 1;
+        }
+        self.sockets.queue(h);
+        (sent, false)
+    }
+
+    /// After socket `h` was processed or dispatched: a closed one that is done is reaped (into
+    /// TIME-WAIT if it closed first), an orphan past its deadline is aborted, and the others
+    /// get their next poll (queued for egress, or a timer).
+    fn settle(&mut self, h: SocketHandle, now: Instant) {
+        if !self.sockets.contains(h) {
+            return;
+        }
+        enum Then {
+            Schedule(Option<Instant>),
+            Reap(Option<tcp::TimeWaitState>),
+            Aborted,
+        }
+        let cx = self.iface.context_at(now);
+        let closing = self.sockets.closing(h);
+        let then = match self.sockets.socket_mut(h) {
+            smoltcp::socket::Socket::Tcp(t) => {
+                let at = t.stack_poll_at(cx);
+                let sending = at.is_some_and(|a| a <= now);
+                match (closing, t.state()) {
+                    (None, _) => Then::Schedule(at),
+                    (Some(_), tcp::State::Closed) if t.remote_endpoint().is_none() => {
+                        Then::Reap(None)
+                    }
+                    // Both FINs were exchanged and our last ACK is out: the 4-tuple stays in
+                    // TIME-WAIT without the socket.
+                    (Some(_), tcp::State::TimeWait) if !sending => Then::Reap(t.stack_time_wait()),
+                    (Some(deadline), state) if now >= deadline && state != tcp::State::Closed => {
+                        t.abort();
+                        Then::Aborted
+                    }
+                    _ => Then::Schedule(at),
+                }
+            }
+            // UDP has no timers: it has datagrams to send or not.
+            smoltcp::socket::Socket::Udp(u) => Then::Schedule((u.send_queue() > 0).then_some(now)),
+            #[allow(unreachable_patterns)]
+            _ => Then::Schedule(None),
+        };
+        match then {
+            Then::Schedule(at) => self.sockets.schedule(h, at, now),
+            Then::Reap(tw) => {
+                if let Some(tw) = tw {
+                    if self.time_wait.insert(&tw, now).is_some() {
+                        self.counters.tcp_time_wait += 1;
+                    }
+                }
+                self.reap(h);
+            }
+            Then::Aborted => self.sockets.queue(h),
         }
     }
 
-    /// Whether a poll at `now` (at any time: `None`) would surely do nothing: no call changed
+    /// Removes closed TCP socket `h`, keeping it as a spare if there is room.
+    fn reap(&mut self, h: SocketHandle) {
+        self.discard(h);
+        self.counters.tcp_closed += 1;
+    }
+
+    /// Removes TCP socket `h`, keeping it as a spare if there is room, without counting it
+    /// as a closed connection (a listener's idle socket never was one).
+    fn discard(&mut self, h: SocketHandle) {
+        let socket = self.sockets.remove(h);
+        if let smoltcp::socket::Socket::Tcp(t) = &socket {
+            count_recovery(&mut self.counters, t);
+        }
+        match socket {
+            smoltcp::socket::Socket::Tcp(t) if self.spare_tcp.len() < SPARE_TCP_SOCKETS => {
+                self.spare_tcp.push(t)
+            }
+            other => self.budget.sub(budget::socket_bytes(&other)),
+        }
+    }
+
+    /// The next deadline of the stack's own (not a socket's): UDP sends left at close, the
+    /// recheck of packets held for a neighbour.
+    fn own_deadline(&mut self, now: Instant) -> Option<Instant> {
+        let udp = self.udp_closing.iter().map(|c| c.deadline).min();
+        if self.unresolved.is_empty() {
+            udp
+        } else {
+            earliest(udp, self.unresolved.poll_at(now))
+        }
+    }
+
+    /// Whether a poll at `now` (at any time: `None`) would surely do nothing: no call queued
     /// anything since the last poll, no timer is due, nothing waits for a neighbour (those
     /// packets go out on the first poll that finds it, not only at the recheck), and the link
     /// is idle.
     fn nothing_to_do<L: link::Link>(&mut self, now: Option<Instant>, link: &mut L) -> bool {
-        if self.dirty || !self.unresolved.is_empty() || !link.idle() {
+        if self.sockets.has_ready() || !self.unresolved.is_empty() || !link.idle() {
             return false;
         }
         let last = self.now;
-        let until = self.next_deadline(last);
+        let until = earliest(self.sockets.next_timer(), self.own_deadline(last));
         match now {
             Some(now) => until.is_none_or(|t| t > now),
             None => until.is_none(),
@@ -522,39 +510,18 @@ impl Stack {
     }
 
     /// When the stack next needs a poll if nothing arrives (`None`: only on RX or an API call):
-    /// the earliest of smoltcp's timers, our own deadlines for closed sockets (orphans, UDP
-    /// sends left at close) and the recheck of packets held for a neighbour.
+    /// the earliest socket timer (now if a socket has something to send), our own deadlines
+    /// (UDP sends left at close) and the recheck of packets held for a neighbour.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        let ours = self
-            .closing
-            .iter()
-            .chain(&self.udp_closing)
-            .map(|c| c.deadline)
-            .chain(self.unresolved.poll_at(now))
-            .min();
-        earliest(self.iface.poll_at(now, &self.sockets), ours)
-    }
-
-    fn egress<L: link::Link, R: link::Resolver>(
-        &mut self,
-        now: Instant,
-        link: &mut L,
-        resolver: &mut R,
-    ) -> bool {
-        egress_set(
-            &mut self.iface,
-            &mut self.sockets,
-            &mut self.counters,
-            &mut self.unresolved,
-            &self.caps,
-            self.config.mac,
-            now,
-            link,
-            resolver,
+        let queued = self.sockets.has_ready().then_some(now);
+        earliest(
+            earliest(queued, self.sockets.next_timer()),
+            self.own_deadline(now),
         )
     }
 
-    /// Bookkeeping after each poll: finished active opens, reaping closed sockets.
+    /// Bookkeeping after each poll: finished active opens, UDP sockets closed with datagrams
+    /// queued, TIME-WAIT expiries.
     fn after_poll(&mut self, now: Instant) {
         let (table, sockets, counters) = (&mut self.table, &mut self.sockets, &mut self.counters);
         self.connecting.retain(|(id, started)| {
@@ -577,58 +544,28 @@ impl Stack {
                 }
                 _ => {
                     conn.connecting = false;
-                    // Established: an idle connection must not time out (the kernel keeps it).
+                    // Established: an idle connection must not time out (the kernel keeps it);
+                    // its next poll is worked out again without that timer.
                     socket.set_timeout(None);
+                    sockets.queue(conn.handle);
                     counters.tcp_connected += 1;
                     false
                 }
             }
         });
-        let (sockets, deadline_now, mem) = (&mut self.sockets, now, &mut self.budget);
-        self.udp_closing.retain(|c| {
-            let socket = sockets.get::<smoltcp::socket::udp::Socket>(c.handle);
-            if socket.send_queue() == 0 || deadline_now >= c.deadline {
-                budget::remove(sockets, c.handle, mem);
-                false
-            } else {
-                true
-            }
-        });
-        let (sockets, counters, spare, mem) = (
-            &mut self.sockets,
-            &mut self.counters,
-            &mut self.spare_tcp,
-            &mut self.budget,
-        );
-        self.closing.retain(|c| {
-            let socket = sockets.get_mut::<tcp::Socket>(c.handle);
-            let done = match socket.state() {
-                tcp::State::Closed => socket.remote_endpoint().is_none(),
-                // Both FINs were exchanged and acknowledged (our ACK went out in this poll's
-                // egress). smoltcp would keep the socket 10 s, and every socket it keeps is
-                // scanned for every packet: a server closing thousands of connections a
-                // second would slow to a crawl. Without TIME-WAIT, a retransmitted FIN (our
-                // ACK lost) is answered with RST, which ends the peer's LAST-ACK just as well.
-                tcp::State::TimeWait => true,
-                _ => false,
-            };
-            if done {
-                count_recovery(counters, socket);
-                // A spare keeps its buffers, and its place in the stack's memory.
-                match sockets.remove(c.handle) {
-                    smoltcp::socket::Socket::Tcp(t) if spare.len() < SPARE_TCP_SOCKETS => {
-                        spare.push(t)
-                    }
-                    other => mem.sub(budget::socket_bytes(&other)),
+        if !self.udp_closing.is_empty() {
+            let (sockets, deadline_now, mem) = (&mut self.sockets, now, &mut self.budget);
+            self.udp_closing.retain(|c| {
+                let socket = sockets.get::<smoltcp::socket::udp::Socket>(c.handle);
+                if socket.send_queue() == 0 || deadline_now >= c.deadline {
+                    budget::remove(sockets, c.handle, mem);
+                    false
+                } else {
+                    true
                 }
-                counters.tcp_closed += 1;
-                return false;
-            }
-            if now >= c.deadline && socket.state() != tcp::State::Closed {
-                socket.abort();
-            }
-            true
-        });
+            });
+        }
+        self.time_wait.expire(now);
     }
 
     /// Whether a poll now would surely do nothing, whatever the time: no call changed
@@ -646,6 +583,19 @@ impl Stack {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The counters, with what loss recovery did on connections still open added (the
+    /// stack adds a connection's to [`Stack::counters`] when it reaps it): what accel-stat and
+    /// the exit line report.
+    pub fn counters_now(&self) -> Counters {
+        let mut c = self.counters.clone();
+        let r = self.tcp_recovery();
+        c.tcp_retransmits = r.retransmitted;
+        c.tcp_timeouts = r.timeouts;
+        c.tcp_recoveries = r.recoveries;
+        c.tcp_loss_probes = r.loss_probes;
+        c
     }
 
     /// What TCP loss recovery did on every connection of this stack, open and reaped.
@@ -672,7 +622,7 @@ impl Stack {
     /// smoltcp sockets alive: application sockets, idle listening sockets, connections not yet
     /// accepted, and closed sockets still finishing their handshake.
     pub fn socket_count(&self) -> usize {
-        self.sockets.iter().count()
+        self.sockets.len()
     }
 
     /// Whether any TCP socket (open or closing) still has bytes or a FIN the peer has not
@@ -692,6 +642,11 @@ impl Stack {
                     )
             })
         })
+    }
+
+    /// Connections in TIME-WAIT (held without a socket; see [`TIME_WAIT`]).
+    pub fn time_wait_count(&self) -> usize {
+        self.time_wait.len()
     }
 
     /// Application-visible sockets (ids that are valid now).
@@ -745,18 +700,12 @@ impl Stack {
 
     fn release(&mut self, s: SocketId, abort: bool) {
         let Some(entry) = self.table.remove(&s.0) else {
-            self.touch_all();
             return;
         };
-        let deadline = self.now + ORPHAN_TIMEOUT;
+        let now = self.now;
+        let deadline = now + ORPHAN_TIMEOUT;
         match entry {
             Entry::Tcp(conn) => {
-                // Unless a newer connection with the same addresses took the key over.
-                if let Some(key) = conn.key {
-                    if self.conns.get(&key) == Some(&s.0) {
-                        self.conns.remove(&key);
-                    }
-                }
                 self.connecting.retain(|(id, _)| *id != s.0);
                 let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
                 if abort || socket.recv_queue() > 0 {
@@ -765,29 +714,25 @@ impl Stack {
                     socket.close();
                 }
                 // Nothing will be piggybacked any more: acknowledge at once, so the ACK of
-                // the peer's FIN is out before the socket is reaped in TIME-WAIT (below).
+                // the peer's FIN is out before the socket is reaped in TIME-WAIT.
                 socket.set_ack_delay(None);
-                self.closing.push(Closing {
-                    handle: conn.handle,
-                    deadline,
-                });
-                // The FIN (or RST) goes in the next poll's egress of this socket alone; the
-                // orphan deadline joins the known ones.
-                self.touch_alone(Alone::Tcp(conn.handle));
-                if let Some(until) = self.idle_until {
-                    self.idle_until = Some(earliest(until, Some(deadline)));
-                }
+                self.close_socket(conn.handle, deadline);
             }
             Entry::Listener(l) => {
-                self.touch_all();
                 self.listeners.remove(&l.local.port());
                 for handle in l.into_handles() {
-                    self.sockets.get_mut::<tcp::Socket>(handle).abort();
-                    self.closing.push(Closing { handle, deadline });
+                    let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+                    let listening = socket.state() == tcp::State::Listen;
+                    socket.abort();
+                    if listening {
+                        // The idle listening socket: never a connection, nothing to send.
+                        self.discard(handle);
+                    } else {
+                        self.close_socket(handle, deadline);
+                    }
                 }
             }
             Entry::Udp(u) => {
-                self.touch_all();
                 self.udp_ports.remove(&u.local.port());
                 // Datagrams a send accepted still go out, as with the kernel; the port is free
                 // for a new bind at once (the closing socket only transmits).
@@ -806,24 +751,19 @@ impl Stack {
                 }
             }
         }
-        // Sockets with nothing left to send go now. A removed one may be touched (a send
-        // before the peer's reset): the next poll then must not use the touched list.
-        let (sockets, mem, counters) = (&mut self.sockets, &mut self.budget, &mut self.counters);
-        let mut removed = false;
-        self.closing.retain(|c| {
-            let socket = sockets.get::<tcp::Socket>(c.handle);
-            if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
-                count_recovery(counters, socket);
-                budget::remove(sockets, c.handle, mem);
-                removed = true;
-                false
-            } else {
-                true
-            }
-        });
-        if removed {
-            self.touch_all();
+    }
+
+    /// TCP socket `h`, closed or aborted by the application: reaped now if it has nothing left
+    /// to do, otherwise its FIN (or RST) goes in the next poll's egress and it is reaped when
+    /// done, or aborted at `deadline`.
+    fn close_socket(&mut self, h: SocketHandle, deadline: Instant) {
+        let socket = self.sockets.get::<tcp::Socket>(h);
+        if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
+            self.reap(h);
+            return;
         }
+        self.sockets.set_closing(h, deadline);
+        self.sockets.queue(h);
     }
 
     pub fn local_addr(&self, s: SocketId) -> Option<SocketAddrV4> {
@@ -849,21 +789,21 @@ impl Stack {
         }
     }
 
-    /// Enters the connection in `handle` into the table and, by (local port, remote), into
-    /// `conns`.
+    /// Enters the connection in `handle` into the table (its 4-tuple is filed already).
     pub(crate) fn insert_conn(&mut self, handle: SocketHandle, connecting: bool) -> SocketId {
-        let socket = self.sockets.get::<tcp::Socket>(handle);
+        self.insert(Entry::Tcp(TcpConn::new(handle, connecting)))
+    }
+
+    /// Files TCP socket `h` under its 4-tuple, for ingress to find it.
+    pub(crate) fn file_conn(&mut self, h: SocketHandle) {
+        let socket = self.sockets.get::<tcp::Socket>(h);
         let key = socket
             .local_endpoint()
             .zip(socket.remote_endpoint().and_then(endpoint_v4))
             .map(|(l, r)| (l.port, r));
-        let mut conn = TcpConn::new(handle, connecting);
-        conn.key = key;
-        let id = self.insert(Entry::Tcp(conn));
         if let Some(key) = key {
-            self.conns.insert(key, id.0);
+            self.sockets.set_key(h, key);
         }
-        id
     }
 
     fn insert(&mut self, entry: Entry) -> SocketId {
@@ -948,57 +888,8 @@ pub(crate) fn endpoint(addr: SocketAddrV4) -> IpEndpoint {
     IpEndpoint::new(IpAddress::Ipv4(*addr.ip()), addr.port())
 }
 
-/// Touches (calls and packets on one socket, repeats counted) a poll deals with socket by
-/// socket; more make it a full poll. Alone, a socket costs two swaps and its own egress; a
-/// full poll costs two walks of every socket.
-const TOUCHED_MAX: usize = 512;
-
-/// A socket that can be polled alone (swapped into the scratch set), by its handle in the
-/// main set.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Alone {
-    Tcp(SocketHandle),
-    Udp(SocketHandle),
-}
-
-/// Sends what the sockets of `sockets` have to send: smoltcp sends at most one segment per
-/// socket per walk, so walks repeat until one sends nothing (or TX frames ran out).
-#[allow(clippy::too_many_arguments)]
-fn egress_set<L: link::Link, R: link::Resolver>(
-    iface: &mut Interface,
-    sockets: &mut SocketSet<'static>,
-    counters: &mut Counters,
-    unresolved: &mut unresolved::Unresolved,
-    caps: &DeviceCapabilities,
-    mac: link::Mac,
-    now: Instant,
-    link: &mut L,
-    resolver: &mut R,
-) -> bool {
-    let mut active = false;
-    loop {
-        let starved = counters.tx_drop_no_tx_frame;
-        let mut dev = device::EgressDevice {
-            link: &mut *link,
-            path: device::TxPath {
-                resolver: &mut *resolver,
-                counters: &mut *counters,
-                unresolved: &mut *unresolved,
-                mac,
-                now,
-            },
-            caps,
-        };
-        match iface.poll_egress(now, &mut dev, sockets) {
-            smoltcp::iface::PollResult::None => break,
-            smoltcp::iface::PollResult::SocketStateChanged => active = true,
-        }
-        if counters.tx_drop_no_tx_frame != starved {
-            break;
-        }
-    }
-    active
-}
+/// Segments one socket sends in a row before the others get their turn.
+const DISPATCH_BURST: usize = 64;
 
 /// Adds what loss recovery did on a connection about to be reaped to the stack's counters.
 fn count_recovery(counters: &mut Counters, socket: &tcp::Socket) {
@@ -1009,10 +900,4 @@ fn count_recovery(counters: &mut Counters, socket: &tcp::Socket) {
     counters.tcp_loss_probes += r.loss_probes;
 }
 
-/// The earlier of two deadlines (`None`: never).
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
+use sockets::earliest;

@@ -9,12 +9,12 @@ use std::collections::VecDeque;
 
 use core::net::SocketAddrV4;
 
-use smoltcp::iface::{SocketHandle, SocketSet};
+use crate::sockets::{Handle as SocketHandle, Sockets};
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpListenEndpoint;
 
 use crate::budget::{self, Budget};
-use crate::{endpoint, endpoint_v4, Entry, Error, SocketId, Stack, MAX_BACKLOG};
+use crate::{endpoint_v4, Entry, Error, SocketId, Stack, MAX_BACKLOG};
 
 pub(crate) struct Listener {
     pub local: SocketAddrV4,
@@ -27,7 +27,6 @@ pub(crate) struct Listener {
 
 pub(crate) enum Admit {
     Ready,
-    Duplicate,
     Full,
     /// The stack's socket memory has no room for another connection.
     NoMemory,
@@ -41,7 +40,7 @@ fn acceptable(socket: &tcp::Socket) -> bool {
 }
 
 impl Listener {
-    pub fn has_acceptable(&self, sockets: &SocketSet) -> bool {
+    pub fn has_acceptable(&self, sockets: &Sockets) -> bool {
         self.pending
             .iter()
             .any(|h| acceptable(sockets.get::<tcp::Socket>(*h)))
@@ -53,7 +52,7 @@ impl Listener {
 
     /// Moves a woken idle socket to the queue; drops queued connections that were reset
     /// (a reset SYN-RECEIVED socket goes back to LISTEN: it becomes the idle one again).
-    fn sweep(&mut self, sockets: &mut SocketSet<'static>, mem: &mut Budget) {
+    fn sweep(&mut self, sockets: &mut Sockets, mem: &mut Budget) {
         if let Some(h) = self.idle {
             if sockets.get::<tcp::Socket>(h).state() != tcp::State::Listen {
                 self.pending.push_back(h);
@@ -65,6 +64,8 @@ impl Listener {
             let socket = sockets.get::<tcp::Socket>(h);
             match socket.state() {
                 tcp::State::Listen if idle.is_none() => {
+                    // Reset in SYN-RECEIVED: listening again, without its 4-tuple.
+                    sockets.clear_key(h);
                     *idle = Some(h);
                     false
                 }
@@ -78,8 +79,13 @@ impl Listener {
                 }
                 tcp::State::SynReceived | tcp::State::Closed => true,
                 _ => {
-                    // Established (or later): it waits for accept without a timeout.
-                    sockets.get_mut::<tcp::Socket>(h).set_timeout(None);
+                    // Established (or later): it waits for accept without a timeout (its
+                    // next poll, the timeout's timer gone, is worked out again).
+                    let socket = sockets.get_mut::<tcp::Socket>(h);
+                    if socket.timeout().is_some() {
+                        socket.set_timeout(None);
+                        sockets.queue(h);
+                    }
                     true
                 }
             }
@@ -91,7 +97,6 @@ impl Stack {
     /// Listens on `local` (address unspecified or ours) with room for `backlog` connections
     /// not yet accepted (clamped to 1..=[`MAX_BACKLOG`]).
     pub fn tcp_listen(&mut self, local: SocketAddrV4, backlog: usize) -> Result<SocketId, Error> {
-        self.touch_all();
         if local.port() == 0 {
             return Err(Error::InvalidState);
         }
@@ -115,7 +120,6 @@ impl Stack {
 
     /// The oldest queued connection that is established, with its peer's address.
     pub fn tcp_accept(&mut self, listener: SocketId) -> Result<(SocketId, SocketAddrV4), Error> {
-        self.touch_all();
         let l = match self.table.get_mut(&listener.0) {
             Some(Entry::Listener(l)) => l,
             Some(_) => return Err(Error::InvalidState),
@@ -144,21 +148,13 @@ impl Stack {
         Ok((id, remote))
     }
 
-    pub(crate) fn prepare_listener(&mut self, listener: u64, remote: SocketAddrV4) -> Admit {
+    pub(crate) fn prepare_listener(&mut self, listener: u64) -> Admit {
         let Some(Entry::Listener(l)) = self.table.get_mut(&listener) else {
             return Admit::Ready;
         };
         l.sweep(&mut self.sockets, &mut self.budget);
-        let remote = Some(endpoint(remote));
-        let sockets = &self.sockets;
-        if l.pending
-            .iter()
-            .any(|h| sockets.get::<tcp::Socket>(*h).remote_endpoint() == remote)
-        {
-            // A retransmitted SYN for a connection already queued: its SYN-ACK is on its own
-            // retransmit timer; letting the SYN reach the idle socket would open a twin.
-            return Admit::Duplicate;
-        }
+        // A retransmitted SYN for a connection already queued never comes here: ingress finds
+        // that connection by its 4-tuple first (and drops the SYN as a duplicate).
         match self.ensure_idle(listener) {
             Ok(true) => Admit::Ready,
             Ok(false) => Admit::Full,

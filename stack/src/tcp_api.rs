@@ -3,16 +3,13 @@
 
 use core::net::SocketAddrV4;
 
-use smoltcp::iface::SocketHandle;
+use crate::sockets::Handle as SocketHandle;
 use smoltcp::socket::tcp::{self, ConnectError, RecvError, State};
-use smoltcp::socket::AnySocket;
 
 use crate::{endpoint, Entry, Error, Readiness, SocketId, Stack, TcpSnapshot};
 
 pub(crate) struct TcpConn {
     pub handle: SocketHandle,
-    /// (local port, remote): its key in the stack's `conns`.
-    pub key: Option<(u16, SocketAddrV4)>,
     /// Active open not yet established or refused.
     pub connecting: bool,
     /// The application shut down (or the stack closed) the write side.
@@ -27,7 +24,6 @@ impl TcpConn {
     pub fn new(handle: SocketHandle, connecting: bool) -> TcpConn {
         TcpConn {
             handle,
-            key: None,
             connecting,
             wr_shut: false,
             error: None,
@@ -75,8 +71,8 @@ pub(crate) fn readiness(conn: &TcpConn, socket: &tcp::Socket) -> Readiness {
 }
 
 impl Stack {
-    /// The connection `s`, for a call that may change what goes on the wire (the next poll
-    /// looks at every socket).
+    /// The connection `s`, for a call that may change what goes on the wire (the next poll's
+    /// egress visits it).
     fn tcp_conn(
         &mut self,
         s: SocketId,
@@ -111,7 +107,6 @@ impl Stack {
         local: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> Result<SocketId, Error> {
-        self.touch_all();
         let local_ip = if local.ip().is_unspecified() {
             self.config.addr
         } else {
@@ -122,12 +117,13 @@ impl Stack {
         }
         let local = SocketAddrV4::new(local_ip, local.port());
         let (l, r) = (Some(endpoint(local)), Some(endpoint(remote)));
-        // Any socket still holding this 4-tuple (including one in TIME-WAIT after its
+        // Any socket still holding this 4-tuple (or the 4-tuple in TIME-WAIT after its
         // application closed it) makes it unavailable, as the kernel's connect() says.
-        let in_use = self.sockets.iter().any(|(_, socket)| {
-            tcp::Socket::downcast(socket)
-                .is_some_and(|t| t.local_endpoint() == l && t.remote_endpoint() == r)
-        });
+        let key = (local.port(), remote);
+        let in_use = self.sockets.find(&key).is_some_and(|h| {
+            let t = self.sockets.get::<tcp::Socket>(h);
+            t.local_endpoint() == l && t.remote_endpoint() == r
+        }) || self.time_wait.contains(&key, self.now);
         if in_use {
             return Err(Error::Unaddressable);
         }
@@ -148,6 +144,9 @@ impl Stack {
             });
         }
         let handle = self.sockets.add(socket);
+        self.sockets.set_key(handle, key);
+        // The SYN goes in the next poll.
+        self.sockets.queue(handle);
         let id = self.insert_conn(handle, true);
         self.connecting.push((id.0, self.now));
         Ok(id)

@@ -2,7 +2,7 @@
 
 use core::net::SocketAddrV4;
 
-use smoltcp::iface::{SocketHandle, SocketSet};
+use crate::sockets::{Handle as SocketHandle, Sockets};
 use smoltcp::socket::udp::{self, PacketBuffer, PacketMetadata, SendError};
 use smoltcp::wire::IpListenEndpoint;
 
@@ -18,7 +18,7 @@ pub(crate) struct UdpSock {
 }
 
 impl UdpSock {
-    pub fn readiness(&self, sockets: &SocketSet) -> Readiness {
+    pub fn readiness(&self, sockets: &Sockets) -> Readiness {
         let socket = sockets.get::<udp::Socket>(self.handle);
         Readiness {
             readable: socket.can_recv(),
@@ -41,7 +41,6 @@ impl Stack {
 
     /// Binds a UDP socket to `local` (unspecified address or ours; port chosen by the caller).
     pub fn udp_bind(&mut self, local: SocketAddrV4) -> Result<SocketId, Error> {
-        self.touch_all();
         if local.port() == 0 {
             return Err(Error::InvalidState);
         }

@@ -24,7 +24,7 @@ fn snapshot(nics: &[Arc<Nic>], rows: Rows) -> libaccel::stats::Snapshot {
                 copy_mode,
                 counters: g
                     .stack()
-                    .counters()
+                    .counters_now()
                     .iter()
                     .map(|(k, v)| (k.to_string(), v))
                     .collect(),
@@ -111,7 +111,7 @@ static LAST_STATS: Mutex<Option<String>> = Mutex::new(None);
 
 fn counters_line(nic: &Nic, g: &NicInner) -> String {
     let mut line = format!("accel-stats: interface={}", nic.name);
-    for (name, value) in g.stack().counters().iter() {
+    for (name, value) in g.stack().counters_now().iter() {
         line.push_str(&format!(" {name}={value}"));
     }
     line

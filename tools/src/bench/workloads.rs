@@ -30,6 +30,32 @@ pub const ALL: &[&str] = &[
     "iperf3",
 ];
 
+/// The client counts the `nginx` workload runs (each as its own workload, `nginx-cN`).
+pub const NGINX_CONNS: &[u32] = &[32, 400, 2000];
+
+/// The workloads `name` stands for: `nginx` is one `nginx-cN` per count in `conns`; any other
+/// known name (or `nginx-cN` itself) stands for itself.
+pub fn expand(name: &str, conns: &[u32]) -> Result<Vec<String>> {
+    if name == "nginx" {
+        return Ok(conns.iter().map(|c| format!("nginx-c{c}")).collect());
+    }
+    if nginx_conns(name).is_some() || ALL.contains(&name) {
+        return Ok(vec![name.to_string()]);
+    }
+    bail!(
+        "unknown workload {name:?}; known: {} (nginx-cN for N clients)",
+        ALL.join(" ")
+    )
+}
+
+/// N of `nginx-cN`.
+fn nginx_conns(name: &str) -> Option<u32> {
+    name.strip_prefix("nginx-c")?
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+}
+
 /// One measured value: metric name, unit, whether higher is better, value.
 pub type Sample = (&'static str, &'static str, bool, f64);
 
@@ -262,6 +288,11 @@ fn port() -> u16 {
 impl Bench {
     /// Builds the topology and prepares B for many short connections (conn-rate).
     pub fn new(exe: PathBuf, accel_run: PathBuf, quick: bool) -> Result<Bench> {
+        // wrk -c2000 and nginx with as many clients need more fds than the usual soft limit
+        // of 1024; the programs started here inherit it.
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
         let topo = Topology::new(1).context("cannot build the topology")?;
         for kv in [
             "net.ipv4.tcp_tw_reuse=1",
@@ -330,9 +361,10 @@ impl Bench {
             "pingpong-tcp" => self.pingpong(true, accel, false),
             "pingpong-udp" => self.pingpong(false, accel, false),
             "msgrate-udp" => self.msgrate(accel),
-            "nginx" => self.nginx(accel, false),
+            "nginx" => self.nginx(accel, false, 32),
             "nginx-workers" => self.nginx_workers(accel),
-            "conn-rate" => self.nginx(accel, true),
+            "conn-rate" => self.nginx(accel, true, 32),
+            n if nginx_conns(n).is_some() => self.nginx(accel, false, nginx_conns(n).unwrap_or(32)),
             "redis" => self.redis(accel),
             "iperf3" => self.iperf3(accel),
             other => Err(anyhow!("unknown workload {other:?}")),
@@ -505,9 +537,9 @@ impl Bench {
         )])
     }
 
-    /// nginx in A serving a 1 KiB page to `wrk -c32` from B for `secs` seconds; `close`: a
-    /// new connection per request (conn-rate).
-    pub fn nginx(&self, accel: bool, close: bool) -> Result<Vec<Sample>> {
+    /// nginx in A serving a 1 KiB page to `wrk -c<conns>` (one thread) from B for `secs`
+    /// seconds; `close`: a new connection per request (conn-rate).
+    pub fn nginx(&self, accel: bool, close: bool, conns: u32) -> Result<Vec<Sample>> {
         let port = port();
         let dir = self.scratch.join(format!("nginx-{port}"));
         std::fs::create_dir_all(&dir)?;
@@ -515,11 +547,14 @@ impl Bench {
         let conf = format!(
             "daemon off; master_process off; worker_processes 1;\n\
              error_log {d}/error.log; pid {d}/nginx.pid;\n\
-             events {{ worker_connections 4096; }}\n\
+             worker_rlimit_nofile {};\n\
+             events {{ worker_connections {}; }}\n\
              http {{ access_log off; keepalive_timeout {}; keepalive_requests 1000000;\n\
                client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
                uwsgi_temp_path {d}; scgi_temp_path {d};\n\
                server {{ listen {}; root {}; }} }}\n",
+            conns * 2 + 1024,
+            (conns * 2).max(4096),
             if close { "0" } else { "65" },
             self.addr_a(port),
             self.scratch.join("www").display()
@@ -535,7 +570,8 @@ impl Bench {
         srv.wait_tcp(&self.topo, self.addr_a(port), START)?;
         let url = format!("http://{}/1k.html", self.addr_a(port));
         let d = format!("{}s", self.secs);
-        let mut args = vec!["-t1", "-c32", "-d", &d, "--latency"];
+        let c = format!("-c{conns}");
+        let mut args = vec!["-t1", &c, "-d", &d, "--latency"];
         if close {
             args.extend(["-H", "Connection: close"]);
         }
@@ -734,4 +770,23 @@ pub fn find_accel_run(exe: &Path) -> Result<PathBuf> {
         }
     }
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_expands_to_one_workload_per_client_count() {
+        assert_eq!(
+            expand("nginx", NGINX_CONNS).unwrap(),
+            ["nginx-c32", "nginx-c400", "nginx-c2000"]
+        );
+        assert_eq!(expand("nginx", &[8]).unwrap(), ["nginx-c8"]);
+        assert_eq!(expand("nginx-c100", NGINX_CONNS).unwrap(), ["nginx-c100"]);
+        assert_eq!(expand("redis", NGINX_CONNS).unwrap(), ["redis"]);
+        for bad in ["nginx-c0", "nginx-cx", "ngnix"] {
+            assert!(expand(bad, NGINX_CONNS).is_err(), "{bad}");
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use accel_tools::bench::plot::{latency_svg, LatencyGroup};
 use accel_tools::bench::report::{self, Results, Workload};
-use accel_tools::bench::workloads::{find_accel_run, Bench, ALL};
+use accel_tools::bench::workloads::{expand, find_accel_run, Bench, ALL, NGINX_CONNS};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
@@ -26,8 +26,12 @@ struct Args {
     /// Repetitions (each runs kernel and accel once); default 5, or 1 with --quick.
     #[arg(long)]
     reps: Option<u32>,
-    /// Workloads to run (default: all): floor pingpong-tcp pingpong-udp msgrate-udp nginx nginx-workers conn-rate
-    /// redis iperf3.
+    /// Client counts of the nginx workload (comma-separated): `nginx` runs as one workload
+    /// per count, `nginx-cN`.
+    #[arg(long, value_delimiter = ',', default_values_t = NGINX_CONNS.to_vec())]
+    nginx_conns: Vec<u32>,
+    /// Workloads to run (default: all): floor pingpong-tcp pingpong-udp msgrate-udp nginx
+    /// (nginx-cN for N clients) nginx-workers conn-rate redis iperf3.
     workloads: Vec<String>,
 }
 
@@ -143,15 +147,14 @@ fn lossy(args: LossyArgs) -> Result<()> {
 }
 
 fn run(args: Args) -> Result<()> {
-    let names: Vec<String> = if args.workloads.is_empty() {
+    let given: Vec<String> = if args.workloads.is_empty() {
         ALL.iter().map(|s| s.to_string()).collect()
     } else {
         args.workloads.clone()
     };
-    for n in &names {
-        if !ALL.contains(&n.as_str()) {
-            bail!("unknown workload {n:?}; known: {}", ALL.join(" "));
-        }
+    let mut names = Vec::new();
+    for n in &given {
+        names.extend(expand(n, &args.nginx_conns)?);
     }
     let reps = args.reps.unwrap_or(if args.quick { 1 } else { 5 });
     if reps == 0 {

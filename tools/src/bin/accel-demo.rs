@@ -82,7 +82,7 @@ impl Workload {
     fn run(self, bench: &Bench, v: Variant) -> Result<Vec<Sample>> {
         let accel = v == Variant::Accel;
         match self {
-            Workload::Nginx => bench.nginx(accel, false),
+            Workload::Nginx => bench.nginx(accel, false, 32),
             Workload::PingPong { tcp } => bench.pingpong(tcp, accel, v == Variant::KernelSpinning),
         }
     }

@@ -270,7 +270,7 @@ fn print_counters(
         }
         out.push('\n');
     }
-    for (name, value) in stack.counters().iter() {
+    for (name, value) in stack.counters_now().iter() {
         out.push_str(&format!("  stack {name} {value}\n"));
     }
     out.push_str(&format!(

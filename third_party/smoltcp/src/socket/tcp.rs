@@ -19,10 +19,12 @@ use crate::wire::{
 };
 
 mod congestion;
+mod driven;
 mod recovery;
 // accel: TCP repair (README.md, "Handing a connection to the kernel").
 mod repair;
 
+pub use self::driven::TimeWaitState;
 pub use self::recovery::RecoveryStats;
 pub use self::repair::RepairState;
 

@@ -19,6 +19,7 @@ mod sixlowpan;
 
 #[cfg(feature = "multicast")]
 pub(crate) mod multicast;
+mod driven;
 #[cfg(feature = "socket-tcp")]
 mod tcp;
 #[cfg(any(feature = "socket-udp", feature = "socket-dns"))]
