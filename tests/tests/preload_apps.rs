@@ -665,6 +665,57 @@ fn threads_share_sockets_and_a_forked_child_shares_a_connection_as_with_the_kern
     );
 }
 
+/// exec(): an accelerated connection whose fd survives exec keeps working in the new program,
+/// byte-exact in both directions (accel hands it to its kernel socket before the exec).
+#[test]
+fn a_connection_survives_exec_byte_exact() {
+    let t = topo();
+    let python = need("python3", "python3");
+    let dir = TempDir::new("exec");
+    let echo = KernelServer::start(&t, 7077, Behaviour::Echo);
+    let script = dir.join("exec.py");
+    std::fs::write(
+        &script,
+        format!(
+            "import os, socket, sys\n\
+             def echo(s, m):\n\
+             \x20   s.sendall(m); got = b''\n\
+             \x20   while len(got) < len(m):\n\
+             \x20       b = s.recv(len(m) - len(got))\n\
+             \x20       if not b: sys.exit('the peer closed')\n\
+             \x20       got += b\n\
+             \x20   if got != m: sys.exit('echo differs')\n\
+             if len(sys.argv) > 1:\n\
+             \x20   s = socket.socket(fileno=int(sys.argv[1]))\n\
+             \x20   echo(s, bytes(range(256)) * 64)\n\
+             \x20   print('after exec: ok', flush=True)\n\
+             \x20   sys.exit(0)\n\
+             s = socket.create_connection(('{}', 7077))\n\
+             echo(s, b'before exec')\n\
+             os.set_inheritable(s.fileno(), True)\n\
+             os.execv(sys.executable, [sys.executable, __file__, str(s.fileno())])\n",
+            t.addr_b
+        ),
+    )
+    .unwrap();
+    let before = snmp_a(&t);
+    let fin = run_app(
+        "exec (under accel-run)",
+        accelerated(&t, Side::A, None, &python, &[script.to_str().unwrap()]),
+        Duration::from_secs(30),
+    );
+    let d = snmp_a(&t).since(&before);
+    let fin = fin.success();
+    assert!(fin.stdout.contains("after exec: ok"), "{}", fin.describe());
+    assert_eq!(echo.accepted(), 1, "one connection, kept across exec");
+    // accel opened it (A's kernel opened none); after the exec it is the kernel's.
+    assert_eq!(
+        d.tcp_active_opens, 0,
+        "A's kernel opened a connection: {d:?}"
+    );
+    assert!(d.tcp_in_segs > 0, "the kernel carries it after exec: {d:?}");
+}
+
 /// A program that closes every fd it did not open (a close() loop and close_range) keeps
 /// working: accel's own fds (AF_XDP sockets, BPF objects, netlink sockets, eventfds) are not
 /// the program's to close.
