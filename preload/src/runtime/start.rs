@@ -96,6 +96,8 @@ pub(super) fn start(hooks: Hooks) -> Option<Runtime> {
             internal::mark(fd);
         }
     }
+    // Made now, while this process may still be privileged (see `stats::publish`).
+    super::stats::ensure_dir();
     progress::spawn(rt.nics.clone(), hooks);
     kernel::at_exit(exit::at_exit);
     Some(rt)

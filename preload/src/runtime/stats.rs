@@ -80,6 +80,11 @@ fn dir() -> std::path::PathBuf {
     libaccel::stats::dir_from(crate::sys::env::var(libaccel::stats::DIR_ENV))
 }
 
+/// Makes the snapshot directory if it is missing (best effort: accel-stat is optional).
+pub fn ensure_dir() {
+    let _ = libaccel::stats::ensure_dir(&dir());
+}
+
 /// Removes this process's snapshot (at exit).
 pub fn unpublish() {
     let dir = dir();

@@ -318,6 +318,17 @@ fn main() -> ExitCode {
         }
     };
 
+    // The snapshot directory exists before the program runs, writable by each of its
+    // processes whatever user they become (nginx's workers: nobody); the first process may
+    // exit before it would make it (a daemon's parent). Best effort: a program still runs
+    // without accel-stat.
+    let _ = libaccel::stats::ensure_dir(&libaccel::stats::dir_from(
+        plan.vars
+            .iter()
+            .find(|(k, _)| *k == libaccel::stats::DIR_ENV)
+            .map(|(_, v)| v.clone())
+            .or_else(|| env(libaccel::stats::DIR_ENV)),
+    ));
     let program = &args.command[0];
     let mut cmd = Command::new(program);
     cmd.args(&args.command[1..]);
