@@ -316,12 +316,41 @@ impl Bench {
 
     /// `prog args` in `side`, under accel-run (latency profile) when `accel`.
     fn cmd(&self, side: Side, accel: bool, prog: &str, args: &[&str]) -> Command {
+        self.cmd_on(side, accel, None, prog, args)
+    }
+
+    /// The CPU each end of a ping-pong runs on: the server on CPU 0, the client on CPU 1 (as a
+    /// latency-minded user pins them), so that two ends that spin never share one core and
+    /// wait out each other's time slice (a round trip of milliseconds instead of
+    /// microseconds, seen now and then on a 2-core machine, on the kernel as under accel).
+    /// `None` on a single CPU, and for ends that block (`spin` false: the kernel's default),
+    /// which are woken fastest on the core where their peer ran.
+    fn pingpong_cpu(side: Side, spin: bool) -> Option<usize> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (spin && cpus >= 2).then_some(match side {
+            Side::A => 0,
+            Side::B => 1,
+        })
+    }
+
+    /// [`Bench::cmd`], pinned to `cpu` (with util-linux's `taskset`) when given.
+    fn cmd_on(
+        &self,
+        side: Side,
+        accel: bool,
+        cpu: Option<usize>,
+        prog: &str,
+        args: &[&str],
+    ) -> Command {
         let (ns, ifname) = match side {
             Side::A => (&self.topo.ns_a, &self.topo.if_a),
             Side::B => (&self.topo.ns_b, &self.topo.if_b),
         };
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]);
+        if let Some(cpu) = cpu {
+            c.args(["taskset", "-c", &cpu.to_string()]);
+        }
         if accel {
             c.arg(&self.accel_run)
                 .args(["--interface", ifname, "--profile", "latency", "--"]);
@@ -474,7 +503,13 @@ impl Bench {
         }
         let mut srv = Proc::start(
             "sockperf server",
-            self.cmd(Side::A, accel, "sockperf", &args),
+            self.cmd_on(
+                Side::A,
+                accel,
+                Self::pingpong_cpu(Side::A, accel || nonblocked),
+                "sockperf",
+                &args,
+            ),
         )?;
         srv.wait_for("to block on socket", START)?;
         Ok(srv)
@@ -502,7 +537,13 @@ impl Bench {
         let before = self.topo.snmp_a()?;
         let out = Proc::start(
             "sockperf ping-pong",
-            self.cmd(Side::B, accel, "sockperf", &args),
+            self.cmd_on(
+                Side::B,
+                accel,
+                Self::pingpong_cpu(Side::B, accel || nonblocked),
+                "sockperf",
+                &args,
+            ),
         )?
         .finish(self.client_timeout())?;
         self.client_kernel.set(self.topo.snmp_a()?.since(&before));
