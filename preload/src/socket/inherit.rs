@@ -17,9 +17,9 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use super::Endpoint;
-use super::{flow_key, kernel_nonblocking, open_error, On, Proto, State, SOCKETS};
+use super::{kernel_nonblocking, open_error, State, SOCKETS};
 use crate::errno::Res;
-use crate::runtime::{Nic, Runtime};
+use crate::runtime::Runtime;
 use crate::sys::kernel;
 
 /// Whether `st` names interfaces of another process (an ancestor's).
@@ -85,32 +85,8 @@ fn relisten(rt: &Runtime, ep: &Endpoint, local: SocketAddrV4, backlog: usize) ->
     if nics.is_empty() {
         return Err(crate::errno::Errno::EINVAL);
     }
-    let flow = flow_key(Proto::Tcp, local, None);
-    let mut on: Vec<On> = Vec::new();
-    for nic in &nics {
-        let opened = nic.lock().engine.tcp_listen(local, backlog, &flow);
-        match opened {
-            Ok(id) => on.push(On {
-                nic: nic.clone(),
-                id,
-            }),
-            Err(e) => {
-                for o in &on {
-                    o.nic.lock().engine.tcp_unlisten(o.id, flow);
-                }
-                return Err(open_error(e));
-            }
-        }
-    }
-    let flows = nics.iter().map(|n: &Arc<Nic>| (n.clone(), flow)).collect();
-    *ep.state() = State::Listener {
-        on,
-        flows,
-        local,
-        backlog,
-    };
-    // Listening again serves the flow; this process has not used the listener yet.
-    ep.serving.store(true, std::sync::atomic::Ordering::Release);
+    super::setup::listen_in_stacks(ep, &nics, local, backlog).map_err(open_error)?;
+    // This process has not used the listener yet (see `listeners`).
     ep.used.store(false, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }

@@ -117,9 +117,35 @@ pub fn listen(rt: &Runtime, ep: &Endpoint, fd: RawFd, backlog: i32) -> Res<()> {
     let backlog = usize::try_from(backlog)
         .unwrap_or(1)
         .clamp(1, stack::MAX_BACKLOG);
+    if let Err(e) = listen_in_stacks(ep, &nics, local, backlog) {
+        if no_room(&e) {
+            // The kernel socket listens already: it serves the port instead.
+            to_kernel(fd);
+            return Ok(());
+        }
+        return Err(open_error(e));
+    }
+    kernel_nonblocking(fd);
+    Ok(())
+}
+
+/// The engine's error for a socket it could not open on a preload interface.
+pub(super) type NicOpenError = stack::engine::OpenError<
+    <crate::runtime::nic::NicBackend as stack::engine::Backend>::FlowError,
+>;
+
+/// Makes `ep` a listener on `local` in the stack of each of `nics`, serving its flow (see
+/// `listeners`); on an error, the stacks already listening stop again and nothing changes.
+/// listen(), and a forked child listening again on what it inherited, both come here.
+pub(super) fn listen_in_stacks(
+    ep: &Endpoint,
+    nics: &[Arc<Nic>],
+    local: SocketAddrV4,
+    backlog: usize,
+) -> Result<(), NicOpenError> {
     let flow = flow_key(Proto::Tcp, local, None);
     let mut on: Vec<On> = Vec::new();
-    for nic in &nics {
+    for nic in nics {
         let opened = nic.lock().engine.tcp_listen(local, backlog, &flow);
         match opened {
             Ok(id) => on.push(On {
@@ -127,20 +153,13 @@ pub fn listen(rt: &Runtime, ep: &Endpoint, fd: RawFd, backlog: i32) -> Res<()> {
                 id,
             }),
             Err(e) => {
-                // Undo the interfaces already listening.
                 for o in &on {
                     o.nic.lock().engine.tcp_unlisten(o.id, flow);
                 }
-                if no_room(&e) {
-                    // The kernel socket listens already: it serves the port instead.
-                    to_kernel(fd);
-                    return Ok(());
-                }
-                return Err(open_error(e));
+                return Err(e);
             }
         }
     }
-    kernel_nonblocking(fd);
     let flows = nics.iter().map(|n| (n.clone(), flow)).collect();
     *ep.state() = State::Listener {
         on,
@@ -148,7 +167,6 @@ pub fn listen(rt: &Runtime, ep: &Endpoint, fd: RawFd, backlog: i32) -> Res<()> {
         local,
         backlog,
     };
-    // Listening serves the flow (see `listeners`).
     ep.serving.store(true, Ordering::Release);
     Ok(())
 }
