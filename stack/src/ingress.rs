@@ -313,6 +313,7 @@ impl Stack {
         }
         self.counters.udp_rx_datagrams += 1;
         socket.stack_process(cx, PacketMeta::default(), &ip_repr, &repr, packet.payload());
+        self.changes.note(id);
     }
 
     /// Whether a TCP/UDP packet's checksum lets it in (counting partial and bad ones).

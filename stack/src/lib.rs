@@ -24,6 +24,7 @@ pub use smoltcp::socket::tcp::State as TcpState;
 pub use smoltcp::time::{Duration, Instant};
 
 mod budget;
+pub mod changes;
 mod checksum;
 mod counters;
 mod device;
@@ -229,6 +230,8 @@ pub struct Stack {
     spare_tcp: Vec<tcp::Socket<'static>>,
     /// Bytes of socket buffers held, against `config.mem_max`.
     budget: budget::Budget,
+    /// Application sockets the stack changed, for readiness waiters (see `changes`).
+    changes: changes::Changes,
 }
 
 impl Stack {
@@ -268,6 +271,7 @@ impl Stack {
                 used: 0,
                 max: mem_max,
             },
+            changes: Default::default(),
         }
     }
 
@@ -416,6 +420,7 @@ impl Stack {
         if !self.sockets.contains(h) {
             return;
         }
+        self.changes.note(self.sockets.owner(h));
         enum Then {
             Schedule(Option<Instant>),
             Reap(Option<tcp::TimeWaitState>),
@@ -654,6 +659,20 @@ impl Stack {
         self.table.len()
     }
 
+    /// Notes made so far of sockets the stack changed: a reader's starting point for
+    /// [`Stack::changed_since`].
+    pub fn changes_head(&self) -> u64 {
+        self.changes.head()
+    }
+
+    /// Calls `f` with each application socket (a connection, a listener whose connection
+    /// progressed, a UDP socket) the stack changed since note count `cursor`, possibly more
+    /// than once, and returns the count to read from next time. `None`: notes after `cursor`
+    /// were lost (more than [`changes::CAPACITY`]); look at every socket.
+    pub fn changed_since(&self, cursor: u64, f: impl FnMut(SocketId)) -> Option<u64> {
+        self.changes.since(cursor, f)
+    }
+
     pub fn readiness(&self, s: SocketId) -> Readiness {
         match self.table.get(&s.0) {
             Some(Entry::Tcp(conn)) => {
@@ -791,7 +810,9 @@ impl Stack {
 
     /// Enters the connection in `handle` into the table (its 4-tuple is filed already).
     pub(crate) fn insert_conn(&mut self, handle: SocketHandle, connecting: bool) -> SocketId {
-        self.insert(Entry::Tcp(TcpConn::new(handle, connecting)))
+        let id = self.insert(Entry::Tcp(TcpConn::new(handle, connecting)));
+        self.sockets.set_owner(handle, id.0);
+        id
     }
 
     /// Files TCP socket `h` under its 4-tuple, for ingress to find it.

@@ -189,6 +189,8 @@ impl Stack {
             return Ok(false);
         }
         let handle = self.sockets.add(socket);
+        // Until accepted, its progress is the listener's readiness.
+        self.sockets.set_owner(handle, listener);
         if let Some(Entry::Listener(l)) = self.table.get_mut(&listener) {
             l.idle = Some(handle);
         }

@@ -38,6 +38,9 @@ struct Slot {
     key: Option<Key>,
     /// Closed by the application: reaped once done, aborted at this deadline.
     closing: Option<Instant>,
+    /// The application socket whose readiness this socket makes (its connection, or the
+    /// listener it waits in); 0: none.
+    owner: u64,
 }
 
 #[derive(Default)]
@@ -61,6 +64,7 @@ impl Sockets {
             queued: false,
             key: None,
             closing: None,
+            owner: 0,
         });
         self.len += 1;
         match self.free.pop() {
@@ -131,6 +135,15 @@ impl Sockets {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Socket `h` makes application socket `id`'s readiness.
+    pub fn set_owner(&mut self, h: Handle, id: u64) {
+        self.slot_mut(h).owner = id;
+    }
+
+    pub fn owner(&self, h: Handle) -> u64 {
+        self.slot(h).owner
     }
 
     // ---------------------------------------------------------------------------------------

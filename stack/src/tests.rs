@@ -1111,3 +1111,50 @@ fn an_orphan_in_fin_wait_2_is_aborted_on_time_even_when_idle() {
     p.settle_and_advance(Duration::from_millis(0));
     assert_eq!(p.a.stack.socket_count(), 0, "orphan not aborted");
 }
+
+/// What the stack noted as changed since `cursor`, and the count to read from next.
+fn noted(stack: &crate::Stack, cursor: u64) -> (Vec<SocketId>, u64) {
+    let mut seen = Vec::new();
+    let next = stack.changed_since(cursor, |s| seen.push(s)).unwrap();
+    (seen, next)
+}
+
+#[test]
+fn the_stack_notes_the_sockets_whose_readiness_it_changed() {
+    let mut p = Pair::new();
+    let l =
+        p.b.stack
+            .tcp_listen(sa(Ipv4Addr::UNSPECIFIED, 80), 16)
+            .unwrap();
+    let from = p.b.stack.changes_head();
+    // A connection established in the listener's queue: the listener is noted.
+    let (c1, s1) = connect_to(&mut p, l, 80, 40001);
+    let (seen, from) = noted(&p.b.stack, from);
+    assert!(seen.contains(&l), "{seen:?}");
+    let (c2, s2) = connect_to(&mut p, l, 80, 40002);
+    // Delayed ACKs and the like done: both connections idle.
+    p.settle_and_advance(secs(1));
+    p.settle_and_advance(secs(1));
+    let (_, from) = noted(&p.b.stack, from);
+
+    // Data for one connection: that one is noted, not the other, nor the listener.
+    p.a.stack.tcp_send(c1, b"request").unwrap();
+    assert!(p.run_until(secs(1), |p| p.b.stack.readiness(s1).readable));
+    let (seen, from) = noted(&p.b.stack, from);
+    assert!(seen.contains(&s1), "{seen:?}");
+    assert!(!seen.contains(&s2) && !seen.contains(&l), "{seen:?}");
+
+    // The peer's reset: noted (readable, hangup).
+    p.a.stack.abort(c2);
+    assert!(p.run_until(secs(1), |p| p.b.stack.readiness(s2).error));
+    let (seen, from) = noted(&p.b.stack, from);
+    assert!(seen.contains(&s2), "{seen:?}");
+
+    // A datagram for a UDP socket.
+    let u = p.b.stack.udp_bind(sa(IP_B, 6000)).unwrap();
+    let ua = p.a.stack.udp_bind(sa(IP_A, 5000)).unwrap();
+    p.a.stack.udp_send_to(ua, b"d", sa(IP_B, 6000)).unwrap();
+    assert!(p.run_until(secs(1), |p| p.b.stack.readiness(u).readable));
+    let (seen, _) = noted(&p.b.stack, from);
+    assert!(seen.contains(&u), "{seen:?}");
+}

@@ -69,6 +69,7 @@ impl Stack {
         self.budget.add(budget::udp_bytes(&socket));
         let handle = self.sockets.add(socket);
         let id = self.insert(Entry::Udp(UdpSock { handle, local }));
+        self.sockets.set_owner(handle, id.0);
         self.udp_ports.insert(local.port(), id.0);
         Ok(id)
     }
