@@ -27,6 +27,7 @@ pub fn shutdown(ep: &Endpoint, fd: RawFd, how: i32) -> Res<()> {
         } => {
             if how == libc::SHUT_RD || how == libc::SHUT_RDWR {
                 *rd_shut = true;
+                ep.restated();
             }
             if how == libc::SHUT_WR || how == libc::SHUT_RDWR {
                 *wr_shut = true;
@@ -72,6 +73,7 @@ pub fn release(ep: Arc<Endpoint>, fd: RawFd) {
             // A child that inherited it lives and may use it: the connection goes on in the
             // kernel socket they share (the kernel closes it with the last fd, as always).
             *ep.state() = st;
+            ep.restated();
             ep.refs.fetch_add(1, Ordering::AcqRel);
             if let Err(e) = super::handoff::hand_over(&ep, fd) {
                 tracing::warn!(

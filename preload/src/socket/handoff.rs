@@ -103,6 +103,7 @@ pub fn hand_over(ep: &Arc<Endpoint>, fd: RawFd) -> Res<()> {
     drop(g);
     *st = State::Fresh;
     drop(st);
+    ep.restated();
     // Every fd of the endpoint is the kernel's now.
     for (f, e) in SOCKETS.all() {
         if Arc::ptr_eq(&e, ep) {

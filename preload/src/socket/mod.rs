@@ -148,6 +148,19 @@ pub struct Endpoint {
     serving: AtomicBool,
     /// A listener this process accepted on or waited on.
     used: AtomicBool,
+    /// In an epoll set (see [`restated`]).
+    watched: AtomicBool,
+}
+
+/// Changes of watched endpoints' states that no stack notes for them (a connect or a listen
+/// on a socket already in an epoll set, shutdown(SHUT_RD), a hand-over to the kernel): an
+/// epoll set that sees this count move looks at every member once. Stacks note what they
+/// change themselves (`Stack::changed_since`).
+static RESTATED: AtomicU64 = AtomicU64::new(0);
+
+/// The count of [`Endpoint::restated`] calls on watched endpoints.
+pub fn restated() -> u64 {
+    RESTATED.load(Ordering::Acquire)
 }
 
 /// Serials of endpoints (unique in a process tree: a child continues its parent's count
@@ -174,6 +187,19 @@ impl Endpoint {
             forks_before: runtime::family::forks(),
             serving: AtomicBool::new(false),
             used: AtomicBool::new(false),
+            watched: AtomicBool::new(false),
+        }
+    }
+
+    /// It joins an epoll set: changes of its state are counted from now (see [`restated`]).
+    pub fn watch(&self) {
+        self.watched.store(true, Ordering::SeqCst);
+    }
+
+    /// Its state changed in a way its readiness may follow (call after the change).
+    pub fn restated(&self) {
+        if self.watched.load(Ordering::SeqCst) {
+            RESTATED.fetch_add(1, Ordering::SeqCst);
         }
     }
 

@@ -46,7 +46,10 @@ pub fn bind(rt: &Runtime, ep: &Endpoint, fd: RawFd, addr: &[u8]) -> Res<()> {
         return Ok(());
     }
     match ep.proto {
-        Proto::Tcp => *ep.state() = State::Bound { local },
+        Proto::Tcp => {
+            *ep.state() = State::Bound { local };
+            ep.restated();
+        }
         Proto::Udp => {
             udp_open(ep, fd, &nics[0], local, None)?;
         }
@@ -89,6 +92,7 @@ pub(super) fn udp_open(
         local: bound,
         peer,
     };
+    ep.restated();
     Ok(true)
 }
 
@@ -167,6 +171,7 @@ pub(super) fn listen_in_stacks(
         local,
         backlog,
     };
+    ep.restated();
     ep.serving.store(true, Ordering::Release);
     Ok(())
 }
@@ -340,6 +345,7 @@ pub fn connect(rt: &Runtime, ep: &Endpoint, fd: RawFd, addr: &[u8]) -> Res<()> {
         connect_pending: nonblock,
         accepted: false,
     };
+    ep.restated();
     options::apply(ep);
     if nonblock {
         return Err(Errno::EINPROGRESS);
