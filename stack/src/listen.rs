@@ -1,7 +1,8 @@
 //! Listen backlogs. smoltcp has no accept queue: a listening socket becomes the connection. So
 //! each listener owns at most one idle listening smoltcp socket plus a queue of sockets that left
 //! LISTEN (SYN-RECEIVED, then ESTABLISHED). When a SYN arrives and the idle socket is gone, a new
-//! one is created only while `idle + queued < backlog`; otherwise the SYN is dropped before
+//! one is created only while fewer than `backlog` queued connections are established and fewer
+//! than `backlog` are still in their handshake (see `has_room`); otherwise the SYN is dropped before
 //! smoltcp sees it (smoltcp would answer it with an RST), as the kernel drops SYNs when the
 //! backlog is full. Allocation happens per connection, never per packet.
 
@@ -44,6 +45,22 @@ impl Listener {
         self.pending
             .iter()
             .any(|h| acceptable(sockets.get::<tcp::Socket>(*h)))
+    }
+
+    /// Whether another SYN may come in. Like the kernel, the backlog bounds the connections
+    /// established and not yet accepted, and, apart, the handshakes under way (the kernel's
+    /// SYN queue, as long as the backlog, overflows into SYN cookies; here the SYN is dropped
+    /// and retransmitted). Counting both against one backlog dropped SYNs of a burst of
+    /// clients whose handshakes would complete within a round trip (nginx under 2,000 new
+    /// connections at once).
+    fn has_room(&self, sockets: &Sockets) -> bool {
+        let established = self
+            .pending
+            .iter()
+            .filter(|h| acceptable(sockets.get::<tcp::Socket>(**h)))
+            .count();
+        let handshaking = self.pending.len() - established;
+        established < self.backlog && handshaking < self.backlog
     }
 
     pub fn into_handles(self) -> impl Iterator<Item = SocketHandle> {
@@ -173,7 +190,7 @@ impl Stack {
     fn ensure_idle(&mut self, listener: u64) -> Result<bool, Error> {
         let local = match self.table.get(&listener) {
             Some(Entry::Listener(l)) if l.idle.is_some() => return Ok(true),
-            Some(Entry::Listener(l)) if l.pending.len() < l.backlog => l.local,
+            Some(Entry::Listener(l)) if l.has_room(&self.sockets) => l.local,
             _ => return Ok(false),
         };
         let mut socket = self.new_tcp_socket()?;
