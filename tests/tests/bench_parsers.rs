@@ -4,7 +4,7 @@
 
 use accel_tools::bench::parse;
 use accel_tools::bench::plot::{latency_svg, LatencyGroup};
-use accel_tools::bench::report::{self, Results, Workload};
+use accel_tools::bench::report::{self, Results, Variant, Workload};
 
 fn data(name: &str) -> String {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -181,13 +181,21 @@ fn balanced(svg: &str) -> bool {
 fn svg_is_well_formed() {
     let groups = vec![
         LatencyGroup {
+            workload: "floor".into(),
+            kernel: None,
+            kernel_spinning: None,
+            accel: [3.0, 5.5, 19.0],
+        },
+        LatencyGroup {
             workload: "pingpong-tcp".into(),
-            kernel: [11.2, 25.5, 40.0],
+            kernel: Some([11.2, 25.5, 40.0]),
+            kernel_spinning: Some([4.3, 6.0, 20.0]),
             accel: [6.0, 30.0, 1000.0],
         },
         LatencyGroup {
             workload: "pingpong-udp <&>".into(),
-            kernel: [10.0, 20.0, 30.0],
+            kernel: Some([10.0, 20.0, 30.0]),
+            kernel_spinning: None,
             accel: [5.0, 9.0, 12.0],
         },
     ];
@@ -197,7 +205,20 @@ fn svg_is_well_formed() {
         assert!(balanced(&svg), "unbalanced: {svg}");
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
     }
-    assert!(latency_svg(&groups).contains("pingpong-udp &lt;&amp;&gt;"));
+    let svg = latency_svg(&groups);
+    assert!(svg.contains("pingpong-udp &lt;&amp;&gt;"));
+    // One bar per percentile for each variant that ran: 3 (floor) + 9 + 6, each with its
+    // value in its tooltip.
+    assert_eq!(svg.matches("<rect ").count() - 3, 3 + 9 + 6, "{svg}");
+    assert!(
+        svg.contains("pingpong-tcp kernel spinning p50: 4.300 usec"),
+        "{svg}"
+    );
+    assert!(
+        !svg.contains("pingpong-udp &lt;&amp;&gt; kernel spinning"),
+        "{svg}"
+    );
+    assert!(!svg.contains("floor kernel"), "{svg}");
 }
 
 #[test]
@@ -207,8 +228,8 @@ fn results_round_trip_through_json_and_table() {
         ..Workload::default()
     };
     for (k, a) in [(10.0, 5.0), (12.0, 7.0), (11.0, 6.0)] {
-        w.add("p50", "usec", false, false, k);
-        w.add("p50", "usec", false, true, a);
+        w.add("p50", "usec", false, Variant::Kernel, k);
+        w.add("p50", "usec", false, Variant::Accel, a);
     }
     w.finish();
     assert_eq!(w.status, "ok");
@@ -233,8 +254,9 @@ fn results_round_trip_through_json_and_table() {
     let back: Results = report::from_json(&json).unwrap();
     assert_eq!(back, r);
     let md = report::markdown(&r);
+    // No spinning run and no floor in this invocation: those cells say so.
     assert!(
-        md.contains("| pingpong-tcp | p50 (usec) | 11.0 | 6.000 | 0.55 |"),
+        md.contains("| pingpong-tcp | p50 (usec) | 11.0 | - | 6.000 | 0.55 | - | - |"),
         "{md}"
     );
     assert!(md.contains("FAILED"));

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::parse;
+use super::report::{self, Variant};
 use crate::topology::{run, Snmp, Topology};
 
 /// Every workload, in the order they run.
@@ -46,6 +47,20 @@ pub fn expand(name: &str, conns: &[u32]) -> Result<Vec<String>> {
         "unknown workload {name:?}; known: {} (nginx-cN for N clients)",
         ALL.join(" ")
     )
+}
+
+/// The variants workload `name` runs in each repetition, in the order of an even repetition
+/// (an odd one runs them reversed, so slow drift favours none). The floor has no kernel
+/// variant (its runs are filed as accel's); ping-pong also runs the kernel with both ends
+/// spinning; every other workload runs the kernel as programs use it, and accel.
+pub fn variants(name: &str) -> &'static [Variant] {
+    if name == report::FLOOR {
+        &[Variant::Accel]
+    } else if report::is_pingpong(name) {
+        &[Variant::Kernel, Variant::KernelSpinning, Variant::Accel]
+    } else {
+        &[Variant::Kernel, Variant::Accel]
+    }
 }
 
 /// N of `nginx-cN`.
@@ -367,12 +382,15 @@ impl Bench {
         Duration::from_secs(u64::from(self.secs) + 30)
     }
 
-    /// Runs workload `name` once on one stack. Besides the tool's numbers it reports how many
-    /// IPv4 packets A's kernel received meanwhile (/proc/net/snmp): with accel it stays near
+    /// Runs workload `name` once, as `variant`. Besides the tool's numbers it reports how
+    /// many IPv4 packets A's kernel received meanwhile (/proc/net/snmp): with accel it stays near
     /// zero when the workload's traffic bypassed the kernel (docs/ARCHITECTURE.md, "Testing").
-    pub fn run(&self, name: &str, accel: bool) -> Result<Vec<Sample>> {
+    pub fn run(&self, name: &str, variant: Variant) -> Result<Vec<Sample>> {
+        if !variants(name).contains(&variant) {
+            bail!("workload {name} has no {} variant", variant.label());
+        }
         let before = self.topo.snmp_a()?;
-        let mut v = self.run_tool(name, accel)?;
+        let mut v = self.run_tool(name, variant)?;
         if name == "nginx-workers" {
             // On a topology of its own: its A is not this one.
             let d = self.client_kernel.get();
@@ -384,11 +402,13 @@ impl Bench {
         Ok(v)
     }
 
-    fn run_tool(&self, name: &str, accel: bool) -> Result<Vec<Sample>> {
+    fn run_tool(&self, name: &str, variant: Variant) -> Result<Vec<Sample>> {
+        let accel = variant == Variant::Accel;
+        let spinning = variant == Variant::KernelSpinning;
         match name {
             "floor" => self.floor(),
-            "pingpong-tcp" => self.pingpong(true, accel, false),
-            "pingpong-udp" => self.pingpong(false, accel, false),
+            "pingpong-tcp" => self.pingpong(true, accel, spinning),
+            "pingpong-udp" => self.pingpong(false, accel, spinning),
             "msgrate-udp" => self.msgrate(accel),
             "nginx" => self.nginx(accel, false, 32),
             "nginx-workers" => self.nginx_workers(accel),
@@ -829,5 +849,28 @@ mod tests {
         for bad in ["nginx-c0", "nginx-cx", "ngnix"] {
             assert!(expand(bad, NGINX_CONNS).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn pingpong_runs_three_variants_floor_one_the_others_two() {
+        use Variant::*;
+        let all = expand_all();
+        for name in &all {
+            let v = variants(name);
+            match name.as_str() {
+                "floor" => assert_eq!(v, [Accel]),
+                "pingpong-tcp" | "pingpong-udp" => {
+                    assert_eq!(v, [Kernel, KernelSpinning, Accel])
+                }
+                _ => assert_eq!(v, [Kernel, Accel], "{name}"),
+            }
+        }
+        assert!(all.iter().any(|n| n == "pingpong-tcp") && all.iter().any(|n| n == "floor"));
+    }
+
+    fn expand_all() -> Vec<String> {
+        ALL.iter()
+            .flat_map(|n| expand(n, NGINX_CONNS).unwrap())
+            .collect()
     }
 }

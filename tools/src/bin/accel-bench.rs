@@ -6,14 +6,16 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use accel_tools::bench::plot::{latency_svg, LatencyGroup};
-use accel_tools::bench::report::{self, Results, Workload};
-use accel_tools::bench::workloads::{expand, find_accel_run, Bench, ALL, NGINX_CONNS};
+use accel_tools::bench::report::{self, Results, Variant, Workload};
+use accel_tools::bench::workloads::{expand, find_accel_run, variants, Bench, ALL, NGINX_CONNS};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 /// Runs each workload with the kernel stack and under `accel-run --profile latency`,
-/// alternating, and reports medians and the accel/kernel ratio. Needs root (it builds a
-/// throwaway two-namespace veth topology) and the release build next to it.
+/// alternating, and reports medians and the accel/kernel ratio; ping-pong also runs on the
+/// kernel with both ends spinning (`sockperf --nonblocked`) and is compared with it and with
+/// the raw AF_XDP floor, and its p50's spread over the repetitions is shown. Needs root (it
+/// builds a throwaway two-namespace veth topology) and the release build next to it.
 #[derive(Parser)]
 #[command(name = "accel-bench")]
 struct Args {
@@ -23,7 +25,8 @@ struct Args {
     /// Where results.json, results.md and latency.svg go.
     #[arg(long, default_value = "accel-bench-results")]
     out: PathBuf,
-    /// Repetitions (each runs kernel and accel once); default 5, or 1 with --quick.
+    /// Repetitions (each runs every variant once: kernel, kernel spinning for ping-pong,
+    /// accel); default 5, or 1 with --quick.
     #[arg(long)]
     reps: Option<u32>,
     /// Client counts of the nginx workload (comma-separated): `nginx` runs as one workload
@@ -175,9 +178,7 @@ fn run(args: Args) -> Result<()> {
             .unwrap_or(0),
         ..Results::default()
     };
-    // The floor has no kernel variant: it runs once per repetition.
-    let runs = |n: &str| if n == "floor" { 1 } else { 2 };
-    let total: u32 = names.iter().map(|n| runs(n) * reps).sum();
+    let total: usize = names.iter().map(|n| variants(n).len()).sum::<usize>() * reps as usize;
     let mut step = 0;
     for name in &names {
         let mut w = Workload {
@@ -185,24 +186,20 @@ fn run(args: Args) -> Result<()> {
             ..Workload::default()
         };
         for rep in 0..reps {
-            // Alternate which stack goes first, so slow drift does not favour one of them.
-            let order = if rep % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for accel in order {
-                if name == "floor" && !accel {
-                    continue;
-                }
+            // Alternate the order of the variants, so slow drift favours none of them.
+            let mut order = variants(name).to_vec();
+            if rep % 2 == 1 {
+                order.reverse();
+            }
+            for variant in order {
                 step += 1;
-                let stack = if accel { "accel" } else { "kernel" };
+                let label = variant.label();
                 eprint!(
-                    "[{step}/{total}] {name} rep {}/{reps} {stack} ... ",
+                    "[{step}/{total}] {name} rep {}/{reps} {label} ... ",
                     rep + 1
                 );
                 let t = Instant::now();
-                match bench.run(name, accel) {
+                match bench.run(name, variant) {
                     Ok(samples) => {
                         let summary: Vec<String> = samples
                             .iter()
@@ -214,12 +211,12 @@ fn run(args: Args) -> Result<()> {
                             t.elapsed().as_secs_f64()
                         );
                         for (m, u, hib, v) in samples {
-                            w.add(m, u, hib, accel, v);
+                            w.add(m, u, hib, variant, v);
                         }
                     }
                     Err(e) => {
                         eprintln!("FAILED ({:.1} s): {e:#}", t.elapsed().as_secs_f64());
-                        w.errors.push(format!("rep {} {stack}: {e:#}", rep + 1));
+                        w.errors.push(format!("rep {} {label}: {e:#}", rep + 1));
                     }
                 }
             }
@@ -227,6 +224,7 @@ fn run(args: Args) -> Result<()> {
         w.finish();
         results.workloads.push(w);
     }
+    results.finish();
     results.elapsed_sec = started.elapsed().as_secs_f64();
     drop(bench);
 
@@ -247,31 +245,22 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The ping-pong workloads that have p50, p99 and p99.9 medians for both stacks.
+/// The ping-pong workloads and the floor, with each variant's p50, p99 and p99.9 medians
+/// (a variant that did not run, or lacks one of them, is left out).
 fn latency_groups(r: &Results) -> Vec<LatencyGroup> {
     r.workloads
         .iter()
-        .filter(|w| w.name.starts_with("pingpong") || w.name == "floor")
+        .filter(|w| report::is_pingpong(&w.name) || w.name == report::FLOOR)
         .filter_map(|w| {
-            let get = |m: &str, accel: bool| {
-                let m = w.metrics.iter().find(|x| x.name == m)?;
-                if accel {
-                    m.accel_median
-                } else {
-                    m.kernel_median
-                }
+            let pcts = |v: Variant| -> Option<[f64; 3]> {
+                let get = |m: &str| w.metrics.iter().find(|x| x.name == m)?.median(v);
+                Some([get("p50")?, get("p99")?, get("p99.9")?])
             };
-            let pcts = |accel| Some([get("p50", accel)?, get("p99", accel)?, get("p99.9", accel)?]);
-            let accel = pcts(true)?;
             Some(LatencyGroup {
                 workload: w.name.clone(),
-                // The floor has no kernel run: its kernel bars are drawn at zero height.
-                kernel: if w.name == "floor" {
-                    [0.0; 3]
-                } else {
-                    pcts(false)?
-                },
-                accel,
+                kernel: pcts(Variant::Kernel),
+                kernel_spinning: pcts(Variant::KernelSpinning),
+                accel: pcts(Variant::Accel)?,
             })
         })
         .collect()

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use accel_tools::bench::report::median;
+use accel_tools::bench::report::{median, Variant};
 use accel_tools::bench::workloads::{find_accel_run, Bench, Sample};
 use accel_tools::topology::Snmp;
 use anyhow::{bail, Context, Result};
@@ -33,24 +33,6 @@ struct Args {
     /// Seconds each client (wrk, sockperf ping-pong) runs.
     #[arg(long, default_value_t = 3)]
     secs: u32,
-}
-
-/// One variant of a workload: which stack, and whether the kernel's programs spin.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Variant {
-    Kernel,
-    KernelSpinning,
-    Accel,
-}
-
-impl Variant {
-    fn label(self) -> &'static str {
-        match self {
-            Variant::Kernel => "kernel",
-            Variant::KernelSpinning => "kernel spinning",
-            Variant::Accel => "accel",
-        }
-    }
 }
 
 /// What the demo runs: nginx (kernel, accel), then TCP and UDP ping-pong (kernel, kernel
