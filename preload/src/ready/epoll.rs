@@ -163,6 +163,16 @@ impl Set {
     /// kernel's set), moves connections that became accelerated out of the kernel's set,
     /// files each under its stack sockets again, and queues them all.
     fn look_at_all(&mut self, epfd: RawFd) {
+        // In a forked child, the interfaces filed so far are the parent's copies (their locks
+        // as they were at fork: never to be taken here); members are filed again under the
+        // interfaces they are adopted into.
+        if self.cursors.iter().any(|(nic, _)| nic.inherited()) {
+            self.cursors.clear();
+            self.by_sock.clear();
+            for it in self.members.iter_mut().flatten() {
+                it.keys.clear();
+            }
+        }
         // Notes from here on are read next time; what came before does not matter, as every
         // member is looked at.
         for (nic, cursor) in self.cursors.iter_mut() {
