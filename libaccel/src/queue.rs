@@ -94,6 +94,12 @@ impl Link for QueueSet {
         }
     }
 
+    fn flush_batched(&mut self, now: stack::Instant) {
+        for q in &mut self.queues {
+            q.flush_batched(now);
+        }
+    }
+
     fn idle(&mut self) -> bool {
         self.queues.iter_mut().all(|q| q.idle())
     }
