@@ -100,6 +100,10 @@ impl Link for QueueSet {
         }
     }
 
+    fn tx_held(&mut self) -> bool {
+        self.queues.iter_mut().any(|q| q.tx_held())
+    }
+
     fn idle(&mut self) -> bool {
         self.queues.iter_mut().all(|q| q.idle())
     }

@@ -176,6 +176,12 @@ impl<B: Backend, H> Engine<B, H> {
         self.backend.parts().0.flush();
     }
 
+    /// Whether sent frames wait for a kick a batched poll held back (see
+    /// [`crate::link::Link::tx_held`]).
+    pub fn tx_held(&mut self) -> bool {
+        self.backend.parts().0.tx_held()
+    }
+
     /// Whether a poll now would surely do nothing, given that the time is not past `until`
     /// (`None`: whatever the time). See [`Stack::quiet_until`].
     pub fn quiet(&mut self, until: Option<Instant>) -> bool {

@@ -44,6 +44,12 @@ pub trait Link {
         self.flush();
     }
 
+    /// Whether sent frames wait for a kick that a batched flush held back (the caller makes
+    /// sure a [`Link::flush`] comes in time). The default holds nothing back.
+    fn tx_held(&mut self) -> bool {
+        false
+    }
+
     /// Whether nothing waits on the link: no received frame, nothing still to push. A stack
     /// with no work of its own skips a poll while its link is idle (a spinning wait polls
     /// millions of times a second). The default, never idle, is always correct.

@@ -974,6 +974,10 @@ impl Link for XskQueue {
         self.after_flush();
     }
 
+    fn tx_held(&mut self) -> bool {
+        !self.pending_tx.is_empty() || self.tx_waiting() > 0
+    }
+
     fn idle(&mut self) -> bool {
         XskQueue::idle(self)
     }

@@ -168,6 +168,11 @@ pub struct Nic {
     /// The process generation that opened it (see `process`): in a forked child, the parent's
     /// interfaces are not the child's to touch.
     process: u64,
+    /// A batched poll held frames back while the progress thread watched the queues (asleep
+    /// until a frame arrives or a timer is due, not looking at the program's polls): it was
+    /// kicked once to come back and keep the bound (see [`Nic::poll_batched`]); it clears
+    /// this when it looks.
+    pub(super) tx_alarm: AtomicBool,
     /// Threads blocked on `inner`: a spinning thread retakes the lock within nanoseconds of
     /// releasing it, and the mutex does not hand over, so without this a second thread (the
     /// program's or accel's own) could wait for as long as the spin lasts.
@@ -216,6 +221,7 @@ impl Nic {
             last_app_poll: AtomicU64::new(0),
             sleepers: AtomicUsize::new(0),
             watched: AtomicBool::new(true),
+            tx_alarm: AtomicBool::new(false),
             process: super::lineage::generation(),
             lock_waiters: AtomicUsize::new(0),
         }
@@ -341,7 +347,18 @@ impl Nic {
                 .store(now.total_micros().max(1) as u64, Ordering::Relaxed);
         }
         let moved = if batched {
-            g.engine.poll_batched(now)
+            let moved = g.engine.poll_batched(now);
+            // Frames held back leave by the program's next wait, or by the progress thread
+            // APP_RECHECK after this poll. That thread looks at the program's polls only when
+            // it left the queues to it; if it watches them instead (the program slept before
+            // this call), it sleeps until a frame or a timer: wake it, once.
+            if self.watched.load(Ordering::Relaxed)
+                && g.engine.tx_held()
+                && !self.tx_alarm.swap(true, Ordering::Relaxed)
+            {
+                super::kick::kick();
+            }
+            moved
         } else {
             g.engine.poll(now)
         };

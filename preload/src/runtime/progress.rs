@@ -29,6 +29,7 @@ pub fn spawn(nics: Vec<Arc<Nic>>, hooks: super::Hooks) {
                     // counts itself first, then looks at `watched` (see `Waiting::register`),
                     // so one of the two always sees the other.
                     nic.watched.store(false, Ordering::SeqCst);
+                    nic.tx_alarm.store(false, Ordering::Relaxed);
                     if nic.program_polls() {
                         // The program polls the queues and runs the timers (every stack poll
                         // does). Taking the lock here would only stall it, and worse if this
