@@ -670,7 +670,9 @@ impl XskQueue {
                 // Commit point: the frames belong to the kernel from here.
                 self.tx.submit(n);
                 self.pending_tx.drain(..n as usize);
-                self.tx_unkicked += n;
+                if self.mode == CopyMode::Copy {
+                    self.tx_unkicked += n;
+                }
             }
         }
         let waiting = self.tx_waiting();

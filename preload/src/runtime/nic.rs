@@ -131,6 +131,9 @@ pub struct NicInner {
     pub(super) waiters: Vec<RawFd>,
     /// Program polls in a row that found the stack quiet and skipped even the clock read.
     quiet_polls: u32,
+    /// Send or receive calls whose first attempt found nothing to do, since a poll last moved
+    /// anything (see [`Nic::missed`]).
+    misses: u32,
 }
 
 impl NicInner {
@@ -213,6 +216,7 @@ impl Nic {
                 engine,
                 waiters: Vec::new(),
                 quiet_polls: 0,
+                misses: 0,
             }),
             wake_fds,
             epoch,
@@ -309,10 +313,17 @@ impl Nic {
         self.poll_with(g, true, round <= 1)
     }
 
-    /// Kicks every frame a batched poll held back (no poll): the calling program thread's call
-    /// did not complete, so it will wait, or go back to its event loop with EAGAIN.
-    pub fn push(&self, g: &mut NicInner) {
-        g.engine.push();
+    /// A send or receive call's first attempt did not complete it: it goes on to wait (its
+    /// next attempt pushes), or fails with EAGAIN. One such failure is what a server's event
+    /// loop sees between its events (read until EAGAIN, then the next ready socket), and keeps
+    /// the batch; a second one in a row, with no poll moving anything between them, is a
+    /// program spinning on a non-blocking socket: it waits, so what earlier calls held back
+    /// leaves now (a push).
+    pub fn missed(&self, g: &mut NicInner) {
+        g.misses += 1;
+        if g.misses >= 2 {
+            g.engine.push();
+        }
     }
 
     /// Locks, polls once for a program thread, unlocks.
@@ -363,6 +374,7 @@ impl Nic {
             g.engine.poll(now)
         };
         if moved {
+            g.misses = 0;
             self.wake(g);
         }
         moved

@@ -133,7 +133,8 @@ fn tcp_send(
             nic.poll_in_round(&mut g, round.n);
             Some(Ok(sent))
         } else {
-            // The call waits (or fails with EAGAIN): every segment leaves now.
+            // The call waits (or fails with EAGAIN): what was queued leaves now (it makes room
+            // for the next attempt).
             nic.poll(&mut g);
             None
         }
@@ -315,10 +316,9 @@ fn tcp_recv(
         if got == total || eof || (got > 0 && !waitall) {
             Some(Ok(got))
         } else {
-            // The call waits (or fails with EAGAIN): what earlier calls held back leaves now
-            // (later attempts poll with a push).
+            // The call waits (its later attempts poll with a push) or fails with EAGAIN.
             if round.n == 1 {
-                nic.push(&mut g);
+                nic.missed(&mut g);
             }
             None
         }
@@ -374,9 +374,8 @@ fn udp_recv(
         }) {
             Ok((n, from)) if from_peer(from) => return Some(Ok((n, SockAddrBuf::v4(from)))),
             Ok(_) => continue,
-            // The call waits (or fails with EAGAIN): what earlier calls held back leaves now
-            // (later attempts poll with a push).
-            Err(StackError::WouldBlock) if round.n == 1 => nic.push(&mut g),
+            // The call waits (its later attempts poll with a push) or fails with EAGAIN.
+            Err(StackError::WouldBlock) if round.n == 1 => nic.missed(&mut g),
             Err(StackError::WouldBlock) => {}
             Err(e) => return Some(Err(e.into())),
         }
