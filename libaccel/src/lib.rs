@@ -13,6 +13,7 @@
 //! - [`bpf`]: loading and attaching other BPF programs (the tests' fault injector) with the same
 //!   loader.
 //! - [`desc`]: checks on AF_XDP ring descriptors before their bytes are read.
+//! - [`kick`]: when a queue kicks the kernel to transmit (at once, batched, or all at once).
 //! - [`raw`]: raw Ethernet frames on an interface (AF_PACKET), for tests and tools.
 //! - [`stats`]: the snapshot an accelerated process publishes for `accel-stat` (JSON schema).
 //!
@@ -24,6 +25,7 @@ pub mod attach;
 pub mod bpf;
 pub mod control;
 pub mod desc;
+pub mod kick;
 pub mod ports;
 pub mod queue;
 pub mod raw;

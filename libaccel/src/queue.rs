@@ -94,6 +94,16 @@ impl Link for QueueSet {
         }
     }
 
+    fn flush_batched(&mut self, now: stack::Instant) {
+        for q in &mut self.queues {
+            q.flush_batched(now);
+        }
+    }
+
+    fn tx_held(&mut self) -> bool {
+        self.queues.iter_mut().any(|q| q.tx_held())
+    }
+
     fn idle(&mut self) -> bool {
         self.queues.iter_mut().all(|q| q.idle())
     }

@@ -147,13 +147,39 @@ impl<B: Backend, H> Engine<B, H> {
     /// Polls the stack over the backend (see [`Stack::poll`]), then does the housekeeping that
     /// is due. Returns whether the stack did anything.
     pub fn poll(&mut self, now: Instant) -> bool {
+        self.poll_with(now, false)
+    }
+
+    /// [`Engine::poll`] that may leave sent frames to a later kick (see
+    /// [`Stack::poll_batched`]).
+    pub fn poll_batched(&mut self, now: Instant) -> bool {
+        self.poll_with(now, true)
+    }
+
+    fn poll_with(&mut self, now: Instant, batched: bool) -> bool {
         self.now = now;
         let (link, resolver) = self.backend.parts();
-        let moved = self.stack.poll(now, link, resolver);
+        let moved = if batched {
+            self.stack.poll_batched(now, link, resolver)
+        } else {
+            self.stack.poll(now, link, resolver)
+        };
         if now >= self.next_housekeeping {
             self.housekeeping(now);
         }
         moved
+    }
+
+    /// Kicks every frame the link holds back, without a poll: the program is about to wait
+    /// (see [`crate::link::Link::flush`]).
+    pub fn push(&mut self) {
+        self.backend.parts().0.flush();
+    }
+
+    /// Whether sent frames wait for a kick a batched poll held back (see
+    /// [`crate::link::Link::tx_held`]).
+    pub fn tx_held(&mut self) -> bool {
+        self.backend.parts().0.tx_held()
     }
 
     /// Whether a poll now would surely do nothing, given that the time is not past `until`

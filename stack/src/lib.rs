@@ -280,12 +280,34 @@ impl Stack {
     }
 
     /// Processes every received frame, runs timers and transmits what is due. Returns whether
-    /// anything happened. Calls `link.flush()` once at the end.
+    /// anything happened. Calls `link.flush()` once at the end (every frame leaves now).
     pub fn poll<L: link::Link, R: link::Resolver>(
         &mut self,
         now: Instant,
         link: &mut L,
         resolver: &mut R,
+    ) -> bool {
+        self.poll_with(now, link, resolver, false)
+    }
+
+    /// [`Stack::poll`] for a call that may leave its frames to a later kick: ends with
+    /// `link.flush_batched(now)` (see [`link::Link::flush_batched`]). The caller makes a
+    /// [`Stack::poll`] before the program waits.
+    pub fn poll_batched<L: link::Link, R: link::Resolver>(
+        &mut self,
+        now: Instant,
+        link: &mut L,
+        resolver: &mut R,
+    ) -> bool {
+        self.poll_with(now, link, resolver, true)
+    }
+
+    fn poll_with<L: link::Link, R: link::Resolver>(
+        &mut self,
+        now: Instant,
+        link: &mut L,
+        resolver: &mut R,
+        batched: bool,
     ) -> bool {
         self.now = now;
         // Nothing arrived, no call queued anything, no timer is due: nothing to do. This is
@@ -316,7 +338,11 @@ impl Stack {
         }
         active |= self.egress(now, link, resolver);
         self.after_poll(now);
-        link.flush();
+        if batched {
+            link.flush_batched(now);
+        } else {
+            link.flush();
+        }
         active
     }
 

@@ -29,8 +29,26 @@ pub trait Link {
     /// Largest IP packet the link carries (the interface MTU).
     fn mtu(&self) -> usize;
 
-    /// Called once at the end of each stack poll: push queued TX frames to the wire (kick).
+    /// Called once at the end of a stack poll ([`crate::Stack::poll`]): push every queued TX
+    /// frame to the wire now (kick). Also where a link that batches its kicks learns that the
+    /// program waits or went back to its event loop: what it sends next starts a new burst.
     fn flush(&mut self) {}
+
+    /// Called once at the end of a poll that may leave frames for a later kick
+    /// ([`crate::Stack::poll_batched`]: a send or receive call that completed at once, the
+    /// program about to make the next): the link kicks now or holds them back by its own
+    /// policy (libaccel's `kick`), knowing that a [`Link::flush`] comes before the program
+    /// waits. `now` is the poll's time. The default pushes at once.
+    fn flush_batched(&mut self, now: crate::Instant) {
+        let _ = now;
+        self.flush();
+    }
+
+    /// Whether sent frames wait for a kick that a batched flush held back (the caller makes
+    /// sure a [`Link::flush`] comes in time). The default holds nothing back.
+    fn tx_held(&mut self) -> bool {
+        false
+    }
 
     /// Whether nothing waits on the link: no received frame, nothing still to push. A stack
     /// with no work of its own skips a poll while its link is idle (a spinning wait polls

@@ -30,10 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stack::link::{Link, RxFrame, TxFrame};
+use stack::Instant;
 
 use super::ring::{Entry, RingMem, RingOffsets};
 use super::shm::Region;
 use crate::desc::BadDesc;
+use crate::kick::{KickPolicy, KICK_BATCH};
 use crate::ring::{Consumer, Desc, Producer};
 use crate::share::ctl::{QueueCtl, Shape};
 
@@ -49,6 +51,9 @@ pub const CACHE_MAX: usize = 256;
 const CACHE_REFILL: usize = 64;
 /// Below this many frames in the fill ring, a locked batch tops it up from the free stack.
 const FILL_LOW: u32 = 512;
+/// Most kicks one push makes (copy mode: each takes at most [`KICK_BATCH`] frames), enough for a
+/// full TX ring; a kick that took nothing ends it earlier.
+const MAX_KICKS: u32 = 2048 / KICK_BATCH + 1;
 /// How long the data path waits for the queue's mutex before it gives up for this round (a
 /// process stopped while holding it must not stop the others).
 const LOCK_TIMEOUT: Duration = Duration::from_millis(20);
@@ -353,6 +358,11 @@ pub struct QueueCounters {
     pub tx_too_long: u64,
     /// TX kicks (sendto) issued.
     pub tx_kicks: u64,
+    /// Flushes that may batch which held frames back for a later kick (see `crate::kick`).
+    pub tx_held: u64,
+    /// Kicks a push made for frames held back: the program waited or went back to its event
+    /// loop, or the progress thread came.
+    pub tx_held_pushed: u64,
     /// Fill-ring wake-ups issued.
     pub fill_wakeups: u64,
     /// RX descriptors whose address or length fall outside our UMEM or their frame (never
@@ -410,8 +420,13 @@ pub struct XskQueue {
     spare: Vec<u64>,
     /// Frames lost to RX descriptors that named no frame of the UMEM (see `rx_bad_desc`).
     lost_frames: usize,
-    /// Copy mode: descriptors were put on the TX ring that no kick has seen the kernel take.
-    tx_unsent: bool,
+    /// Copy mode: descriptors on the TX ring that no kick covered yet (put there since the
+    /// last kick, or left by it).
+    tx_unkicked: u32,
+    /// When the queue kicks (see `crate::kick`).
+    kick: KickPolicy,
+    /// The time of the last flush that may batch (for kicks made between two polls).
+    now: Instant,
     /// Scratch space for a reply the stack builds while no TX frame is free (dropped, counted).
     scratch: Vec<u8>,
     /// The process that joined: a forked child's copy must not touch the shared state.
@@ -475,7 +490,9 @@ impl XskQueue {
             pending_tx: Vec::with_capacity(cap),
             spare: Vec::with_capacity(CACHE_REFILL),
             lost_frames: 0,
-            tx_unsent: false,
+            tx_unkicked: 0,
+            kick: KickPolicy::default(),
+            now: Instant::ZERO,
             scratch: vec![0; frame],
             pid: std::process::id(),
             counters: QueueCounters::default(),
@@ -614,7 +631,7 @@ impl XskQueue {
     /// poll: they come back through the completion ring when a cache refill drains it.
     pub fn idle(&mut self) -> bool {
         let tx_idle = match self.mode {
-            CopyMode::Copy => !self.tx_unsent,
+            CopyMode::Copy => self.tx_unkicked == 0,
             CopyMode::ZeroCopy => self.tx.outstanding() == 0,
         };
         !self.fetch() && self.pending_tx.is_empty() && tx_idle
@@ -642,8 +659,8 @@ impl XskQueue {
         n > 0
     }
 
-    /// Pushes pending TX frames into the TX ring and kicks the kernel when it asks for it.
-    pub fn flush_tx(&mut self) {
+    /// Puts pending TX frames on the TX ring and kicks what waits there, as `how` says.
+    fn flush_tx(&mut self, how: Kick) {
         if !self.pending_tx.is_empty() {
             let n = (self.pending_tx.len() as u32).min(self.tx.free(self.pending_tx.len() as u32));
             if n > 0 {
@@ -653,28 +670,87 @@ impl XskQueue {
                 // Commit point: the frames belong to the kernel from here.
                 self.tx.submit(n);
                 self.pending_tx.drain(..n as usize);
-                self.tx_unsent = true;
-            }
-        }
-        // Copy mode transmits only on a syscall, and only what is on the TX ring: frames the
-        // kernel took but has not completed yet (the peer's socket still holds the skb) need
-        // none, and kicking for them was a third of nginx's sendto calls. Zero-copy drivers
-        // say when they need one.
-        let kick = match self.mode {
-            CopyMode::Copy => self.tx_unsent,
-            CopyMode::ZeroCopy => self.tx.outstanding() > 0 && self.tx.needs_wakeup(),
-        };
-        if kick {
-            if let Some(s) = &self.socket {
-                self.counters.tx_kicks += 1;
-                if let Err(e) = s.kick_tx() {
-                    tracing::debug!(queue = self.queue_id, error = %e, "TX kick failed");
+                if self.mode == CopyMode::Copy {
+                    self.tx_unkicked += n;
                 }
             }
-            // What the kernel left on the ring (a busy device, its per-call budget) is kicked
-            // again on the next flush.
-            self.tx_unsent = self.tx.outstanding() > 0;
         }
+        let waiting = self.tx_waiting();
+        match how {
+            Kick::Policy(now) => {
+                self.now = now;
+                if self.kick.kick_now(waiting, now) {
+                    self.kick_tx(waiting);
+                } else if waiting > 0 {
+                    self.counters.tx_held += 1;
+                }
+            }
+            Kick::All => {
+                if waiting > 0 {
+                    self.kick_tx(waiting);
+                }
+            }
+            Kick::Settle => {
+                if waiting > 0 {
+                    if self.kick.burst() > 0 {
+                        self.counters.tx_held_pushed += 1;
+                    }
+                    self.kick_tx(waiting);
+                }
+                self.kick.settle();
+            }
+        }
+    }
+
+    /// Frames on the TX ring that need a kick to leave. Copy mode transmits only in a system
+    /// call, and only what is on the TX ring: frames the kernel took but has not completed yet
+    /// (the peer's socket still holds the skb) need none (kicking for them was a third of
+    /// nginx's sendto calls). Zero-copy drivers take the ring by themselves unless they say
+    /// they need a wake-up.
+    fn tx_waiting(&mut self) -> u32 {
+        match self.mode {
+            CopyMode::Copy => self.tx_unkicked,
+            CopyMode::ZeroCopy if self.tx.needs_wakeup() => self.tx.outstanding(),
+            CopyMode::ZeroCopy => 0,
+        }
+    }
+
+    /// Kicks the kernel for the `waiting` frames on the TX ring. Copy mode: one `sendto` takes
+    /// at most [`KICK_BATCH`] of them, so it kicks again while a kick made progress and frames
+    /// are left; what a busy device left is kicked on a later flush.
+    fn kick_tx(&mut self, waiting: u32) {
+        self.kick.kicked(waiting, self.now);
+        let Some(s) = &self.socket else {
+            // Test memory: the test plays the kernel and takes the ring when it likes.
+            self.counters.tx_kicks += 1;
+            self.tx_unkicked = 0;
+            return;
+        };
+        let mut left = self.tx.outstanding();
+        for _ in 0..MAX_KICKS {
+            self.counters.tx_kicks += 1;
+            if let Err(e) = s.kick_tx() {
+                // EAGAIN: the call's budget ran out with frames left (copy mode).
+                if e.raw_os_error() != Some(libc::EAGAIN) {
+                    tracing::debug!(queue = self.queue_id, error = %e, "TX kick failed");
+                    break;
+                }
+            }
+            if self.mode == CopyMode::ZeroCopy {
+                // The driver transmits on its own from here.
+                break;
+            }
+            let now_left = self.tx.outstanding();
+            let progress = now_left < left;
+            left = now_left;
+            if left == 0 || !progress {
+                break;
+            }
+        }
+        self.tx_unkicked = match self.mode {
+            CopyMode::Copy => left,
+            CopyMode::ZeroCopy => 0,
+        };
     }
 
     /// Gives every private frame back (to the fill ring or the free stack) in one locked batch;
@@ -871,7 +947,7 @@ impl Link for XskQueue {
     fn transmit(&mut self) -> Option<XskTx<'_>> {
         if self.cache.is_empty() && !self.refill_cache() {
             // Push what is queued so completions can come back.
-            self.flush_tx();
+            self.flush_tx(Kick::All);
             if !self.refill_cache() {
                 return None;
             }
@@ -891,7 +967,28 @@ impl Link for XskQueue {
     }
 
     fn flush(&mut self) {
-        self.flush_tx();
+        self.flush_tx(Kick::Settle);
+        self.after_flush();
+    }
+
+    fn flush_batched(&mut self, now: Instant) {
+        self.flush_tx(Kick::Policy(now));
+        self.after_flush();
+    }
+
+    fn tx_held(&mut self) -> bool {
+        !self.pending_tx.is_empty() || self.tx_waiting() > 0
+    }
+
+    fn idle(&mut self) -> bool {
+        XskQueue::idle(self)
+    }
+}
+
+impl XskQueue {
+    /// The end of a poll's flush: received frames back to the fill ring, completed ones into
+    /// the cache.
+    fn after_flush(&mut self) {
         if self.to_fill.len() >= FILL_BATCH {
             self.exchange(LOCK_TIMEOUT, false);
         } else if self.cache.len() < CACHE_MAX && self.completions_waiting() {
@@ -900,10 +997,18 @@ impl Link for XskQueue {
             self.exchange(Duration::ZERO, false);
         }
     }
+}
 
-    fn idle(&mut self) -> bool {
-        XskQueue::idle(self)
-    }
+/// How a flush kicks the frames it put on the TX ring.
+#[derive(Clone, Copy, Debug)]
+enum Kick {
+    /// By the policy (`crate::kick`), at this time: a send or receive call that completed at
+    /// once.
+    Policy(Instant),
+    /// All of them (the queue needs its completions back).
+    All,
+    /// All of them, and the program waits next: a new burst starts.
+    Settle,
 }
 
 #[cfg(test)]
@@ -1214,7 +1319,12 @@ mod tests {
             }
             4 => {
                 if let Some(q) = queues[i].as_mut() {
-                    q.flush();
+                    // A poll's end, pushing or batching (which may leave frames unkicked).
+                    if rng.next(2) == 0 {
+                        q.flush();
+                    } else {
+                        q.flush_batched(Instant::from_micros(w.flushes[i] as i64 * 7));
+                    }
                     w.flushes[i] += 1;
                 }
             }
@@ -1247,6 +1357,99 @@ mod tests {
             w.flushes[0] + c.rx_frames / FILL_BATCH as u64 + c.tx_frames / CACHE_REFILL as u64 + 2;
         assert!(c.locks <= most, "{} locks, at most {most}: {c:?}", c.locks);
         assert!(c.locks < c.rx_frames / 2, "not a lock per frame: {c:?}");
+    }
+
+    /// Sends one 100-byte frame through `q`.
+    fn send_one(q: &mut XskQueue) {
+        q.transmit().expect("a TX frame").consume(100, |out| {
+            out.fill(1);
+            ((), true)
+        });
+    }
+
+    /// The test's kernel takes what a kick covered and completes it at once.
+    fn on_kick(w: &mut World, q: &mut XskQueue, kicks: &mut u64) -> bool {
+        if q.counters.tx_kicks == *kicks {
+            return false;
+        }
+        *kicks = q.counters.tx_kicks;
+        let n = w.kernel.transmit(0);
+        w.kernel.complete(n);
+        true
+    }
+
+    #[test]
+    fn a_ping_pong_kicks_each_frame_at_once() {
+        let (mut w, mut queues) = world(1);
+        let q = &mut queues[0];
+        let mut kicks = 0;
+        for i in 0..100 {
+            send_one(q);
+            q.flush_batched(Instant::from_micros(i * 5));
+            assert!(on_kick(&mut w, q, &mut kicks), "frame {i} held back");
+            // The program waits for the answer: its wait pushes.
+            q.flush();
+        }
+        assert_eq!(q.counters.tx_kicks, 100);
+        assert_eq!(q.counters.tx_held, 0);
+        let queues: Vec<Option<XskQueue>> = queues.into_iter().map(Some).collect();
+        check(&w, &queues);
+    }
+
+    #[test]
+    fn a_burst_is_kicked_in_batches_and_its_rest_when_the_program_waits() {
+        use crate::kick::{IDLE_GAP, IMMEDIATE};
+        let (mut w, mut queues) = world(1);
+        let q = &mut queues[0];
+        let mut kicks = 0;
+        let mut kicked_frames = Vec::new();
+        let mut since = 0;
+        // Two batches and five more, a microsecond apart, the program never waiting.
+        let n = IMMEDIATE + 2 * KICK_BATCH + 5;
+        for i in 0..n {
+            send_one(q);
+            since += 1;
+            q.flush_batched(Instant::from_micros(i64::from(i)));
+            if on_kick(&mut w, q, &mut kicks) {
+                kicked_frames.push(since);
+                since = 0;
+            }
+        }
+        assert_eq!(
+            kicked_frames,
+            vec![1, 1, 1, KICK_BATCH, KICK_BATCH],
+            "the first frames at once, then batches"
+        );
+        assert_eq!(q.counters.tx_held, u64::from(n) - 5);
+        assert!(!q.idle(), "five frames wait for a kick");
+        assert_eq!(w.kernel.tx[0].available(RING), 5, "on the ring, not kicked");
+        // A poll that may batch, once the last kick is IDLE_GAP old, kicks them.
+        let last = i64::from(n - 1);
+        q.flush_batched(Instant::from_micros(last + 1));
+        assert!(!on_kick(&mut w, q, &mut kicks));
+        q.flush_batched(Instant::from_micros(last) + IDLE_GAP);
+        assert!(
+            on_kick(&mut w, q, &mut kicks),
+            "kicked once the ring went idle"
+        );
+        // Another burst, ended by the program waiting: the push kicks what was held.
+        for i in 0..10 {
+            send_one(q);
+            q.flush_batched(Instant::from_micros(last + 100 + i));
+            on_kick(&mut w, q, &mut kicks);
+        }
+        assert!(!q.idle());
+        let pushed = q.counters.tx_held_pushed;
+        q.flush();
+        assert!(on_kick(&mut w, q, &mut kicks), "the push kicked");
+        assert_eq!(q.counters.tx_held_pushed, pushed + 1);
+        assert!(q.idle(), "nothing waits after a push");
+        // After the program waited, the next frame leaves at once.
+        send_one(q);
+        q.flush_batched(Instant::from_micros(last + 200));
+        assert!(on_kick(&mut w, q, &mut kicks));
+        let queues: Vec<Option<XskQueue>> = queues.into_iter().map(Some).collect();
+        check(&w, &queues);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub trait Serves {
     /// A new connection to the helper for a child about to be forked (see
     /// `family::prepare`), if this backend has a helper.
     fn spare_conn(&self) -> Option<std::os::fd::OwnedFd>;
+    /// The link's own counters (summed over its queues), beside the stack's in accel-stat.
+    fn link_counters(&self) -> Vec<(&'static str, u64)>;
 }
 
 impl Serves for libaccel::attach::Attachment {
@@ -68,6 +70,22 @@ impl Serves for libaccel::attach::Attachment {
         )
     }
 
+    fn link_counters(&self) -> Vec<(&'static str, u64)> {
+        let mut kicks = 0;
+        let mut held = 0;
+        let mut pushed = 0;
+        for q in self.queues.queues() {
+            kicks += q.counters.tx_kicks;
+            held += q.counters.tx_held;
+            pushed += q.counters.tx_held_pushed;
+        }
+        vec![
+            ("tx_kicks", kicks),
+            ("tx_kick_held", held),
+            ("tx_kick_held_pushed", pushed),
+        ]
+    }
+
     fn spare_conn(&self) -> Option<std::os::fd::OwnedFd> {
         match self.helper().spare() {
             Ok(c) => Some(c.into_fd()),
@@ -96,6 +114,10 @@ impl Serves for stack::memory::MemoryBackend<FlowKey> {
     fn spare_conn(&self) -> Option<std::os::fd::OwnedFd> {
         None
     }
+
+    fn link_counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// An engine as the preload runs it: over [`NicBackend`], holding accel's own fds (copies of
@@ -109,6 +131,9 @@ pub struct NicInner {
     pub(super) waiters: Vec<RawFd>,
     /// Program polls in a row that found the stack quiet and skipped even the clock read.
     quiet_polls: u32,
+    /// Send or receive calls whose first attempt found nothing to do, since a poll last moved
+    /// anything (see [`Nic::missed`]).
+    misses: u32,
 }
 
 impl NicInner {
@@ -146,6 +171,11 @@ pub struct Nic {
     /// The process generation that opened it (see `process`): in a forked child, the parent's
     /// interfaces are not the child's to touch.
     process: u64,
+    /// A batched poll held frames back while the progress thread watched the queues (asleep
+    /// until a frame arrives or a timer is due, not looking at the program's polls): it was
+    /// kicked once to come back and keep the bound (see [`Nic::poll_batched`]); it clears
+    /// this when it looks.
+    pub(super) tx_alarm: AtomicBool,
     /// Threads blocked on `inner`: a spinning thread retakes the lock within nanoseconds of
     /// releasing it, and the mutex does not hand over, so without this a second thread (the
     /// program's or accel's own) could wait for as long as the spin lasts.
@@ -186,6 +216,7 @@ impl Nic {
                 engine,
                 waiters: Vec::new(),
                 quiet_polls: 0,
+                misses: 0,
             }),
             wake_fds,
             epoch,
@@ -194,6 +225,7 @@ impl Nic {
             last_app_poll: AtomicU64::new(0),
             sleepers: AtomicUsize::new(0),
             watched: AtomicBool::new(true),
+            tx_alarm: AtomicBool::new(false),
             process: super::lineage::generation(),
             lock_waiters: AtomicUsize::new(0),
         }
@@ -263,7 +295,35 @@ impl Nic {
     /// Polls the stack (under the lock) for a program thread: takes in what arrived, sends
     /// what calls queued, runs due timers; wakes sleepers if anything moved.
     pub fn poll(&self, g: &mut NicInner) -> bool {
-        self.poll_as(g, true)
+        self.poll_with(g, true, false)
+    }
+
+    /// [`Nic::poll`] for a send or receive call that completed at once: the frames it sent may
+    /// wait for a later kick (see libaccel's `kick`). Every other poll of a program thread
+    /// (a call's later attempts before it spins or sleeps, poll/select/epoll_wait, control
+    /// calls) and every poll of the progress thread kicks all of them.
+    pub fn poll_batched(&self, g: &mut NicInner) -> bool {
+        self.poll_with(g, true, true)
+    }
+
+    /// A data call's poll in attempt `round` of its wait: batched for the first attempt (the
+    /// call may complete at once and the program make the next), a full push for any later one
+    /// (the call is about to spin or sleep).
+    pub fn poll_in_round(&self, g: &mut NicInner, round: u32) -> bool {
+        self.poll_with(g, true, round <= 1)
+    }
+
+    /// A send or receive call's first attempt did not complete it: it goes on to wait (its
+    /// next attempt pushes), or fails with EAGAIN. One such failure is what a server's event
+    /// loop sees between its events (read until EAGAIN, then the next ready socket), and keeps
+    /// the batch; a second one in a row, with no poll moving anything between them, is a
+    /// program spinning on a non-blocking socket: it waits, so what earlier calls held back
+    /// leaves now (a push).
+    pub fn missed(&self, g: &mut NicInner) {
+        g.misses += 1;
+        if g.misses >= 2 {
+            g.engine.push();
+        }
     }
 
     /// Locks, polls once for a program thread, unlocks.
@@ -274,10 +334,10 @@ impl Nic {
 
     /// A poll by the progress thread (it does not count as the program polling).
     pub(super) fn poll_for_progress(&self, g: &mut NicInner) -> bool {
-        self.poll_as(g, false)
+        self.poll_with(g, false, false)
     }
 
-    fn poll_as(&self, g: &mut NicInner, program: bool) -> bool {
+    fn poll_with(&self, g: &mut NicInner, program: bool, batched: bool) -> bool {
         // A spinning wait between packets: nothing arrived, nothing changed, no timer is due
         // (by the coarse clock). That needs no real clock; every QUIET_POLLS-th such poll
         // still runs the full path (time for the engine's housekeeping, `last_app_poll` for
@@ -297,8 +357,24 @@ impl Nic {
             self.last_app_poll
                 .store(now.total_micros().max(1) as u64, Ordering::Relaxed);
         }
-        let moved = g.engine.poll(now);
+        let moved = if batched {
+            let moved = g.engine.poll_batched(now);
+            // Frames held back leave by the program's next wait, or by the progress thread
+            // APP_RECHECK after this poll. That thread looks at the program's polls only when
+            // it left the queues to it; if it watches them instead (the program slept before
+            // this call), it sleeps until a frame or a timer: wake it, once.
+            if self.watched.load(Ordering::Relaxed)
+                && g.engine.tx_held()
+                && !self.tx_alarm.swap(true, Ordering::Relaxed)
+            {
+                super::kick::kick();
+            }
+            moved
+        } else {
+            g.engine.poll(now)
+        };
         if moved {
+            g.misses = 0;
             self.wake(g);
         }
         moved
@@ -316,6 +392,15 @@ impl Nic {
         last != 0
             && (self.now().total_micros().max(0) as u64).saturating_sub(last)
                 < APP_RECHECK.as_micros() as u64
+    }
+
+    /// When the progress thread takes the queues back if the program does not poll again:
+    /// [`APP_RECHECK`] after its last poll. This bounds how late a frame the program's last
+    /// call held back for a batched kick leaves when the program then blocks somewhere accel
+    /// does not see.
+    pub(super) fn program_recheck_at(&self) -> Instant {
+        let last = self.last_app_poll.load(Ordering::Relaxed);
+        self.to_instant(stack::Instant::from_micros(last as i64)) + APP_RECHECK
     }
 
     /// Program threads asleep in a wait on this interface now.

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::nic::{Nic, APP_RECHECK};
+use super::nic::Nic;
 use super::stats;
 use crate::sys::{guard, kernel};
 
@@ -29,12 +29,19 @@ pub fn spawn(nics: Vec<Arc<Nic>>, hooks: super::Hooks) {
                     // counts itself first, then looks at `watched` (see `Waiting::register`),
                     // so one of the two always sees the other.
                     nic.watched.store(false, Ordering::SeqCst);
+                    nic.tx_alarm.store(false, Ordering::Relaxed);
                     if nic.program_polls() {
                         // The program polls the queues and runs the timers (every stack poll
                         // does). Taking the lock here would only stall it, and worse if this
                         // thread lost its CPU while holding it. Look again in a while in case
-                        // it stopped polling without going to sleep.
-                        let t = Instant::now() + APP_RECHECK;
+                        // it stopped polling without going to sleep: when its last poll is
+                        // APP_RECHECK old (not APP_RECHECK from now, which let a program that
+                        // blocked elsewhere wait up to twice that for frames it left held
+                        // back for a batched TX kick, see `Nic::poll_batched`).
+                        // (At least a millisecond away: the poll below counts whole ones.)
+                        let t = nic
+                            .program_recheck_at()
+                            .max(Instant::now() + Duration::from_millis(1));
                         until = Some(until.map_or(t, |u| u.min(t)));
                         continue;
                     }

@@ -22,10 +22,8 @@ fn snapshot(nics: &[Arc<Nic>], rows: Rows) -> libaccel::stats::Snapshot {
                 queues,
                 xdp_mode,
                 copy_mode,
-                counters: g
-                    .stack()
-                    .counters_now()
-                    .iter()
+                counters: all_counters(&g)
+                    .into_iter()
                     .map(|(k, v)| (k.to_string(), v))
                     .collect(),
                 sockets: Vec::new(),
@@ -114,9 +112,16 @@ pub fn lines(nics: &[Arc<Nic>]) -> Vec<String> {
 /// The last counters line made (for an exit that cannot take the lock).
 static LAST_STATS: Mutex<Option<String>> = Mutex::new(None);
 
+/// The stack's counters, then the link's (TX kicks).
+fn all_counters(g: &NicInner) -> Vec<(&'static str, u64)> {
+    let mut all: Vec<(&'static str, u64)> = g.stack().counters_now().iter().collect();
+    all.extend(g.engine.backend().link_counters());
+    all
+}
+
 fn counters_line(nic: &Nic, g: &NicInner) -> String {
     let mut line = format!("accel-stats: interface={}", nic.name);
-    for (name, value) in g.stack().counters_now().iter() {
+    for (name, value) in all_counters(g) {
         line.push_str(&format!(" {name}={value}"));
     }
     line

@@ -106,9 +106,10 @@ fn tcp_send(
     let nic = on.nic.clone();
     // Blocking sockets queue everything (like the kernel); non-blocking ones what fits.
     let how = Wait::socket(std::slice::from_ref(&nic), nonblock, ep.sndtimeo());
-    let r = wait(rt, how, |_| {
+    let r = wait(rt, how, |round| {
         // No poll before queueing (the poll after sends it, and takes in ACKs that make
-        // room for the next attempt).
+        // room for the next attempt; a first attempt's may hold the segments back for a
+        // batched kick, see `Nic::poll_in_round`).
         let mut g = nic.lock();
         let mut skip = sent;
         for b in bufs {
@@ -128,10 +129,13 @@ fn tcp_send(
                 Err(e) => return Some(if sent > 0 { Ok(sent) } else { Err(e.into()) }),
             }
         }
-        nic.poll(&mut g);
         if sent == total || (sent > 0 && nonblock) {
+            nic.poll_in_round(&mut g, round.n);
             Some(Ok(sent))
         } else {
+            // The call waits (or fails with EAGAIN): what was queued leaves now (it makes room
+            // for the next attempt).
+            nic.poll(&mut g);
             None
         }
     });
@@ -166,11 +170,11 @@ fn udp_send(
     }
     let nic = on.nic.clone();
     let how = Wait::socket(std::slice::from_ref(&nic), nonblock, ep.sndtimeo());
-    wait(rt, how, |_| {
+    wait(rt, how, |round| {
         let mut g = nic.lock();
         match g.stack_mut().udp_send_to(on.id, data, to) {
             Ok(n) => {
-                nic.poll(&mut g);
+                nic.poll_in_round(&mut g, round.n);
                 Some(Ok(n))
             }
             Err(StackError::WouldBlock) | Err(StackError::NoBufferSpace) => {
@@ -274,9 +278,9 @@ fn tcp_recv(
     let nic = on.nic.clone();
     let mut got = 0usize;
     let how = Wait::socket(std::slice::from_ref(&nic), nonblock, ep.rcvtimeo());
-    let r = wait(rt, how, |_| {
+    let r = wait(rt, how, |round| {
         let mut g = nic.lock();
-        nic.poll(&mut g);
+        nic.poll_in_round(&mut g, round.n);
         let window_low = g.stack().tcp_recv_window_low(on.id);
         let before = got;
         let mut skip = got;
@@ -307,11 +311,15 @@ fn tcp_recv(
         // (After a smaller read the next ACK carries the window; polling here on every
         // attempt would only double the cost of a spinning receive.)
         if got > before && window_low {
-            nic.poll(&mut g);
+            nic.poll_in_round(&mut g, round.n);
         }
         if got == total || eof || (got > 0 && !waitall) {
             Some(Ok(got))
         } else {
+            // The call waits (its later attempts poll with a push) or fails with EAGAIN.
+            if round.n == 1 {
+                nic.missed(&mut g);
+            }
             None
         }
     });
@@ -355,7 +363,7 @@ fn udp_recv(
     let how = Wait::socket(std::slice::from_ref(&nic), nonblock, ep.rcvtimeo()).or_fd(fd);
     let (n, from) = wait(rt, how, |round| loop {
         let mut g = nic.lock();
-        nic.poll(&mut g);
+        nic.poll_in_round(&mut g, round.n);
         // Copied straight from the stack's buffer into the caller's (n = the datagram's full
         // length, so a truncation is seen and reported).
         match g.stack_mut().udp_recv_with(on.id, |payload, from| {
@@ -366,6 +374,8 @@ fn udp_recv(
         }) {
             Ok((n, from)) if from_peer(from) => return Some(Ok((n, SockAddrBuf::v4(from)))),
             Ok(_) => continue,
+            // The call waits (its later attempts poll with a push) or fails with EAGAIN.
+            Err(StackError::WouldBlock) if round.n == 1 => nic.missed(&mut g),
             Err(StackError::WouldBlock) => {}
             Err(e) => return Some(Err(e.into())),
         }

@@ -261,8 +261,8 @@ fn print_counters(
     for q in att.queues.queues() {
         let c = &q.counters;
         out.push_str(&format!(
-            "  queue {}: rx_frames {} tx_frames {} rx_bytes {} tx_bytes {} tx_no_frame {} tx_kicks {} locks {} lock_timeouts {} slot {} frames_held {} frames_accounted {}",
-            q.queue_id(), c.rx_frames, c.tx_frames, c.rx_bytes, c.tx_bytes, c.tx_no_frame, c.tx_kicks,
+            "  queue {}: rx_frames {} tx_frames {} rx_bytes {} tx_bytes {} tx_no_frame {} tx_kicks {} tx_kick_held {} locks {} lock_timeouts {} slot {} frames_held {} frames_accounted {}",
+            q.queue_id(), c.rx_frames, c.tx_frames, c.rx_bytes, c.tx_bytes, c.tx_no_frame, c.tx_kicks, c.tx_held,
             c.locks, c.lock_timeouts, q.slot(), q.frames_held(), u8::from(q.frames_accounted())
         ));
         if let Some((dropped, ring_full, fill_empty)) = q.kernel_stats() {

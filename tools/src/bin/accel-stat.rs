@@ -165,6 +165,18 @@ fn render(snaps: &[Snapshot], now_ms: u64) -> String {
                     let _ = write!(out, " {k} {v}");
                 }
                 out.push('\n');
+                // How well TX kicks (system calls in copy mode) are batched.
+                if let (Some(&frames), Some(&kicks)) =
+                    (st.counters.get("tx_frames"), st.counters.get("tx_kicks"))
+                {
+                    if kicks > 0 {
+                        let _ = writeln!(
+                            out,
+                            "    tx frames per kick: {:.1}",
+                            frames as f64 / kicks as f64
+                        );
+                    }
+                }
             }
         }
     }
@@ -309,9 +321,13 @@ mod tests {
                 queues: vec![0, 1],
                 xdp_mode: "native".into(),
                 copy_mode: "copy".into(),
-                counters: [("rx_frames".to_string(), 12), ("tx_frames".to_string(), 3)]
-                    .into_iter()
-                    .collect(),
+                counters: [
+                    ("rx_frames".to_string(), 12),
+                    ("tx_frames".to_string(), 30),
+                    ("tx_kicks".to_string(), 4),
+                ]
+                .into_iter()
+                .collect(),
                 sockets: vec![Socket {
                     fd: 5,
                     proto: "tcp".into(),
@@ -333,7 +349,11 @@ mod tests {
         assert!(t.contains("ESTABLISHED"), "{t}");
         assert!(t.contains("198.18.0.2:40000"), "{t}");
         assert!(t.contains(" 2000"), "{t}");
-        assert!(t.contains("counters: rx_frames 12 tx_frames 3"), "{t}");
+        assert!(
+            t.contains("counters: rx_frames 12 tx_frames 30 tx_kicks 4"),
+            "{t}"
+        );
+        assert!(t.contains("tx frames per kick: 7.5"), "{t}");
         assert!(!t.contains("old"), "{t}");
     }
 
