@@ -89,6 +89,7 @@ impl Set {
     }
 
     fn add(&mut self, it: Interest) -> usize {
+        let fd = it.fd;
         let i = match self.free.pop() {
             Some(i) => {
                 self.members[i] = Some(it);
@@ -99,8 +100,7 @@ impl Set {
                 self.members.len() - 1
             }
         };
-        self.by_fd
-            .insert(self.members[i].as_ref().map_or(-1, |m| m.fd), i);
+        self.by_fd.insert(fd, i);
         i
     }
 
