@@ -1,18 +1,52 @@
 //! Interposers of the exec family the program calls directly (execve, execv, execvp, execvpe,
 //! fexecve): before the new program replaces this one, accelerated connections whose fd it
-//! keeps go to their kernel sockets (the new program knows nothing of accel's stacks).
+//! keeps go to their kernel sockets (the new program knows nothing of accel's stacks), and
+//! frames held back for a batched TX kick leave. `_exit` and `_Exit` (no atexit handlers run)
+//! send those frames too.
 //! glibc's variadic execl* and posix_spawn reach the kernel without these; their connections
 //! are not handed over (documented in the README's limits).
 
 use libc::{c_char, c_int};
 
 use super::run;
+use crate::runtime::exit;
 use crate::socket::handoff;
 use crate::sys::{guard, next};
 
 fn before() {
     if !guard::passthrough() {
-        run(handoff::before_exec);
+        run(|| {
+            handoff::before_exec();
+            exit::push_held();
+        });
+    }
+}
+
+/// _exit(2): what the program's last sends queued leaves before the process ends.
+#[no_mangle]
+pub extern "C" fn _exit(status: c_int) -> ! {
+    if !guard::passthrough() {
+        run(exit::push_held);
+    }
+    next::_exit(status);
+    end(status)
+}
+
+/// _Exit(2), as [`_exit`].
+#[no_mangle]
+pub extern "C" fn _Exit(status: c_int) -> ! {
+    if !guard::passthrough() {
+        run(exit::push_held);
+    }
+    next::_Exit(status);
+    end(status)
+}
+
+/// Ends the process as _exit does, when the real one could not be found.
+fn end(status: c_int) -> ! {
+    loop {
+        // SAFETY: exit_group takes an integer and does not return.
+        unsafe { libc::syscall(libc::SYS_exit_group, status) };
     }
 }
 

@@ -197,9 +197,25 @@ impl Set {
             }
             // Sockets that became accelerated while in the set: a connection leaves the
             // kernel's set (its unconnected kernel socket would report bogus events).
-            if it.in_kernel && !wants_kernel(&it.ep.state()) {
+            let (fresh, kernel_kind) = {
+                let st = it.ep.state();
+                (matches!(*st, State::Fresh), wants_kernel(&st))
+            };
+            if it.in_kernel && !kernel_kind {
                 let _ = kernel::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, it.fd, None);
                 it.in_kernel = false;
+            }
+            // And the other way: one handed to the kernel for good (a child took it over, it
+            // went elsewhere) is the kernel's to report; later epoll_ctl calls on the fd go
+            // to the kernel too.
+            if fresh && !it.in_kernel {
+                let ev = libc::epoll_event {
+                    events: it.events,
+                    u64: it.data,
+                };
+                let _ = kernel::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, it.fd, Some(ev));
+                self.remove(i);
+                continue;
             }
             self.file(i);
             self.enqueue(i);

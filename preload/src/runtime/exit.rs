@@ -35,6 +35,21 @@ fn stderr_copy() -> RawFd {
     STDERR_COPY.load(Ordering::Relaxed)
 }
 
+/// The process image ends without its atexit handlers (`_exit`, exec): frames a batched TX kick
+/// held back leave now, as the kernel would have sent what the program's sends accepted. Not
+/// in a vfork child, which runs in its parent's memory (the parent's next call sends them).
+pub fn push_held() {
+    let Some(rt) = super::current() else { return };
+    if rt.pid != std::process::id() {
+        return;
+    }
+    for nic in &rt.nics {
+        if let Some(mut g) = nic.try_lock_briefly() {
+            nic.poll(&mut g);
+        }
+    }
+}
+
 pub(super) extern "C" fn at_exit() {
     let Some(rt) = super::current() else { return };
     guard::guarded(|| {

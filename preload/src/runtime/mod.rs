@@ -21,7 +21,7 @@
 
 #[cfg(not(test))]
 mod attach;
-mod exit;
+pub mod exit;
 pub mod family;
 mod kick;
 pub mod lineage;
@@ -44,6 +44,8 @@ use crate::config::Config;
 pub struct Runtime {
     pub config: Config,
     pub nics: Vec<Arc<Nic>>,
+    /// The process that started it (a vfork child runs in its parent's memory, and sees it).
+    pub pid: u32,
     /// The socket layer's hooks (none in the unit tests' runtimes).
     pub hooks: Option<Hooks>,
 }
@@ -70,6 +72,7 @@ impl Runtime {
         Runtime {
             config,
             nics,
+            pid: std::process::id(),
             hooks: None,
         }
     }

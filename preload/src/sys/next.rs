@@ -113,3 +113,30 @@ real! {
     fn execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
     fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
 }
+
+/// The real `_exit`; returns only if it cannot be found.
+pub fn _exit(status: c_int) {
+    static PTR: AtomicUsize = AtomicUsize::new(0);
+    call_exit(&PTR, b"_exit\0", status)
+}
+
+/// The real `_Exit`; returns only if it cannot be found.
+#[allow(non_snake_case)]
+pub fn _Exit(status: c_int) {
+    static PTR: AtomicUsize = AtomicUsize::new(0);
+    call_exit(&PTR, b"_Exit\0", status)
+}
+
+fn call_exit(slot: &AtomicUsize, name: &'static [u8], status: c_int) {
+    let mut p = slot.load(Ordering::Relaxed);
+    if p == 0 {
+        p = resolve(slot, name);
+        if p == 0 {
+            return;
+        }
+    }
+    // SAFETY: `p` is the address of the libc symbol `name`, `void name(int)`.
+    let f: unsafe extern "C" fn(c_int) = unsafe { std::mem::transmute(p) };
+    // SAFETY: an integer argument; the function ends the process.
+    unsafe { f(status) }
+}
