@@ -22,49 +22,113 @@ const BURST: usize = 20;
 /// until the peer is done).
 const DEADLINE: Duration = Duration::from_secs(2);
 
+/// The test topology, a UDP peer in B on `port`, and `program` (from tests/c) compiled, to run
+/// under accel-run in A sending bursts of `count` datagrams to the peer.
+struct Burst {
+    t: Topology,
+    peer: UdpSocket,
+    exe: std::path::PathBuf,
+    port: u16,
+    count: usize,
+    _dir: TempDir,
+}
+
+impl Burst {
+    fn new(program: &str, port: u16, count: usize) -> Burst {
+        let t =
+            Topology::new(1).unwrap_or_else(|e| panic!("cannot build the test topology: {e:#}"));
+        let dir = TempDir::new(program);
+        let exe = compile_c(program, dir.path());
+        // B's neighbour entry in A's kernel first, so no datagram waits for address resolution.
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &t.ns_a,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                &t.addr_b.to_string(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("ping from A to B: {e:#}"));
+        let addr_b = t.addr_b;
+        let peer = t
+            .in_b(move || UdpSocket::bind(SocketAddrV4::new(addr_b, port)))
+            .expect("namespace B")
+            .expect("bind the peer's UDP socket in B");
+        Burst {
+            t,
+            peer,
+            exe,
+            port,
+            count,
+            _dir: dir,
+        }
+    }
+
+    /// The program under accel-run in A: LOCAL PEER PORT COUNT.
+    fn command(&self) -> std::process::Command {
+        let t = &self.t;
+        accelerated(
+            t,
+            Side::A,
+            None,
+            &self.exe,
+            &[
+                &t.addr_a.to_string(),
+                &t.addr_b.to_string(),
+                &self.port.to_string(),
+                &self.count.to_string(),
+            ],
+        )
+    }
+}
+
+/// Waits until the peer has each of `count` datagrams (numbered by `index`, from the
+/// datagram's text), failing if one is missing `DEADLINE` after `since`.
+fn receive_all(
+    peer: &UdpSocket,
+    count: usize,
+    since: Instant,
+    when: &str,
+    index: impl Fn(&str) -> usize,
+) {
+    let mut seen = vec![false; count];
+    let mut buf = [0u8; 128];
+    while seen.iter().any(|s| !s) {
+        let left = DEADLINE.saturating_sub(since.elapsed());
+        assert!(
+            !left.is_zero(),
+            "{when}: datagrams {:?} of {count} did not reach the peer within {DEADLINE:?}: \
+             frames held back for a batched TX kick were never kicked",
+            seen.iter()
+                .enumerate()
+                .filter(|(_, s)| !**s)
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        );
+        peer.set_read_timeout(Some(left)).expect("SO_RCVTIMEO");
+        let Ok((n, _)) = peer.recv_from(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        seen[index(text.trim_end_matches('\0'))] = true;
+    }
+}
+
 #[test]
 fn a_burst_reaches_the_peer_while_the_program_blocks_in_a_pipe_read() {
-    let t = Topology::new(1).unwrap_or_else(|e| panic!("cannot build the test topology: {e:#}"));
-    let dir = TempDir::new("tx-kick");
-    let exe = compile_c("udp_burst_block", dir.path());
-    let port = 7461;
-    // B's neighbour entry in A's kernel first, so no datagram waits for address resolution.
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &t.ns_a,
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            &t.addr_b.to_string(),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("ping from A to B: {e:#}"));
-    let addr_b = t.addr_b;
-    let peer = t
-        .in_b(move || UdpSocket::bind(SocketAddrV4::new(addr_b, port)))
-        .expect("namespace B")
-        .expect("bind the peer's UDP socket in B");
+    let b = Burst::new("udp_burst_block", 7461, BURST);
+    let (t, peer) = (&b.t, &b.peer);
     let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
     let mut to_program = File::from(write_end);
     let mut app = App::start_io(
         "udp_burst_block (under accel-run)",
-        accelerated(
-            &t,
-            Side::A,
-            None,
-            &exe,
-            &[
-                &t.addr_a.to_string(),
-                &t.addr_b.to_string(),
-                &port.to_string(),
-                &BURST.to_string(),
-            ],
-        ),
+        b.command(),
         Some(File::from(read_end)),
         None,
     );
@@ -75,32 +139,19 @@ fn a_burst_reaches_the_peer_while_the_program_blocks_in_a_pipe_read() {
         app.wait_for_next(&format!("burst: sent {round}"), Duration::from_secs(10));
         // The program is blocked in read(2) now, and stays so until the next "go".
         let sent = Instant::now();
-        let mut seen = [false; BURST];
-        let mut buf = [0u8; 128];
-        while seen.iter().any(|s| !s) {
-            let left = DEADLINE.saturating_sub(sent.elapsed());
-            assert!(
-                !left.is_zero(),
-                "round {round}: datagrams {:?} of {BURST} did not reach the peer within \
-                 {DEADLINE:?} while the program was blocked in a pipe read: frames held back \
-                 for a batched TX kick were never kicked",
-                seen.iter()
-                    .enumerate()
-                    .filter(|(_, s)| !**s)
-                    .map(|(i, _)| i)
-                    .collect::<Vec<_>>()
-            );
-            peer.set_read_timeout(Some(left)).expect("SO_RCVTIMEO");
-            let Ok((n, _)) = peer.recv_from(&mut buf) else {
-                continue;
-            };
-            let text = String::from_utf8_lossy(&buf[..n]);
-            let mut it = text.trim_end_matches('\0').split(' ');
-            let r: usize = it.next().and_then(|v| v.parse().ok()).expect("round");
-            let i: usize = it.next().and_then(|v| v.parse().ok()).expect("seq");
-            assert_eq!(r, round, "a datagram of another round: {text:?}");
-            seen[i] = true;
-        }
+        receive_all(
+            peer,
+            BURST,
+            sent,
+            &format!("round {round}, while the program was blocked in a pipe read"),
+            |text| {
+                let mut it = text.split(' ');
+                let r: usize = it.next().and_then(|v| v.parse().ok()).expect("round");
+                let i: usize = it.next().and_then(|v| v.parse().ok()).expect("seq");
+                assert_eq!(r, round, "a datagram of another round: {text:?}");
+                i
+            },
+        );
         late.push(sent.elapsed());
     }
     writeln!(to_program, "exit").expect("write to the program's pipe");
@@ -129,76 +180,24 @@ fn a_burst_reaches_the_peer_while_the_program_blocks_in_a_pipe_read() {
 #[test]
 fn a_burst_sent_right_before_exit_reaches_the_peer() {
     const COUNT: usize = 50;
-    let t = Topology::new(1).unwrap_or_else(|e| panic!("cannot build the test topology: {e:#}"));
-    let dir = TempDir::new("tx-kick-exit");
-    let exe = compile_c("udp_burst_exit", dir.path());
-    let port = 7462;
-    // B's neighbour entry in A's kernel first, so no datagram waits for address resolution.
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &t.ns_a,
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            &t.addr_b.to_string(),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("ping from A to B: {e:#}"));
-    let addr_b = t.addr_b;
-    let peer = t
-        .in_b(move || UdpSocket::bind(SocketAddrV4::new(addr_b, port)))
-        .expect("namespace B")
-        .expect("bind the peer's UDP socket in B");
-    let before = snmp_a(&t);
-    let fin = App::start(
-        "udp_burst_exit (under accel-run)",
-        accelerated(
-            &t,
-            Side::A,
-            None,
-            &exe,
-            &[
-                &t.addr_a.to_string(),
-                &t.addr_b.to_string(),
-                &port.to_string(),
-                &COUNT.to_string(),
-            ],
-        ),
-    )
-    .finish(Duration::from_secs(20))
-    .success();
+    let b = Burst::new("udp_burst_exit", 7462, COUNT);
+    let t = &b.t;
+    let before = snmp_a(t);
+    let fin = App::start("udp_burst_exit (under accel-run)", b.command())
+        .finish(Duration::from_secs(20))
+        .success();
     assert!(fin.stdout.contains("burst: sent"), "{}", fin.describe());
-    let mut seen = [false; COUNT];
-    let mut buf = [0u8; 128];
-    let end = Instant::now() + DEADLINE;
-    while seen.iter().any(|s| !s) {
-        let left = end.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "datagrams {:?} of {COUNT} never reached the peer after the program's _exit",
-            seen.iter()
-                .enumerate()
-                .filter(|(_, s)| !**s)
-                .map(|(i, _)| i)
-                .collect::<Vec<_>>()
-        );
-        peer.set_read_timeout(Some(left)).expect("SO_RCVTIMEO");
-        let Ok((n, _)) = peer.recv_from(&mut buf) else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&buf[..n]);
-        let i: usize = text
-            .trim_end_matches('\0')
-            .parse()
-            .unwrap_or_else(|_| panic!("a datagram that is not a sequence number: {text:?}"));
-        seen[i] = true;
-    }
+    receive_all(
+        &b.peer,
+        COUNT,
+        Instant::now(),
+        "after the program's _exit",
+        |text| {
+            text.parse()
+                .unwrap_or_else(|_| panic!("a datagram that is not a sequence number: {text:?}"))
+        },
+    );
     // Accelerated: none of them went through A's kernel.
-    let d = snmp_a(&t).since(&before);
+    let d = snmp_a(t).since(&before);
     assert_eq!(d.udp_out_datagrams, 0, "A's kernel sent datagrams: {d:?}");
 }
