@@ -1207,6 +1207,28 @@ mod tests {
         }
     }
 
+    /// The helper's retirement of slot `slot`'s rings (its process gone), recovering what they
+    /// hold.
+    fn retire_slot(w: &mut World, slot: usize) -> account::Left {
+        account::retire(
+            &w.ctl,
+            &mut w.fill,
+            &mut w.completion,
+            &MemberRings {
+                slot: slot as u8,
+                rx: &w.rx_mems[slot],
+                tx: &w.tx_mems[slot],
+            },
+            Departure {
+                recover: true,
+                zero_copy: false,
+                timeout: Duration::from_secs(1),
+            },
+            &mut w.retired,
+        )
+        .unwrap()
+    }
+
     /// Asserts every frame is in exactly one place, and the census and each queue agree.
     #[track_caller]
     fn check(w: &World, queues: &[Option<XskQueue>]) {
@@ -1475,23 +1497,7 @@ mod tests {
             private.extend(dead.pending_tx.iter().map(|d| d.addr));
             let held = dead.frames_held();
             std::mem::forget(dead);
-            let left = account::retire(
-                &w.ctl,
-                &mut w.fill,
-                &mut w.completion,
-                &MemberRings {
-                    slot: 1,
-                    rx: &w.rx_mems[1],
-                    tx: &w.tx_mems[1],
-                },
-                Departure {
-                    recover: true,
-                    zero_copy: false,
-                    timeout: Duration::from_secs(1),
-                },
-                &mut w.retired,
-            )
-            .unwrap();
+            let left = retire_slot(&mut w, 1);
             assert_eq!(left.leaked, held, "round {round}");
             assert_eq!(left.leaked as usize, private.len());
             w.leaked.extend(private);
@@ -1537,23 +1543,7 @@ mod tests {
             step(&mut w, &mut queues, &mut rng);
         }
         drop(queues[1].take());
-        let left = account::retire(
-            &w.ctl,
-            &mut w.fill,
-            &mut w.completion,
-            &MemberRings {
-                slot: 1,
-                rx: &w.rx_mems[1],
-                tx: &w.tx_mems[1],
-            },
-            Departure {
-                recover: true,
-                zero_copy: false,
-                timeout: Duration::from_secs(1),
-            },
-            &mut w.retired,
-        )
-        .unwrap();
+        let left = retire_slot(&mut w, 1);
         assert_eq!(left.leaked, 0, "a clean exit leaks nothing");
         // Slot 1 is gone; the census of the rest still adds up.
         w.rx_mems.truncate(1);
