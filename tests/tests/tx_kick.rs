@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use accel_tests::apps::{accel_stats_for, accelerated, compile_c, snmp_a, App, Side, TempDir};
 use accel_tests::Topology;
+use accel_tools::stats;
 use accel_tools::topology::run;
 
 const ROUNDS: usize = 5;
@@ -183,10 +184,21 @@ fn a_burst_sent_right_before_exit_reaches_the_peer() {
     let b = Burst::new("udp_burst_exit", 7462, COUNT);
     let t = &b.t;
     let before = snmp_a(t);
-    let fin = App::start("udp_burst_exit (under accel-run)", b.command())
-        .finish(Duration::from_secs(20))
-        .success();
+    let started = std::time::SystemTime::now();
+    let app = App::start("udp_burst_exit (under accel-run)", b.command());
+    let pid = app.pid() as u32;
+    let fin = app.finish(Duration::from_secs(20)).success();
     assert!(fin.stdout.contains("burst: sent"), "{}", fin.describe());
+    // Its accel-stat snapshot went with it, as at exit (a file of that pid number from before
+    // the run would be another, older process's).
+    let snapshot = stats::path_for(&stats::dir(), pid);
+    assert!(
+        !std::fs::metadata(&snapshot)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= started),
+        "{} is left after the program's _exit",
+        snapshot.display()
+    );
     receive_all(
         &b.peer,
         COUNT,

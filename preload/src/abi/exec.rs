@@ -2,7 +2,7 @@
 //! fexecve): before the new program replaces this one, accelerated connections whose fd it
 //! keeps go to their kernel sockets (the new program knows nothing of accel's stacks), and
 //! frames held back for a batched TX kick leave. `_exit` and `_Exit` (no atexit handlers run)
-//! send those frames too.
+//! send those frames too, and remove the process's accel-stat snapshot as exit does.
 //! glibc's variadic execl* and posix_spawn reach the kernel without these; their connections
 //! are not handed over (documented in the README's limits).
 
@@ -17,16 +17,17 @@ fn before() {
     if !guard::passthrough() {
         run(|| {
             handoff::before_exec();
-            exit::push_held();
+            exit::image_ends();
         });
     }
 }
 
-/// _exit(2): what the program's last sends queued leaves before the process ends.
+/// _exit(2): what the program's last sends queued leaves before the process ends, and its
+/// accel-stat snapshot goes.
 #[no_mangle]
 pub extern "C" fn _exit(status: c_int) -> ! {
     if !guard::passthrough() {
-        run(exit::push_held);
+        run(exit::image_ends);
     }
     next::_exit(status);
     end(status)
@@ -36,7 +37,7 @@ pub extern "C" fn _exit(status: c_int) -> ! {
 #[no_mangle]
 pub extern "C" fn _Exit(status: c_int) -> ! {
     if !guard::passthrough() {
-        run(exit::push_held);
+        run(exit::image_ends);
     }
     next::_Exit(status);
     end(status)

@@ -36,9 +36,10 @@ fn stderr_copy() -> RawFd {
 }
 
 /// The process image ends without its atexit handlers (`_exit`, exec): frames a batched TX kick
-/// held back leave now, as the kernel would have sent what the program's sends accepted. Not
-/// in a vfork child, which runs in its parent's memory (the parent's next call sends them).
-pub fn push_held() {
+/// held back leave now, as the kernel would have sent what the program's sends accepted, and
+/// the accel-stat snapshot of stacks that end with it goes. Not in a vfork child, which runs
+/// in its parent's memory (the parent's next call sends them).
+pub fn image_ends() {
     let Some(rt) = super::current() else { return };
     if rt.pid != std::process::id() {
         return;
@@ -48,6 +49,7 @@ pub fn push_held() {
             nic.poll(&mut g);
         }
     }
+    stats::unpublish();
 }
 
 pub(super) extern "C" fn at_exit() {
